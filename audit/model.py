@@ -1,0 +1,181 @@
+"""model.py: the arch-neutral data model every stage shares: instructions, symbols, patchpoints, findings."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .abi import Target
+
+
+class IC(enum.IntFlag):
+    """Instruction classes: what a rule needs to know about an instruction, without opcodes."""
+
+    NONE = 0
+    READS_FLAGS = enum.auto()  # pushf, lahf, jcc, setcc, cmovcc, adc, sbb
+    PUSHES_FLAGS = enum.auto()  # pushf: the flags end up in memory
+    WRITES_IF = enum.auto()  # cli, sti, popf, iret
+    WRITES_TF = enum.auto()  # popf, iret
+    RIP_RELATIVE = enum.auto()  # ModRM mod=00 rm=101 in 64-bit mode
+    REL_BRANCH = enum.auto()  # jmp rel, jcc rel, loop/jrcxz
+    REL_CALL = enum.auto()  # call rel32
+    INDIRECT_CALL = enum.auto()  # call through a register or memory (ff /2)
+    INDIRECT_JUMP = enum.auto()  # jmp through a register or memory (ff /4)
+    RETURN = enum.auto()  # ret, ret imm16
+    PRIVILEGED = enum.auto()  # hlt, mwait, swapgs, sysret, sysexit, VM entry, mov to DRn
+    TRAP = enum.auto()  # int3, int n, int1, into, ud0, ud1, ud2
+    FAR_TRANSFER = enum.auto()  # far call/jmp/ret through memory, lret, iret
+    IRET = enum.auto()  # iret, iretq
+    REP_STRING = enum.auto()  # string instruction with a REP/REPNE prefix
+    STACK = enum.auto()  # reads or writes through %rsp
+    ENDBR = enum.auto()  # endbr64/endbr32 and the IBT-seal poison
+    NOP = enum.auto()  # the NOP family
+    TRAP_SHADOW = enum.auto()  # mov to %ss: the next instruction runs with traps masked
+    INVALID = enum.auto()  # does not decode, or is invalid in 64-bit mode
+
+
+@dataclass(frozen=True, slots=True)
+class Insn:
+    """One decoded instruction. `opcode` excludes prefixes; `modrm_off` is -1 without ModRM."""
+
+    addr: int
+    raw: bytes
+    mnemonic: str
+    operands: str
+    prefixes: bytes
+    rex: int
+    opcode: bytes
+    modrm_off: int
+    classes: IC
+    target: int | None = None  # direct branch/call target (link-time address)
+    target_name: str | None = None
+    target_class: Target = Target.ANY
+
+    @property
+    def length(self) -> int:
+        return 0 if self.classes & IC.INVALID else len(self.raw)
+
+    @property
+    def modrm(self) -> int | None:
+        return self.raw[self.modrm_off] if self.modrm_off >= 0 else None
+
+    @property
+    def first_byte(self) -> int:
+        return self.raw[0] if self.raw else 0
+
+    @property
+    def text(self) -> str:
+        if self.classes & IC.INVALID:
+            return "(bad)"
+        ops = self.operands
+        if self.target_name:
+            ops = self.target_name
+        return f"{self.mnemonic} {ops}".strip()
+
+    def has(self, classes: IC) -> bool:
+        return bool(self.classes & classes)
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A text symbol as a kallsyms walker sees it. `kind` is FUNC or NOTYPE; `size` is never 0."""
+
+    name: str
+    addr: int
+    size: int
+    kind: str
+    bind: str
+    section: str
+    sized: bool  # False when the size was inferred from the next symbol
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """A form the bytes at a patchpoint take: 'disk', or a run-time form such as 'ftrace-nop'."""
+
+    label: str
+    insn: Insn
+
+
+@dataclass(slots=True)
+class Patchpoint:
+    """One probe site: where the int3 goes, the instruction it displaces and its run-time variants."""
+
+    module: str  # 'kernel' for vmlinux, else the module name
+    name: str  # primary symbol name
+    aliases: tuple[str, ...]
+    kind: str  # FUNC | NOTYPE
+    site: str  # entry | return
+    sym_addr: int
+    addr: int  # effective patchpoint (after moves)
+    section: str
+    sec_off: int  # offset of addr within its section
+    insn: Insn  # on-disk instruction at addr
+    variants: tuple[Variant, ...]  # every form judged; variants[0] is 'disk'
+    moved: tuple[Insn, ...] = ()  # instructions the patchpoint moved past
+    facts: frozenset[str] = frozenset()  # site facts, e.g. 'ftrace-site'
+    source: tuple[str, int] | None = None  # (file, line) from DWARF, when known
+
+    @property
+    def symoff(self) -> int:
+        return self.addr - self.sym_addr
+
+    @property
+    def probe_name(self) -> str:
+        return f"{self.module}:{self.name}:{self.site}"
+
+
+class Level(enum.IntEnum):
+    """SARIF levels, ordered so that comparisons follow severity."""
+
+    NOTE = 1
+    WARNING = 2
+    ERROR = 3
+
+    @property
+    def sarif(self) -> str:
+        return self.name.lower()
+
+
+class Verdict(enum.IntEnum):
+    """A patchpoint's verdict, worst wins: unsafe > deny > refused > safe."""
+
+    SAFE = 0
+    REFUSED = 1
+    DENY = 2
+    UNSAFE = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def of_level(cls, level: Level) -> Verdict:
+        return {Level.ERROR: cls.UNSAFE, Level.WARNING: cls.DENY, Level.NOTE: cls.REFUSED}[level]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One rule firing at one patchpoint. `variant` names the run-time form it fired on."""
+
+    rule_id: str
+    level: Level
+    message: str
+    variant: str = "disk"
+
+
+@dataclass(slots=True)
+class Judgement:
+    """A patchpoint, the handling the table gives each variant, and every finding, worst first."""
+
+    pp: Patchpoint
+    findings: list[Finding] = field(default_factory=list)
+    handling: str = ""  # handling of the disk form, e.g. 'step', 'emulate', 'ftrace'
+
+    @property
+    def verdict(self) -> Verdict:
+        return max((Verdict.of_level(f.level) for f in self.findings), default=Verdict.SAFE)
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return sorted({f.rule_id for f in self.findings})
