@@ -95,4 +95,15 @@ def entry_patchpoints(kernel: Kernel, table: EmulationTable) -> list[Patchpoint]
                 facts=frozenset(facts),
             )
         )
+    _mark_overlaps(out)
     return out
+
+
+def _mark_overlaps(pps: list[Patchpoint]) -> None:
+    """Instructions that run into the next symbol (retbleed_untrain_ret's `test $0xcc,%bl` holds
+    __x86_return_thunk's `ret` at +1): the later patchpoint is not on an instruction boundary of the
+    earlier code, so an int3 there would corrupt it."""
+    for cur, nxt in zip(pps, pps[1:], strict=False):
+        if cur.addr + cur.insn.length > nxt.sym_addr:
+            cur.facts = cur.facts | {f"crosses-symbol:{nxt.name}"}
+            nxt.facts = nxt.facts | {f"mid-instruction:{cur.name}"}

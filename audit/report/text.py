@@ -1,0 +1,75 @@
+"""text.py: the default report: one objtool-style line per finding, optional per-rule counts, a summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import findings, judgements, ordered, rule_counts, rules_by_id, tables, verdict_counts
+
+if TYPE_CHECKING:
+    from ..model import Finding, Judgement
+    from ..result import AuditResult
+
+
+def finding_line(display: str, j: Judgement, f: Finding) -> str:
+    """`vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 pushf stepped without flags repair [unsafe]`.
+    A finding on a run-time variant (not the disk bytes) names it: `... (variant ftrace-nop) [deny]`."""
+    pp = j.pp
+    where = f"{pp.name}+0x{pp.symoff:x} ({pp.section}+0x{pp.sec_off:x})"
+    variant = f" (variant {f.variant})" if f.variant != "disk" else ""
+    return f"{display}: {where}: {f.rule_id} {f.message}{variant} [{j.verdict.label}]"
+
+
+def statistics_lines(results: list[AuditResult]) -> list[str]:
+    """Per-rule finding counts, most frequent first (as `ruff --statistics`): count, id, name."""
+    counts = rule_counts(results)
+    if not counts:
+        return []
+    rules = rules_by_id(results)
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    wc = max(len(str(n)) for _, n in rows)
+    wi = max(len(rid) for rid, _ in rows)
+    out = []
+    for rid, n in rows:
+        rule = rules.get(rid)
+        name = rule.name if rule is not None else ""
+        out.append(f"{n:>{wc}}  {rid:<{wi}}  {name}".rstrip())
+    return out
+
+
+def summary_line(results: list[AuditResult]) -> str:
+    """`audited 5 patchpoints in 1 image (table legacy-2011): 1 unsafe, 1 deny, 1 refused, 2 safe; 3 findings`."""
+    n_pp = sum(len(r.judgements) for r in results)
+    n_img = len(results)
+    n_find = sum(len(j.findings) for r in results for j in r.judgements)
+    names = ", ".join(name for name, _ in tables(results)) or "-"
+    counts = ", ".join(f"{n} {v.label}" for v, n in verdict_counts(results).items())
+    line = (
+        f"audited {n_pp} patchpoint{'s' if n_pp != 1 else ''} in {n_img} image{'s' if n_img != 1 else ''}"
+        f" (table {names}): {counts}; {n_find} finding{'s' if n_find != 1 else ''}"
+    )
+    n_err = sum(len(r.errors) for r in results)
+    if n_err:
+        line += f"; {n_err} tool error{'s' if n_err != 1 else ''}"
+    return line
+
+
+def render_text(results: list[AuditResult], statistics: bool = False) -> str:
+    """One line per finding (images in report order, patchpoints by address, findings worst first),
+    then with `statistics` the per-rule counts, then one summary line. Ends with a newline."""
+    results = ordered(results)
+    lines = []
+    for r in results:
+        for j in judgements(r):
+            for f in findings(j):
+                lines.append(finding_line(r.kernel.display, j, f))
+    if statistics:
+        stats = statistics_lines(results)
+        if stats:
+            if lines:
+                lines.append("")
+            lines.extend(stats)
+    if lines:
+        lines.append("")
+    lines.append(summary_line(results))
+    return "\n".join(lines) + "\n"

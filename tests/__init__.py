@@ -1,0 +1,1 @@
+"""tests: the fbt-audit test suite."""

@@ -1,0 +1,62 @@
+"""test_report_text.py: the text report: exact finding lines, the summary, --statistics, determinism."""
+
+from fbt_audit.report import render
+from fbt_audit.report.text import render_text
+from helpers_report import module_result, vmlinux_result, with_judgements
+
+FINDINGS = [
+    "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 call __fentry__ is an ftrace site, stepped with int3 [deny]",
+    "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 pushfq stepped without flags repair [unsafe]",
+    "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT204 native_save_fl is in .noinstr.text [unsafe]",
+    "vmlinux: entry_SYSCALL_64+0x0 (.text+0xe00000): FBT110 no table entry for swapgs, no default handling [refused]",
+    "kvm.ko: kvm_save_flags.isra.0+0x0 (.text+0x40): FBT102 pushfq stepped without flags repair [unsafe]",
+]
+SUMMARY = "audited 7 patchpoints in 2 images (table legacy-2011): 2 unsafe, 1 deny, 1 refused, 3 safe; 5 findings"
+
+
+def test_lines_and_summary():
+    out = render_text([vmlinux_result(), module_result()], False)
+    assert out == "\n".join([*FINDINGS, "", SUMMARY]) + "\n"
+
+
+def test_images_in_report_order_whatever_the_input_order():
+    assert render_text([module_result(), vmlinux_result()], False) == render_text(
+        [vmlinux_result(), module_result()], False
+    )
+
+
+def test_statistics_most_frequent_first():
+    out = render_text([vmlinux_result(), module_result()], True)
+    stats = [
+        "2  FBT102  pushed-flags-leak",
+        "1  FBT110  not-in-table",
+        "1  FBT202  ftrace-site",
+        "1  FBT204  deny-region",
+    ]
+    assert out == "\n".join([*FINDINGS, "", *stats, "", SUMMARY]) + "\n"
+
+
+def test_clean_image_is_only_a_summary():
+    r = vmlinux_result()
+    r = with_judgements(r, [j for j in r.judgements if not j.findings])
+    assert render_text([r], True) == (
+        "audited 2 patchpoints in 1 image (table legacy-2011): 0 unsafe, 0 deny, 0 refused, 2 safe; 0 findings\n"
+    )
+
+
+def test_variant_named_and_tool_errors_counted():
+    from fbt_audit.model import Finding, Level
+
+    r = vmlinux_result(errors=["vmlinux: no __mcount_loc: ftrace sites unknown"])
+    j = r.judgements[2]
+    j.findings = [Finding("FBT202", Level.WARNING, "ftrace site", variant="ftrace-nop")]
+    out = render_text([r], False).splitlines()
+    assert out[0] == "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 ftrace site (variant ftrace-nop) [deny]"
+    assert out[-1].endswith("; 4 findings; 1 tool error")
+
+
+def test_no_absolute_paths_and_deterministic():
+    rs = [vmlinux_result(), module_result()]
+    a, b = render_text(rs, True), render("text", rs, statistics=True)
+    assert a == b
+    assert "/home/" not in a and "/lib/modules" not in a
