@@ -16,6 +16,7 @@
 
 #define EMU	FBT_H_EMULATE
 #define REFUSE	FBT_H_REFUSE
+#define STEP	FBT_H_STEP
 #define NOFX	FBT_FX_NONE
 
 FBT_EMU_TABLE(fbt_emu_table,
@@ -59,15 +60,18 @@ FBT_EMU_TABLE(fbt_emu_table,
 	FBT_OP1M(0xe0, 0xfc, EMU, NOFX, "loop/jrcxz"),
 
 	/*
-	 * ff /2 and ff /4: kprobes emulates the register form only
-	 * (kprobe_emulate_call_indirect/_jmp_indirect) and refuses the memory form
-	 * with -EOPNOTSUPP. ff /3 and ff /5 are far transfers: refused.
+	 * ff /2 and ff /4: the register form is emulated, as kprobes does
+	 * (kprobe_emulate_call_indirect/_jmp_indirect). kprobes refuses the memory
+	 * form with -EOPNOTSUPP; this module steps it instead, keeping the IP the
+	 * copy jumped to and rewriting the pushed return address, because 6.1 starts
+	 * 76 paravirt functions with call *pv_ops+N(%rip). ff /3 and ff /5 are far
+	 * transfers: refused.
 	 */
 	FBT_ENTRY(EMU, NOFX, "call *reg", FBT_OPC1(0xff), FBT_GRP_REG(2)),
 	FBT_ENTRY(EMU, NOFX, "jmp *reg", FBT_OPC1(0xff), FBT_GRP_REG(4)),
-	FBT_ENTRY(REFUSE, NOFX, "call *mem", FBT_OPC1(0xff), FBT_GRP(2)),
+	FBT_ENTRY(STEP, FBT_FX_RETURN_ADDR | FBT_FX_TRANSFER_IP, "call *mem", FBT_OPC1(0xff), FBT_GRP(2)),
 	FBT_ENTRY(REFUSE, NOFX, "lcall *mem", FBT_OPC1(0xff), FBT_GRP(3)),
-	FBT_ENTRY(REFUSE, NOFX, "jmp *mem", FBT_OPC1(0xff), FBT_GRP(4)),
+	FBT_ENTRY(STEP, FBT_FX_TRANSFER_IP, "jmp *mem", FBT_OPC1(0xff), FBT_GRP(4)),
 	FBT_ENTRY(REFUSE, NOFX, "ljmp *mem", FBT_OPC1(0xff), FBT_GRP(5)),
 
 	/* Far transfers and IRET (cf and 48 cf: any REX): -EOPNOTSUPP in prepare_emulation. */
