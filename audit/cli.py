@@ -65,16 +65,32 @@ def main():
 
 @main.command("audit")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path, dir_okay=True))
-@click.option("--table", "table_spec", default="reference", show_default=True, metavar="NAME|PATH",
-              help="Emulation table: a named table (reference, legacy-2011) or any ELF carrying "
-                   "the .fbt_emu_table section, such as a built fbt.ko.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-              help="text: one line per finding; json: versioned schema; sarif: GitHub code scanning; "
-                   "list: the probe-safety list, one row per patchpoint.")
+@click.option(
+    "--table",
+    "table_spec",
+    default="reference",
+    show_default=True,
+    metavar="NAME|PATH",
+    help="Emulation table: a named table (reference, legacy-2011) or any ELF carrying "
+    "the .fbt_emu_table section, such as a built fbt.ko.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text: one line per finding; json: versioned schema; sarif: GitHub code scanning; "
+    "list: the probe-safety list, one row per patchpoint.",
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the report here.")
-@click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
-              help="Exit 1 when a finding at or above this level exists (error=unsafe, warning=deny, "
-                   "note=refused).")
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON),
+    default="error",
+    show_default=True,
+    help="Exit 1 when a finding at or above this level exists (error=unsafe, warning=deny, note=refused).",
+)
 @click.option("--select", multiple=True, metavar="IDS", help="Only these rules: ids or prefixes (FBT1, FBT102).")
 @click.option("--ignore", multiple=True, metavar="IDS", help="Skip these rules: ids or prefixes.")
 @click.option("--statistics", is_flag=True, help="Add per-rule counts to the text report.")
@@ -84,7 +100,9 @@ def audit_cmd(paths, table_spec, fmt, output, fail_on, select, ignore, statistic
     from .report import jsonout, listing, sarif, text
 
     if not paths:
-        raise click.UsageError("give a vmlinux or a .ko to audit, e.g. fbt-audit /usr/lib/debug/boot/vmlinux-$(uname -r)")
+        raise click.UsageError(
+            "give a vmlinux or a .ko to audit, e.g. fbt-audit /usr/lib/debug/boot/vmlinux-$(uname -r)"
+        )
     table = load_table(table_spec)
     results = []
     for p in paths:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from capstone import CS_ARCH_X86, CS_MODE_64, CS_OPT_SYNTAX_ATT, Cs, CsError
 
 from .model import IC, Insn
@@ -14,12 +12,19 @@ INVALID_64 = frozenset(b"\x06\x07\x0e\x16\x17\x1e\x1f\x27\x2f\x37\x3f\x60\x61\x8
 STRING_OPS = frozenset(b"\x6c\x6d\x6e\x6f\xa4\xa5\xa6\xa7\xaa\xab\xac\xad\xae\xaf")
 # 0f 01 ModRM forms that only ring 0 or a hypervisor may run, and that a step must not replay.
 PRIV_0F01 = {
-    0xC1: "vmcall", 0xC2: "vmlaunch", 0xC3: "vmresume", 0xC4: "vmxoff", 0xC8: "monitor", 0xC9: "mwait",
-    0xD8: "vmrun", 0xF8: "swapgs", 0xFA: "monitorx", 0xFB: "mwaitx",
+    0xC1: "vmcall",
+    0xC2: "vmlaunch",
+    0xC3: "vmresume",
+    0xC4: "vmxoff",
+    0xC8: "monitor",
+    0xC9: "mwait",
+    0xD8: "vmrun",
+    0xF8: "swapgs",
+    0xFA: "monitorx",
+    0xFB: "mwaitx",
 }
 MAX_INSN = 15
-# The classes as plain ints: IntFlag arithmetic costs a microsecond an operation on the hot path.
-_ic = SimpleNamespace(**{m.name: int(m) for m in IC})
+_ic = IC
 
 _md = Cs(CS_ARCH_X86, CS_MODE_64)
 _md.detail = True  # for the ModRM offset
@@ -55,7 +60,7 @@ def invalid(addr: int, code: bytes) -> Insn:
     return Insn(addr, bytes(code[:1]), "(bad)", "", prefixes, rex, _opcode(code, i), -1, IC.INVALID)
 
 
-def classify(raw: bytes, prefixes: bytes, rex: int, opcode: bytes, modrm_off: int) -> IC:
+def classify(raw: bytes, prefixes: bytes, rex: int, opcode: bytes, modrm_off: int) -> int:
     """Instruction classes from the encoding alone (what rules need, without mnemonics)."""
     c = 0
     op = opcode[0]
@@ -126,7 +131,7 @@ def classify(raw: bytes, prefixes: bytes, rex: int, opcode: bytes, modrm_off: in
             c |= _ic.PRIVILEGED
     if modrm is not None and mod == 3 and (modrm & 7) == 4 and not rex & 1:
         c |= _ic.STACK  # register operand %rsp
-    return IC(c)
+    return c
 
 
 _CALL_CLASSES = IC.REL_CALL | IC.STACK

@@ -178,7 +178,9 @@ def load(path: str | Path) -> Kernel:
         start = bases[shndx]
         if not start <= addr < start + h.sh_size:
             continue  # section end markers (_etext, __*_text_end) label no instruction
-        text.append((addr, name, size, "FUNC" if stype == STT_FUNC else "NOTYPE", BINDS.get(st_info >> 4, "OTHER"), shndx))
+        text.append(
+            (addr, name, size, "FUNC" if stype == STT_FUNC else "NOTYPE", BINDS.get(st_info >> 4, "OTHER"), shndx)
+        )
 
     text.sort(key=lambda t: (t[0], t[1]))
     symbols = []

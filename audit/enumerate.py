@@ -37,8 +37,20 @@ def resolve(kernel: Kernel, insn: Insn) -> Insn:
     if name is None:
         return insn
     i = insn  # built directly: dataclasses.replace() costs 10 us, and this runs once per call site
-    return Insn(i.addr, i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode, i.modrm_off, i.classes,
-                i.target, name, target_class(name))
+    return Insn(
+        i.addr,
+        i.raw,
+        i.mnemonic,
+        i.operands,
+        i.prefixes,
+        i.rex,
+        i.opcode,
+        i.modrm_off,
+        i.classes,
+        i.target,
+        name,
+        target_class(name),
+    )
 
 
 def _primary(group: list[Symbol]) -> Symbol:
@@ -47,7 +59,13 @@ def _primary(group: list[Symbol]) -> Symbol:
     bind_rank = {"GLOBAL": 0, "WEAK": 1}
     return min(
         group,
-        key=lambda s: (s.kind != "FUNC", not s.sized, bind_rank.get(s.bind, 2), len(s.name) - len(s.name.lstrip("_")), s.name),
+        key=lambda s: (
+            s.kind != "FUNC",
+            not s.sized,
+            bind_rank.get(s.bind, 2),
+            len(s.name) - len(s.name.lstrip("_")),
+            s.name,
+        ),
     )
 
 

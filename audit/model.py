@@ -8,30 +8,38 @@ from dataclasses import dataclass, field
 from .abi import Target
 
 
-class IC(enum.IntFlag):
-    """Instruction classes: what a rule needs to know about an instruction, without opcodes."""
+class IC:
+    """Instruction classes: what a rule needs to know about an instruction, without opcodes.
+
+    Plain int bits rather than an IntFlag: every patchpoint tests several of them, and IntFlag
+    arithmetic builds a new enum member per operation (a million of them per vmlinux)."""
 
     NONE = 0
-    READS_FLAGS = enum.auto()  # pushf, lahf, jcc, setcc, cmovcc, adc, sbb
-    PUSHES_FLAGS = enum.auto()  # pushf: the flags end up in memory
-    WRITES_IF = enum.auto()  # cli, sti, popf, iret
-    WRITES_TF = enum.auto()  # popf, iret
-    RIP_RELATIVE = enum.auto()  # ModRM mod=00 rm=101 in 64-bit mode
-    REL_BRANCH = enum.auto()  # jmp rel, jcc rel, loop/jrcxz
-    REL_CALL = enum.auto()  # call rel32
-    INDIRECT_CALL = enum.auto()  # call through a register or memory (ff /2)
-    INDIRECT_JUMP = enum.auto()  # jmp through a register or memory (ff /4)
-    RETURN = enum.auto()  # ret, ret imm16
-    PRIVILEGED = enum.auto()  # hlt, mwait, swapgs, sysret, sysexit, VM entry, mov to DRn
-    TRAP = enum.auto()  # int3, int n, int1, into, ud0, ud1, ud2
-    FAR_TRANSFER = enum.auto()  # far call/jmp/ret through memory, lret, iret
-    IRET = enum.auto()  # iret, iretq
-    REP_STRING = enum.auto()  # string instruction with a REP/REPNE prefix
-    STACK = enum.auto()  # reads or writes through %rsp
-    ENDBR = enum.auto()  # endbr64/endbr32 and the IBT-seal poison
-    NOP = enum.auto()  # the NOP family
-    TRAP_SHADOW = enum.auto()  # mov to %ss: the next instruction runs with traps masked
-    INVALID = enum.auto()  # does not decode, or is invalid in 64-bit mode
+    READS_FLAGS = 1 << 0  # pushf, lahf, jcc, setcc, cmovcc, adc, sbb
+    PUSHES_FLAGS = 1 << 1  # pushf: the flags end up in memory
+    WRITES_IF = 1 << 2  # cli, sti, popf, iret
+    WRITES_TF = 1 << 3  # popf, iret
+    RIP_RELATIVE = 1 << 4  # ModRM mod=00 rm=101 in 64-bit mode
+    REL_BRANCH = 1 << 5  # jmp rel, jcc rel, loop/jrcxz
+    REL_CALL = 1 << 6  # call rel32
+    INDIRECT_CALL = 1 << 7  # call through a register or memory (ff /2)
+    INDIRECT_JUMP = 1 << 8  # jmp through a register or memory (ff /4)
+    RETURN = 1 << 9  # ret, ret imm16
+    PRIVILEGED = 1 << 10  # hlt, mwait, swapgs, sysret, sysexit, VM entry, mov to DRn
+    TRAP = 1 << 11  # int3, int n, int1, into, ud0, ud1, ud2
+    FAR_TRANSFER = 1 << 12  # far call/jmp/ret through memory, lret, iret
+    IRET = 1 << 13  # iret, iretq
+    REP_STRING = 1 << 14  # string instruction with a REP/REPNE prefix
+    STACK = 1 << 15  # reads or writes through %rsp
+    ENDBR = 1 << 16  # endbr64/endbr32 and the IBT-seal poison
+    NOP = 1 << 17  # the NOP family
+    TRAP_SHADOW = 1 << 18  # mov to %ss: the next instruction runs with traps masked
+    INVALID = 1 << 19  # does not decode, or is invalid in 64-bit mode
+
+    @classmethod
+    def names(cls, value: int) -> list[str]:
+        """The class names set in value, lowercase, in bit order."""
+        return [k.lower() for k, v in vars(cls).items() if k.isupper() and v and value & v]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +54,7 @@ class Insn:
     rex: int
     opcode: bytes
     modrm_off: int
-    classes: IC
+    classes: int  # IC bits
     target: int | None = None  # direct branch/call target (link-time address)
     target_name: str | None = None
     target_class: Target = Target.ANY
@@ -72,7 +80,7 @@ class Insn:
             ops = self.target_name
         return f"{self.mnemonic} {ops}".strip()
 
-    def has(self, classes: IC) -> bool:
+    def has(self, classes: int) -> bool:
         return bool(self.classes & classes)
 
 

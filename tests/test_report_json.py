@@ -5,9 +5,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from helpers_report import module_result, vmlinux_result
+
 from fbt_audit.report import render
 from fbt_audit.report.jsonout import SCHEMA, render_json, schema
-from helpers_report import module_result, vmlinux_result
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "audit" / "schema" / "fbt-audit-report.schema.json"
 

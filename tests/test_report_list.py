@@ -1,9 +1,10 @@
 """test_report_list.py: the probe-safety list: header, exact rows for every patchpoint, counts, numbering."""
 
+from helpers_report import BUILD_ID, MODULE_BUILD_ID, module_result, table, vmlinux_result
+
 from fbt_audit import __version__
 from fbt_audit.report import render
 from fbt_audit.report.listing import COLUMNS, render_list
-from helpers_report import BUILD_ID, MODULE_BUILD_ID, module_result, table, vmlinux_result
 
 SHA = table().sha256
 HEADER_COLUMNS = "# index\tcount\tpatchpoint\topcode\tinslen\tmodrm\tname\tverdict\trules\tbytes\tsymoff\tkind\tlive"

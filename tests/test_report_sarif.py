@@ -5,11 +5,12 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from helpers_report import RULES, module_result, table, vmlinux_result, with_judgements
+
 from fbt_audit import __version__
 from fbt_audit.model import Finding, Level
 from fbt_audit.report import render
 from fbt_audit.report.sarif import normalise_function, relative_source, render_sarif
-from helpers_report import RULES, module_result, table, vmlinux_result, with_judgements
 
 # The OASIS SARIF 2.1.0 schema, as GitHub code scanning validates against it (copied from shared/reference).
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"

@@ -1,8 +1,9 @@
 """test_report_text.py: the text report: exact finding lines, the summary, --statistics, determinism."""
 
+from helpers_report import module_result, vmlinux_result, with_judgements
+
 from fbt_audit.report import render
 from fbt_audit.report.text import render_text
-from helpers_report import module_result, vmlinux_result, with_judgements
 
 FINDINGS = [
     "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 call __fentry__ is an ftrace site, stepped with int3 [deny]",

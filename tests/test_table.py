@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from fbt_audit import abi, table
 from fbt_audit.abi import Fixup, Handling, Target
 from fbt_audit.errors import TableFormatError

@@ -51,8 +51,12 @@ def main() -> int:
     ap.add_argument("vmlinux", nargs="?")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    path = a.vmlinux or subprocess.run([str(ROOT / "scripts" / "fetch-kernel"), "dbg-6.1"], check=True,
-                                       capture_output=True, text=True).stdout.split()[-1]
+    path = (
+        a.vmlinux
+        or subprocess.run(
+            [str(ROOT / "scripts" / "fetch-kernel"), "dbg-6.1"], check=True, capture_output=True, text=True
+        ).stdout.split()[-1]
+    )
     objdump = best(["objdump", "-d", path], a.repeat)
     cli = best([sys.executable, "-m", "fbt_audit", path, "--format", "list", "--fail-on", "none"], a.repeat)
     parts = in_process(path, a.repeat)

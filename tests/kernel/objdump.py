@@ -25,3 +25,25 @@ def instructions_at(path: Path, wanted: set[int]) -> dict[int, tuple[bytes, str]
     proc.wait()
     assert proc.returncode == 0, "objdump failed"
     return out
+
+
+SECTION = re.compile(r"^Disassembly of section (\S+):")
+
+
+def module_instructions_at(path: Path, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[bytes, str]]:
+    """Like instructions_at, for an ET_REL module: keys are (section, offset in section)."""
+    out: dict[tuple[str, int], tuple[bytes, str]] = {}
+    sec = ""
+    proc = subprocess.Popen(["objdump", "-d", "-w", str(path)], stdout=subprocess.PIPE, text=True, bufsize=1 << 20)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        s = SECTION.match(line)
+        if s:
+            sec = s.group(1)
+            continue
+        m = LINE.match(line)
+        if m and (sec, int(m.group(1), 16)) in wanted:
+            out[(sec, int(m.group(1), 16))] = (bytes.fromhex(m.group(2).replace(" ", "")), m.group(3).strip())
+    proc.wait()
+    assert proc.returncode == 0, "objdump failed"
+    return out

@@ -18,12 +18,16 @@ pytestmark = pytest.mark.kernel
 def readelf_text_addresses(path) -> set[int]:
     """Independent count: distinct addresses of FUNC/NOTYPE symbols inside executable sections, per readelf."""
     secs = {}
-    for line in subprocess.run(["readelf", "-SW", str(path)], capture_output=True, text=True, check=True).stdout.splitlines():
+    for line in subprocess.run(
+        ["readelf", "-SW", str(path)], capture_output=True, text=True, check=True
+    ).stdout.splitlines():
         m = re.match(r"\s*\[\s*(\d+)\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\S+\s+(\S*X\S*)\s", line)
         if m:
             secs[m.group(1)] = (int(m.group(3), 16), int(m.group(4), 16))
     addrs = set()
-    for line in subprocess.run(["readelf", "-sW", str(path)], capture_output=True, text=True, check=True).stdout.splitlines():
+    for line in subprocess.run(
+        ["readelf", "-sW", str(path)], capture_output=True, text=True, check=True
+    ).stdout.splitlines():
         f = line.split()
         if len(f) < 8 or f[3] not in ("FUNC", "NOTYPE") or f[6] not in secs:
             continue
@@ -57,8 +61,9 @@ def check_image(path):
         if insn.length == 0:
             if "(bad)" not in text:
                 bad.append(f"{name}@{addr:x}: we cannot decode {raw.hex()}, objdump says {text}")
-        elif insn.raw != raw and not (raw and insn.raw.startswith(raw) and any(f.startswith("crosses-symbol:")
-                                                                             for f in facts[addr])):
+        elif insn.raw != raw and not (
+            raw and insn.raw.startswith(raw) and any(f.startswith("crosses-symbol:") for f in facts[addr])
+        ):
             # objdump restarts at every symbol, so it truncates an instruction that runs into the next
             # one; fbt-audit decodes it whole and marks both patchpoints (crosses-symbol, mid-instruction).
             bad.append(f"{name}@{addr:x}: we {insn.raw.hex()} ({insn.text}), objdump {raw.hex()} ({text})")

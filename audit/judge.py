@@ -1,0 +1,130 @@
+"""judge.py: run the rules over every run-time variant of a patchpoint and collect its findings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from . import abi
+from .abi import Fixup, Handling
+from .model import IC, Finding, Insn, Judgement, Patchpoint, Variant
+from .rule import Rule, Site
+from .table import EmulationTable, Entry
+
+_NO_FIXUPS = Fixup(0)
+_HANDLING_NAMES = {h: h.name.lower() for h in Handling}
+
+# The FBT1xx rules judge the instruction against the table; every other range judges the site.
+_INSN_RANGE = "FBT1"
+_UNDECODABLE, _NOT_IN_TABLE, _REFUSAL = "FBT111", "FBT110", "FBT114"
+
+
+def _lookup_key(insn: Insn) -> tuple:
+    """Everything Entry.matches reads from an Insn; equal keys match the same entry."""
+    modrm = insn.raw[insn.modrm_off] if insn.modrm_off >= 0 else None
+    return (insn.opcode, insn.prefixes, insn.rex, modrm, insn.target_class)
+
+
+class Judge:
+    """The rules and one table, prepared once and applied to many patchpoints.
+
+    The rule list is split once into the plans each kind of variant runs, so the hot loop
+    neither filters rules nor allocates lists; table lookups are memoised on the fields the
+    match reads, because a kernel's ~50,000 entries repeat a few hundred instruction shapes.
+    """
+
+    __slots__ = ("table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_memo")
+
+    def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
+        self._source = rules  # the caller's object, so judge() can tell when to rebuild
+        self.table = table
+        self.rules: tuple[Rule, ...] = tuple(sorted(rules, key=lambda r: r.id))
+        site_rules = tuple(r for r in self.rules if not r.id.startswith(_INSN_RANGE))
+
+        def only(rule_id: str) -> tuple[Rule, ...]:
+            return tuple(r for r in self.rules if r.id == rule_id or r in site_rules)
+
+        self._all = self.rules
+        self._invalid = only(_UNDECODABLE)  # undecodable: no table lookup, FBT111 alone
+        self._ftrace = site_rules  # probed through ftrace: no int3, no FBT1xx rule
+        self._refuse = only(_REFUSAL)  # the table refuses it: FBT114 alone
+        self._unlisted = only(_NOT_IN_TABLE)  # no entry, no default: FBT110 alone
+        self._memo: dict[tuple, tuple[Entry | None, Handling, Fixup]] = {}
+
+    def handling(self, insn: Insn) -> tuple[Entry | None, Handling, Fixup]:
+        """The matching entry (or None), the handling and the fixups the table gives insn.
+
+        handling = the entry's, or the header default when nothing matches; fixups = the
+        entry's, plus the header's step_fixups when it is stepped, unless the entry has
+        FBT_M_OWN_FIXUPS; an unmatched instruction under a step default gets step_fixups.
+        """
+        key = _lookup_key(insn)
+        hit = self._memo.get(key)
+        if hit is None:
+            table = self.table
+            entry = table.lookup(insn)
+            if entry is None:
+                h = table.default_handling
+                f = table.step_fixups if h == Handling.STEP else _NO_FIXUPS
+            else:
+                h, f = entry.handling, entry.fixups
+                if h == Handling.STEP and not entry.match_flags & abi.MATCH_OWN_FIXUPS:
+                    f = f | table.step_fixups
+            hit = self._memo[key] = (entry, h, f)
+        return hit
+
+    def __call__(self, pp: Patchpoint) -> Judgement:
+        table = self.table
+        found: dict[str, Finding] = {}
+        disk_handling = ""
+        variants: Sequence[Variant] = pp.variants or (Variant("disk", pp.insn),)
+        for i, v in enumerate(variants):
+            insn = v.insn
+            if insn.classes & IC.INVALID:
+                entry, h, f = None, Handling.NONE, _NO_FIXUPS
+                plan = self._invalid
+            else:
+                entry, h, f = self.handling(insn)
+                if h == Handling.FTRACE:
+                    plan = self._ftrace
+                elif h == Handling.REFUSE:
+                    plan = self._refuse
+                elif entry is None and h == Handling.NONE:
+                    plan = self._unlisted
+                else:
+                    plan = self._all
+            if i == 0:
+                disk_handling = _HANDLING_NAMES[h]
+            elif disk_handling == "ftrace":
+                break  # the probe goes through ftrace: the int3 never meets the run-time forms
+            site = None
+            for rule in plan:
+                if rule.id in found:  # one finding per rule: the first variant that fired keeps it
+                    continue
+                if site is None:
+                    site = Site(pp, v.label, insn, entry, table, h, f)
+                msg = rule.check(site)
+                if msg is None:
+                    continue
+                found[rule.id] = Finding(rule.id, rule.level, msg, v.label)
+        findings = list(found.values())
+        if len(variants) > 1:
+            findings.sort(key=_rule_id)
+        return Judgement(pp, findings, disk_handling)
+
+
+def _rule_id(f: Finding) -> str:
+    return f.rule_id
+
+
+# judge() keeps the Judge it built last, so a caller looping over patchpoints with the same
+# table and rule list pays for the preparation once. Pass a new list, not a mutated one.
+_last: Judge | None = None
+
+
+def judge(pp: Patchpoint, table: EmulationTable, rules: Iterable[Rule]) -> Judgement:
+    """Judge one patchpoint: every variant against the table, every rule once, findings by id."""
+    global _last
+    j = _last
+    if j is None or j.table is not table or j._source is not rules:
+        j = _last = Judge(table, rules)
+    return j(pp)
