@@ -43,3 +43,12 @@ def vmlinux612() -> Path:
 def image61() -> Path:
     """The unpacked linux-image-<abi>-unsigned package: vmlinuz, System.map and modules."""
     return _fetch("image-6.1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true", help="rewrite tests/golden/* from the current output")
+
+
+@pytest.fixture
+def update_goldens(request) -> bool:
+    return request.config.getoption("--update-goldens")

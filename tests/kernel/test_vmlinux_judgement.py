@@ -1,0 +1,153 @@
+"""test_vmlinux_judgement.py: exact verdicts at exact symbols on real Debian vmlinux images, under each named table."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from fbt_audit import api
+from fbt_audit.model import IC
+
+pytestmark = pytest.mark.kernel
+
+# Static functions named alike: udp_lib_hash is `{ BUG(); }` in four compilation units, so its entry is ud2.
+UD2_ENTRIES_61 = [
+    # BUG()/WARN stubs whose first instruction is ud2
+    "dummy_handler",
+    "ftrace_modify_call",
+    "paravirt_BUG",
+    "udp_lib_hash",
+    "udp_lib_hash",
+    "udp_lib_hash",
+    "udp_lib_hash",
+    # .cold fragments that start with the ud2 of an unlikely BUG_ON (not entries: FBT206 will deny them)
+    "addr_from_call.cold",
+    "alg_test.cold",
+    "ftrace_init_array_ops.cold",
+    "ftrace_shutdown.part.0.cold",
+    "pci_add_new_bus.cold",
+    "pirq_vlsi_get.cold",
+    "pirq_vlsi_set.cold",
+    "qi_flush_piotlb.cold",
+    "rcu_gp_cleanup.cold",
+    "rcu_implicit_dynticks_qs.cold",
+    "transfer_surpluses.cold",
+]
+# Entry assembly that starts with swapgs (the seed's native_load_gs_index became asm_load_gs_index).
+SWAPGS_ENTRIES = [
+    "asm_load_gs_index",
+    "entry_SYSCALL_64",
+    "entry_SYSCALL_compat",
+    "entry_SYSENTER_compat",
+    "entry_SYSRETQ_unsafe_stack",
+    "nmi_swapgs",
+]
+# Labels whose address holds int3: section-boundary markers in int3 padding, and the int3 self-test site.
+INT3_LABELS_61 = [
+    "__cpuidle_text_end",
+    "__entry_text_end",
+    "__entry_text_start",
+    "__kprobes_text_end",
+    "__lock_text_end",
+    "__lock_text_start",
+    "__noinstr_text_end",
+    "__sched_text_end",
+    "__softirqentry_text_end",
+    "entry_SYSRETL_compat_end",
+    "entry_SYSRETQ_end",
+    "int3_selftest_ip",
+]
+# Return thunks that start inside the first instruction of the function before them (retbleed/SRSO
+# untraining: `test $0xcc,%bl` holds `ret; int3`): an int3 there would change the other instruction.
+MID_INSTRUCTION = ["retbleed_return_thunk", "srso_safe_ret"]
+PUSHF_61 = ["ftrace_regs_caller", "native_save_fl", "this_cpu_cmpxchg16b_emu", "verify_cpu"]
+
+
+def findings(result) -> Counter:
+    return Counter((j.pp.name, j.verdict.label, ",".join(j.rule_ids)) for j in result.judgements if j.findings)
+
+
+@pytest.fixture(scope="module")
+def k61(vmlinux61):
+    return api.load_kernel(vmlinux61)
+
+
+@pytest.fixture(scope="module")
+def k612(vmlinux612):
+    return api.load_kernel(vmlinux612)
+
+
+def test_61_legacy_2011_seed_class(k61):
+    r = api.audit(k61, "legacy-2011")
+    unsafe = Counter((n, v, rules) for (n, v, rules), c in findings(r).items() for _ in range(c) if v == "unsafe")
+    want = Counter()
+    want.update((n, "unsafe", "FBT102") for n in PUSHF_61)  # pushf TF-stepped, pushed flags unrepaired: the seed
+    want.update((n, "unsafe", "FBT105") for n in UD2_ENTRIES_61)  # ud2 stepped: BUG handling keys on the IP
+    want.update((n, "unsafe", "FBT107") for n in SWAPGS_ENTRIES)  # swapgs replayed out of line
+    want[("xen_hypercall_intel", "unsafe", "FBT107")] += 1  # vmcall stepped
+    want.update((n, "unsafe", "FBT111") for n in MID_INSTRUCTION)
+    assert unsafe == want
+    # Every PUSHF patchpoint, whatever its name, is unsafe with FBT102, exactly as in the seed.
+    pushf = [j for j in r.judgements if j.pp.insn.classes & IC.PUSHES_FLAGS]
+    assert sorted(j.pp.name for j in pushf) == PUSHF_61
+    assert all(j.verdict.label == "unsafe" and "FBT102" in j.rule_ids for j in pushf)
+    # call rel32 (e8) is refused by dtrace4linux, so every ftrace site is refused, not unsafe.
+    vfs_read = next(j for j in r.judgements if j.pp.name == "vfs_read")
+    assert (vfs_read.verdict.label, vfs_read.rule_ids) == ("refused", ["FBT114"])
+
+
+def test_61_reference_refusals_each_explained(k61):
+    r = api.audit(k61, "reference")
+    want = Counter()
+    want.update((n, "refused", "FBT114") for n in UD2_ENTRIES_61 + SWAPGS_ENTRIES + INT3_LABELS_61)
+    want[("xen_hypercall_intel", "refused", "FBT114")] += 1  # vmcall: VM exit, never replayed
+    want[("native_irq_return_iret", "refused", "FBT114")] += 1  # iretq: a far transfer
+    want.update((n, "unsafe", "FBT111") for n in MID_INSTRUCTION)
+    assert findings(r) == want
+    # Ordinary entries are safe: push, mov, sub, lea and the ftrace site (probed through ftrace).
+    ordinary = ("pushq", "movq", "movl", "subq", "leaq", "callq", "xorl", "jmp")
+    checked = 0
+    for j in r.judgements:
+        if j.pp.insn.mnemonic in ordinary and j.pp.name not in MID_INSTRUCTION:
+            assert j.verdict.label == "safe", (j.pp.name, j.pp.insn.text, j.rule_ids)
+            checked += 1
+    assert checked > 49000
+    vfs_read = next(j for j in r.judgements if j.pp.name == "vfs_read")
+    assert vfs_read.handling == "ftrace" and vfs_read.verdict.label == "safe"
+    native = next(j for j in r.judgements if j.pp.name == "native_save_fl")
+    assert native.handling == "emulate" and native.verdict.label == "safe"
+
+
+def test_612_reference(k612):
+    r = api.audit(k612, "reference")
+    want = Counter()
+    want.update(
+        (n, "refused", "FBT114")
+        for n in [
+            "BUG_func",
+            "dummy_handler",
+            "ftrace_modify_call",
+            *["udp_lib_hash"] * 4,  # ud2
+            *SWAPGS_ENTRIES,
+            "__cpuidle_text_end",
+            "__entry_text_end",
+            "__entry_text_start",
+            "__lock_text_end",
+            "__sched_text_end",
+            "__softirqentry_text_end",
+            "__static_call_text_end",
+            "entry_SYSRETL_compat_end",
+            "entry_SYSRETQ_end",
+            "int3_selftest_ip",  # int3
+            "xen_hypercall_intel",
+            "native_irq_return_iret",
+        ]
+    )
+    want.update((n, "unsafe", "FBT111") for n in MID_INSTRUCTION)
+    # native_lkgs+0x4: LKGS (f2 0f 00 /6), newer than capstone 5 and binutils 2.40: neither decodes it.
+    want[("native_lkgs", "unsafe", "FBT111")] += 1
+    assert findings(r) == want
+    # IBT: the patchpoint moves past endbr64 and lands on the ftrace site.
+    vfs_read = next(j for j in r.judgements if j.pp.name == "vfs_read")
+    assert vfs_read.pp.symoff == 4 and vfs_read.handling == "ftrace" and vfs_read.verdict.label == "safe"
