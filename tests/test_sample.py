@@ -1,4 +1,4 @@
-"""test_sample.py: the embedded sample image: rebuilt from source it is byte-identical, and its reports match goldens."""
+"""test_sample.py: the embedded sample: rebuilt from source it is byte-identical, and its reports match goldens."""
 
 from __future__ import annotations
 
