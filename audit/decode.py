@@ -135,18 +135,61 @@ def classify(raw: bytes, prefixes: bytes, rex: int, opcode: bytes, modrm_off: in
 
 
 _CALL_CLASSES = IC.REL_CALL | IC.STACK
+_REL = IC.REL_BRANCH | IC.REL_CALL
+
+# Decoded shapes by instruction bytes. x86 is decoded front to back and an instruction's length is
+# known once its last byte is read, so bytes b[:n] that decoded to an n-byte instruction decode the
+# same way whatever follows and at any address. A plain relative branch (e9, eb, 7x, 0f 8x) is keyed
+# by its opcode alone: its displacement only moves the target, which its text is. Kernel entries
+# repeat a few thousand encodings ~50,000 times (push %rbp, NOP padding, endbr64, jmp), and a dict
+# probe costs 1/30 of a capstone call. A shape is the Insn fields after addr, with raw and operands
+# None for a relative branch (rebuilt from the bytes and the target) and the displacement width last.
+_SHAPES: dict[bytes, tuple] = {}
+_LENGTHS: list[list[int]] = [[] for _ in range(256)]  # by first byte: the key lengths in _SHAPES, ascending
+_MAX_SHAPES = 1 << 16  # a bound for long-running callers; a full cache only stops growing
 
 
-def decode(code: bytes, addr: int) -> Insn:
-    """Decode the first instruction of code at addr. Never raises: bad bytes give an INVALID Insn."""
+def _remember(fields: tuple, op_str: str, target: int | None, width: int) -> None:
+    raw, prefixes, rex, opcode = fields[0], fields[3], fields[4], fields[5]
+    if len(prefixes) + (1 if rex else 0) + len(opcode) > len(raw) or len(_SHAPES) >= _MAX_SHAPES:
+        return  # prefixes or opcode read past the instruction: its shape depends on the bytes after it
+    if target is None:
+        key, shape = raw, (*fields, 0)
+    elif prefixes or rex or op_str != hex(target) or len(raw) != len(opcode) + width:
+        return  # only plain rel8/rel32 branches whose operand text is their target
+    else:
+        key, shape = opcode, (None, fields[1], None, *fields[3:], width)
+    _SHAPES[key] = shape
+    lengths = _LENGTHS[key[0]]
+    if len(key) not in lengths:
+        lengths.append(len(key))
+        lengths.sort()
+
+
+def decode_fields(code: bytes, addr: int) -> tuple:
+    """Decode the first instruction of code at addr into the Insn constructor's positional
+    arguments (addr through target), so that a caller adding the target's name builds one Insn."""
     code = bytes(code[:MAX_INSN])
     if not code:
-        return invalid(addr, code)
+        return _fields(invalid(addr, code))
     if code[0] == 0xE8 and len(code) >= 5:
         # call rel32 starts four in five kernel functions (call __fentry__) and has one fixed
         # encoding in 64-bit mode, so it skips capstone: 20x faster, and the same answer.
         target = (addr + 5 + int.from_bytes(code[1:5], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
-        return Insn(addr, code[:5], "callq", hex(target), b"", 0, b"\xe8", -1, _CALL_CLASSES, target)
+        return (addr, code[:5], "callq", hex(target), b"", 0, b"\xe8", -1, _CALL_CLASSES, target)
+    shapes = _SHAPES
+    for n in _LENGTHS[code[0]]:
+        s = shapes.get(code[:n])
+        if s is not None:
+            width = s[8]
+            if not width:
+                return (addr, *s[:8], None)
+            end = n + width
+            if len(code) < end:
+                break  # a branch cut off by the end of its section: capstone says what it is
+            raw = code[:end]
+            target = (addr + end + int.from_bytes(raw[n:], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
+            return (addr, raw, s[1], hex(target), *s[3:8], target)
     try:
         got = next(_md.disasm(code, addr, 1), None)
     except CsError:
@@ -154,14 +197,27 @@ def decode(code: bytes, addr: int) -> Insn:
     prefixes, rex, i = split_prefixes(code)
     opcode = _opcode(code, i)
     if got is None or not opcode or (len(opcode) == 1 and opcode[0] in INVALID_64):
-        return invalid(addr, code)
+        return _fields(invalid(addr, code))
     raw = code[: got.size]
     mo = got.modrm_offset
     modrm_off = mo if mo > 0 else -1
     classes = classify(raw, prefixes, rex, opcode, modrm_off)
     target = None
-    if classes & (IC.REL_BRANCH | IC.REL_CALL):
+    width = 0
+    if classes & _REL:
         width = 1 if (len(opcode) == 1 and opcode[0] not in (0xE8, 0xE9)) else 4
         rel = int.from_bytes(raw[-width:], "little", signed=True)
         target = (addr + len(raw) + rel) & 0xFFFFFFFFFFFFFFFF
-    return Insn(addr, raw, got.mnemonic, got.op_str, prefixes, rex, opcode, modrm_off, classes, target)
+    fields = (raw, got.mnemonic, got.op_str, prefixes, rex, opcode, modrm_off, classes)
+    _remember(fields, got.op_str, target, width)
+    return (addr, *fields, target)
+
+
+def _fields(insn: Insn) -> tuple:
+    i = insn
+    return (i.addr, i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode, i.modrm_off, i.classes, i.target)
+
+
+def decode(code: bytes, addr: int) -> Insn:
+    """Decode the first instruction of code at addr. Never raises: bad bytes give an INVALID Insn."""
+    return Insn(*decode_fields(code, addr))

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 import struct
+import sys
+from array import array
+from itertools import compress, islice, repeat
+from operator import eq
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from .errors import ElfFormatError, InputError
-from .kernel import Kernel, Section
-from .model import Symbol
+from .kernel import Kernel, Section, SymbolColumns
 
 SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
@@ -25,9 +29,10 @@ RELA = struct.Struct("<QQq")  # Elf64_Rela
 MODULE_BASE = 0x1000  # first synthetic section base in a module
 
 
-def _sym_name_ok(name: str) -> bool:
-    """Names a kallsyms walker never sees: assembler locals and mapping symbols."""
-    return bool(name) and not name.startswith((".L", "$"))
+_LOCAL = (".L", "$")  # names a kallsyms walker never sees: assembler locals and mapping symbols
+_TEXT_TYPE = bytes(b & 0xF in (STT_NOTYPE, STT_FUNC) for b in range(256))  # by st_info
+_KIND = tuple("FUNC" if b & 0xF == STT_FUNC else "NOTYPE" for b in range(256))
+_BIND = tuple(BINDS.get(b >> 4, "OTHER") for b in range(256))
 
 
 class _Elf:
@@ -82,14 +87,94 @@ class _Elf:
         return memoryview(self.data)[h.sh_offset : h.sh_offset + h.sh_size]
 
 
-def _strings(blob: memoryview):
-    raw = bytes(blob)
+def _names_at(blob: bytes, offsets) -> list[str]:
+    """The NUL-terminated names at string-table offsets ('' for offset 0 and past the end), UTF-8
+    with bad bytes replaced."""
+    if blob.isascii() and blob[:1] == b"\0" and (not offsets or max(offsets) < len(blob)):
+        # Kernel names are ASCII, so str offsets are byte offsets: one index() and one slice per
+        # name, run by map() in C; a Python loop over 130,000 names cost 100 ms.
+        st = blob.decode("ascii") + "\0"
+        return list(map(st.__getitem__, map(slice, offsets, map(st.index, repeat("\0"), offsets))))
+    out = []
+    for off in offsets:
+        end = blob.find(b"\0", off) if off else off
+        out.append(blob[off : end if end >= 0 else len(blob)].decode("utf-8", "replace"))
+    return out
 
-    def get(off: int) -> str:
-        end = raw.find(b"\0", off)
-        return raw[off : end if end >= 0 else len(raw)].decode("utf-8", "replace")
 
-    return get
+def _column(raw: bytes, code: str, index: int, stride: int) -> array:
+    """One field of every fixed-size record, e.g. st_value of each Elf64_Sym: array slicing in C."""
+    col = array(code, raw)
+    if sys.byteorder != "little":
+        col.byteswap()
+    return col[index::stride]
+
+
+def _in(lo: bytes, hi: bytes, allowed) -> int:
+    """Per-symbol flags, one 0/1 byte each packed into an int, for st_shndx (low and high bytes,
+    one per symbol) in allowed. bytes.translate and int & do in C what a loop would do per symbol."""
+    by_hi: dict[int, set[int]] = {}
+    for v in allowed:
+        by_hi.setdefault(v >> 8, set()).add(v & 0xFF)
+    acc = 0
+    for h, los in by_hi.items():
+        t_lo = bytes(b in los for b in range(256))
+        t_hi = bytes(b == h for b in range(256))
+        acc |= int.from_bytes(lo.translate(t_lo), "little") & int.from_bytes(hi.translate(t_hi), "little")
+    return acc
+
+
+def _pick(seq, idx: list[int]) -> list:
+    return list(map(seq.__getitem__, idx))
+
+
+class _Symtab:
+    """.symtab column-wise (Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16, st_value
+    u64, st_size u64): the filters run in C over every symbol, and a name is decoded only when asked
+    for (a vmlinux has 130,000 symbols, of which the audit names the 50,000 text ones)."""
+
+    def __init__(self, raw: bytes, strtab: bytes, secs: list, bases: dict[int, int], rel: bool):
+        self.raw = raw = raw[: len(raw) - len(raw) % SYM.size]
+        self.strtab = strtab
+        self.n = len(raw) // SYM.size
+        q = _column(raw, "Q", 0, 1)
+        self.st_name, self.values, self.sizes = _column(raw, "I", 0, 6), q[1::3], q[2::3]
+        self.shndx, self.info = _column(raw, "H", 3, 12), raw[4::24]
+        # st_value is the address in a vmlinux; a module's symbols are relative to their section.
+        self.addrs = [bases.get(x, 0) + v for x, v in zip(self.shndx, self.values, strict=True)] if rel else self.values
+        self.limit = min(len(secs), SHN_LORESERVE)  # a defined symbol's st_shndx is in [1, limit)
+        self.valid = _in(raw[6::24], raw[7::24], range(1, self.limit))
+
+    def names_of(self, idx) -> list[str]:
+        return _names_at(self.strtab, _pick(self.st_name, idx))
+
+    def address_of(self, name: str) -> int | None:
+        """names().get(name) without decoding every name: the first defined symbol whose st_name
+        points at `name` NUL-terminated, wherever the string table holds it."""
+        want = name.encode() + b"\0"
+        best = None
+        at = self.strtab.find(want, 1)
+        while at > 0:
+            i = -1
+            while True:
+                try:
+                    i = self.st_name.index(at, i + 1)
+                except ValueError:
+                    break
+                if best is not None and i >= best:
+                    break
+                if 0 < self.shndx[i] < self.limit:
+                    best = i
+                    break
+            at = self.strtab.find(want, at + 1)
+        return None if best is None else self.addrs[best]
+
+    def names(self) -> dict[str, int]:
+        """Every defined symbol's name -> its address, the first symbol of a name winning."""
+        vidx = list(compress(range(self.n), self.valid.to_bytes(self.n, "little")))
+        names = dict(zip(reversed(self.names_of(vidx)), reversed(_pick(self.addrs, vidx)), strict=True))
+        names.pop("", None)
+        return names
 
 
 def _build_id(e: _Elf) -> str | None:
@@ -154,52 +239,65 @@ def load(path: str | Path) -> Kernel:
         raise ElfFormatError(f"{path}: no symbol table (.symtab); stripped images need a symbol source")
     if symtab.header.sh_link >= len(secs):
         raise ElfFormatError(f"{path}: symbol table links to a missing string table")
-    name_of = _strings(e.contents(secs[symtab.header.sh_link]))
-    raw = e.contents(symtab)
-    raw = raw[: len(raw) - len(raw) % SYM.size]
+    st = _Symtab(bytes(e.contents(symtab)), bytes(e.contents(secs[symtab.header.sh_link])), secs, bases, rel)
+    n, shndx, st_info, addrs = st.n, st.shndx, st.info, st.addrs
+    lo, hi = st.raw[6::24], st.raw[7::24]
 
-    names: dict[str, int] = {}
-    all_syms: list[tuple[str, int, int, int]] = []  # (name, st_info, shndx, value) for relocations
-    text: list[tuple[int, str, int, str, str, int]] = []  # addr, name, size, kind, bind, shndx
-    for st_name, st_info, _other, shndx, value, size in SYM.iter_unpack(raw):
-        name = name_of(st_name) if st_name else ""
-        all_syms.append((name, st_info, shndx, value))
-        if shndx == SHN_UNDEF or shndx >= SHN_LORESERVE or shndx >= len(secs):
-            continue
-        addr = bases.get(shndx, 0) + value if rel else value
-        if name:
-            names.setdefault(name, addr)
-        stype = st_info & 0xF
-        if stype not in (STT_FUNC, STT_NOTYPE) or not _sym_name_ok(name):
-            continue
-        h = secs[shndx].header
-        if not h.sh_flags & SHF_EXECINSTR or shndx not in bases:
-            continue
-        start = bases[shndx]
-        if not start <= addr < start + h.sh_size:
-            continue  # section end markers (_etext, __*_text_end) label no instruction
-        text.append(
-            (addr, name, size, "FUNC" if stype == STT_FUNC else "NOTYPE", BINDS.get(st_info >> 4, "OTHER"), shndx)
-        )
-
-    text.sort(key=lambda t: (t[0], t[1]))
-    symbols = []
-    starts = sorted({t[0] for t in text})
-    import bisect
-
-    for addr, name, size, kind, bind, shndx in text:
-        sec = secs[shndx]
-        end = bases[shndx] + sec.header.sh_size
-        sized = size > 0
-        if not sized:
-            i = bisect.bisect_right(starts, addr)
-            size = (min(starts[i], end) if i < len(starts) else end) - addr
-        symbols.append(Symbol(name, addr, max(size, 1), kind, bind, sec.name, sized))
+    # Text symbols: FUNC/NOTYPE in an executable section, within it (section end markers such as
+    # _etext and __*_text_end label no instruction), sorted by (addr, name).
+    ranges = [range(0)] * len(secs)
+    execs = set()
+    for i, sec in enumerate(secs):
+        if i in bases and sec.header.sh_flags & SHF_EXECINSTR:
+            ranges[i] = range(bases[i], bases[i] + sec.header.sh_size)
+            execs.add(i)
+    cand = st.valid & _in(lo, hi, execs) & int.from_bytes(st_info.translate(_TEXT_TYPE), "little")
+    cidx = list(compress(range(n), cand.to_bytes(n, "little")))
+    # Below, lists run over the candidates (position p for symbol cidx[p]); only their names are decoded.
+    c_addr, c_shndx, c_name = _pick(addrs, cidx), _pick(shndx, cidx), st.names_of(cidx)
+    keep = [
+        p
+        for p, (a, x, name) in enumerate(zip(c_addr, c_shndx, c_name, strict=True))
+        if a in ranges[x] and name and not name.startswith(_LOCAL)
+    ]
+    keep.sort(key=c_addr.__getitem__)
+    t_addr = _pick(c_addr, keep)
+    # Equal addresses (aliases) go by name; the sort by address alone is stable, so this is (addr, name).
+    dup = list(compress(range(len(t_addr) - 1), map(eq, t_addr, islice(t_addr, 1, None))))
+    j = 0
+    while j < len(dup):
+        k = j
+        while k + 1 < len(dup) and dup[k + 1] == dup[k] + 1:
+            k += 1
+        first, last = dup[j], dup[k] + 1
+        keep[first : last + 1] = sorted(keep[first : last + 1], key=c_name.__getitem__)
+        j = k + 1
+    t_idx = _pick(cidx, keep)
+    t_shndx = _pick(c_shndx, keep)
+    t_size = _pick(st.sizes, t_idx)
+    t_sized = list(map(bool, t_size))
+    for p in compress(range(len(keep)), map(eq, t_size, repeat(0))):
+        # An unsized symbol runs to the next text symbol's address or its section's end.
+        addr = t_addr[p]
+        end = ranges[t_shndx[p]].stop
+        q = bisect.bisect_right(t_addr, addr)
+        t_size[p] = max((min(t_addr[q], end) if q < len(t_addr) else end) - addr, 1)
+    sec_names = [sec.name for sec in secs]
+    t_info = bytes(_pick(st_info, t_idx))
+    columns = SymbolColumns(
+        t_addr,
+        _pick(c_name, keep),
+        t_size,
+        list(map(_KIND.__getitem__, t_info)),
+        list(map(_BIND.__getitem__, t_info)),
+        _pick(sec_names, t_shndx),
+        t_sized,
+    )
 
     call_targets: dict[int, str] = {}
-    mcount: set[int] = set()
+    mcount: set[int] | frozenset[int] = set()
     if rel:
-        by_name = {s.name: i for i, s in enumerate(secs)}
+        all_names, values = st.names_of(range(n)), st.values
         for rs in secs:
             h = rs.header
             if h.sh_type != "SHT_RELA" or h.sh_info >= len(secs) or h.sh_info not in bases:
@@ -214,9 +312,9 @@ def load(path: str | Path) -> Kernel:
             blob = blob[: len(blob) - len(blob) % RELA.size]
             for r_offset, r_info, addend in RELA.iter_unpack(blob):
                 si, rtype = r_info >> 32, r_info & 0xFFFFFFFF
-                if si >= len(all_syms):
+                if si >= n:
                     continue
-                sname, sinfo, sshndx, svalue = all_syms[si]
+                sname, sinfo, sshndx, svalue = all_names[si], st_info[si], shndx[si], values[si]
                 if is_mcount and rtype == R_X86_64_64:
                     if sshndx in bases:
                         mcount.add(bases[sshndx] + svalue + addend)
@@ -224,13 +322,12 @@ def load(path: str | Path) -> Kernel:
                     if sinfo & 0xF == STT_SECTION or not sname:
                         continue  # intra-module branch: the target is resolved from the bytes
                     call_targets[tbase + r_offset] = sname
-        del by_name
     else:
-        start, stop = names.get("__start_mcount_loc"), names.get("__stop_mcount_loc")
+        start, stop = st.address_of("__start_mcount_loc"), st.address_of("__stop_mcount_loc")
         if start is not None and stop is not None and stop > start:
             kern = Kernel(str(path), path.name, "vmlinux", "kernel", None, None, model_secs, [], e.data)
             blob = kern.read(start, stop - start)
-            mcount = {v for (v,) in struct.iter_unpack("<Q", blob[: len(blob) - len(blob) % 8])}
+            mcount = frozenset(_column(blob[: len(blob) - len(blob) % 8], "Q", 0, 1))
 
     info = _modinfo(e) if rel else {}
     if rel:
@@ -239,7 +336,7 @@ def load(path: str | Path) -> Kernel:
         display = f"{module}.ko"
     else:
         module, display = "kernel", path.name
-        release = _release_from_banner(model_secs, names, e.data)
+        release = _release_from_banner(model_secs, st.address_of("linux_banner"), e.data)
     return Kernel(
         path=str(path),
         display=display,
@@ -248,17 +345,18 @@ def load(path: str | Path) -> Kernel:
         release=release,
         build_id=_build_id(e),
         sections=model_secs,
-        symbols=symbols,
+        symbols=None,
+        columns=columns,
         data=e.data,
-        mcount_sites=frozenset(mcount),
+        mcount_sites=frozenset(mcount),  # the same object when it is one already
         call_targets=call_targets,
-        names=names,
+        names=None,
+        lazy={"names": st.names},
     )
 
 
-def _release_from_banner(secs: list[Section], names: dict[str, int], data) -> str | None:
-    """The release from linux_banner ('Linux version 6.1.0-56-amd64 (...)')."""
-    addr = names.get("linux_banner")
+def _release_from_banner(secs: list[Section], addr: int | None, data) -> str | None:
+    """The release from linux_banner ('Linux version 6.1.0-56-amd64 (...)') at addr."""
     if addr is None:
         return None
     kern = Kernel("", "", "vmlinux", "kernel", None, None, secs, [], data)

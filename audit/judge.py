@@ -32,7 +32,9 @@ class Judge:
     match reads, because a kernel's ~50,000 entries repeat a few hundred instruction shapes.
     """
 
-    __slots__ = ("table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_memo")
+    __slots__ = (
+        "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_memo", "_verdicts",
+    )  # fmt: skip
 
     def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
         self._source = rules  # the caller's object, so judge() can tell when to rebuild
@@ -49,6 +51,10 @@ class Judge:
         self._refuse = only(_REFUSAL)  # the table refuses it: FBT114 alone
         self._unlisted = only(_NOT_IN_TABLE)  # no entry, no default: FBT110 alone
         self._memo: dict[tuple, tuple[Entry | None, Handling, Fixup]] = {}
+        # Whole judgements by what the FBT1xx rules may read: each variant's label and instruction
+        # (all but its address), and the patchpoint's facts. Site rules may read anything of the
+        # patchpoint (its name, its address), so with any of them selected nothing is memoised.
+        self._verdicts: dict[tuple, tuple[list[Finding], str]] | None = {} if not site_rules else None
 
     def handling(self, insn: Insn) -> tuple[Entry | None, Handling, Fixup]:
         """The matching entry (or None), the handling and the fixups the table gives insn.
@@ -73,6 +79,27 @@ class Judge:
         return hit
 
     def __call__(self, pp: Patchpoint) -> Judgement:
+        memo = self._verdicts
+        variants = pp.variants
+        if memo is None or not variants:
+            return self._judge(pp)
+        insn = variants[0].insn
+        if not insn.classes & IC.INVALID:
+            mo = insn.modrm_off  # _lookup_key inlined: this runs once per patchpoint
+            modrm = insn.raw[mo] if mo >= 0 else None
+            hit = self._memo.get((insn.opcode, insn.prefixes, insn.rex, modrm, insn.target_class))
+            if (hit or self.handling(insn))[1] == Handling.FTRACE:
+                return Judgement(pp, [], "ftrace")  # what _judge finds when no site rule runs
+        key = (_shape(variants[0]), pp.facts) if len(variants) == 1 else (*map(_shape, variants), pp.facts)
+        hit = memo.get(key)
+        if hit is None:
+            j = self._judge(pp)
+            if len(memo) < _MEMO_MAX:
+                memo[key] = (j.findings[:], j.handling)
+            return j
+        return Judgement(pp, hit[0][:], hit[1])
+
+    def _judge(self, pp: Patchpoint) -> Judgement:
         table = self.table
         found: dict[str, Finding] = {}
         disk_handling = ""
@@ -114,6 +141,21 @@ class Judge:
 
 def _rule_id(f: Finding) -> str:
     return f.rule_id
+
+
+_REL = IC.REL_BRANCH | IC.REL_CALL
+_MEMO_MAX = 1 << 16
+
+
+def _shape(v: Variant) -> tuple:
+    """A variant's label and every Insn field but the address; a relative branch's bytes are left
+    out too (their displacement is the target minus the address; the target is kept)."""
+    i = v.insn
+    c = i.classes
+    return (
+        v.label, len(i.raw) if c & _REL else i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode,
+        i.modrm_off, c, i.target, i.target_name, i.target_class,
+    )  # fmt: skip
 
 
 # judge() keeps the Judge it built last, so a caller looping over patchpoints with the same

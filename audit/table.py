@@ -16,6 +16,9 @@ from .model import Insn
 NAMED = {
     "reference": "reference",
     "legacy-2011": "legacy-2011",
+    "kprobes-6.1": "kprobes-6.1",
+    "kprobes-6.12": "kprobes-6.12",
+    "kprobes": "kprobes-6.12",  # alias: the newest kprobes model
 }
 DEFAULT = "reference"
 
@@ -97,17 +100,35 @@ class EmulationTable:
         """The first entry that matches insn, or None."""
         cached = _INDEX.get(id(self.entries))
         if cached is None or cached[0] is not self.entries:
-            cached = _INDEX[id(self.entries)] = (self.entries, _index(self.entries))
+            cached = _INDEX[id(self.entries)] = (self.entries, _index(self.entries), {})
+        # Memoised on exactly the fields Entry.matches reads: a kernel's entries repeat a few
+        # hundred shapes, and enumeration and judging both ask for every patchpoint.
+        raw, mo = insn.raw, insn.modrm_off
+        if mo < len(raw):
+            key = (insn.opcode, insn.prefixes, insn.rex, raw[mo] if mo >= 0 else None, insn.target_class)
+            memo = cached[2]
+            try:
+                return memo[key]
+            except KeyError:
+                pass
+        else:  # a hand-built Insn whose ModRM lies past its bytes: not memoised
+            memo = None
         op = insn.opcode
+        found = None
         for e in cached[1].get(op[-1] if op else -1, ()):
             if e.matches(insn):
-                return e
-        return None
+                found = e
+                break
+        if memo is not None and len(memo) < _MEMO_MAX:
+            memo[key] = found
+        return found
 
 
-# Entries bucketed by the last opcode byte they accept, in table order: lookup is the hot path
-# (one call per patchpoint variant, ~100k on a vmlinux), and a linear scan of ~50 entries dominated it.
-_INDEX: dict[int, tuple[tuple[Entry, ...], dict[int, tuple[Entry, ...]]]] = {}
+# Entries bucketed by the last opcode byte they accept, in table order, and the lookup memo: lookup
+# is the hot path (one call per patchpoint variant, ~100k on a vmlinux), and a linear scan of ~50
+# entries dominated it.
+_INDEX: dict[int, tuple[tuple[Entry, ...], dict[int, tuple[Entry, ...]], dict[tuple, Entry | None]]] = {}
+_MEMO_MAX = 1 << 16
 
 
 def _index(entries: tuple[Entry, ...]) -> dict[int, tuple[Entry, ...]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,7 +39,13 @@ def compile_c(src: Path, out: Path) -> Path:
 
 
 def test_every_named_table_has_a_source():
-    assert {p.stem for p in SOURCES} == set(table.NAMED)
+    assert {p.stem for p in SOURCES} == set(table.NAMED.values())
+
+
+def test_kprobes_is_the_newest_kprobes_table():
+    t = table.load("kprobes")
+    assert t.name == "kprobes-6.12" and t.raw == table.load("kprobes-6.12").raw
+    assert t.source == "named:kprobes"
 
 
 @needs_gcc
@@ -127,7 +134,10 @@ def test_c_layout_matches_python_descriptor(tmp_path):
 # --- (c) reading tables, and the errors for broken ones ---------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["reference", "legacy-2011"])
+NAMES = ["reference", "legacy-2011", "kprobes-6.1", "kprobes-6.12"]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_named_tables_parse(name):
     t = table.load(name)
     assert t.name == name
@@ -161,6 +171,19 @@ def test_headers():
     )
     assert leg.step_fixups == Fixup.LIVE_IF | Fixup.RIP_DISP
     assert not any(e.fixups & Fixup.REP_CONT for e in leg.entries)
+    # kprobes: out of line with a trailing int3, IF cleared then ORed back, disp32(%rip) rebased,
+    # emulation on regs->flags, faults fixed up at the original IP (kprobe_fault_handler).
+    for name in ("kprobes-6.1", "kprobes-6.12"):
+        k = table.load(name)
+        assert (k.default_handling, k.step_mechanism, k.step_if, k.emu_flags, k.fault_fixup) == (
+            Handling.STEP,
+            abi.StepMechanism.INT3,
+            abi.StepIF.MASKED,
+            abi.EmuFlags.SAVED,
+            True,
+        )
+        assert k.step_fixups == Fixup.LIVE_IF | Fixup.RIP_DISP
+        assert all(e.fixups == 0 for e in k.entries)  # every fixup is the header's
 
 
 @needs_gcc
@@ -288,47 +311,64 @@ INSNS = {
     "mov %rax,%dr7": mk("0f23f8", "", 0, "0f23", 2),
     "sysretq": mk("480f07", "", 0x48, "0f07", -1),
     "jmp __x86_return_thunk": mk("e900000000", "", 0, "e9", -1, Target.RETURN_THUNK),
+    # shapes the kprobes tables distinguish
+    "lret": mk("cb", "", 0, "cb", -1),
+    "ret $8": mk("c20800", "", 0, "c2", -1),
+    "int $0x80": mk("cd80", "", 0, "cd", -1),
+    "int1": mk("f1", "", 0, "f1", -1),
+    "ud1": mk("0fb9", "", 0, "0fb9", -1),
+    "pop %ds": mk("1f", "", 0, "1f", -1),
+    "call *%eax (a32)": mk("67ffd0", "67", 0, "ff", 2),
+    "call *0(%rip)": mk("ff1500000000", "", 0, "ff", 1),
 }
 
 S, E, R, M, F = Handling.STEP, Handling.EMULATE, Handling.REFUSE, Handling.MOVE, Handling.FTRACE
 
-# name: (reference, legacy-2011)
+# name: (reference, legacy-2011, kprobes-6.1, kprobes-6.12)
 EXPECTED = {
-    "pushf": (E, S),
-    "popf": (E, S),
-    "cli": (E, E),
-    "sti": (E, E),
-    "push %rbp": (S, S),
-    "push %r12": (S, S),
-    "sub $0x10,%rsp": (S, S),
-    "call __fentry__": (F, R),
-    "call rel32": (E, R),
-    "endbr64": (M, S),
-    "endbr seal": (M, S),
-    "ud2": (R, S),
-    "int3": (R, R),
-    "mov %eax,%ss": (R, S),
-    "rep movsb": (S, S),
-    "call *%rax": (E, S),
-    "call *(%rax)": (S, S),
-    "mov 0(%rip),%rax": (S, R),
-    "ret": (E, S),
-    "iretq": (R, R),
-    "hlt": (R, R),
-    "swapgs": (R, S),
-    "je rel8": (E, S),
-    "je rel32": (E, S),
-    "jmp *%r11": (E, S),
-    "jmp *(%rax)": (S, S),
-    "iret": (R, R),
-    "nopl 0(%rax)": (S, S),
-    "nopl 0(%rax,%rax)": (S, S),
-    "movdqa 0(%rip),%xmm0": (S, R),
-    "vmcall": (R, S),
-    "mwait": (R, S),
-    "mov %rax,%dr7": (R, S),
-    "sysretq": (R, S),
-    "jmp __x86_return_thunk": (E, S),
+    "pushf": (E, S, E, E),  # kprobe_emulate_ifmodifiers
+    "popf": (E, S, E, E),
+    "cli": (E, E, E, E),
+    "sti": (E, E, E, E),
+    "push %rbp": (S, S, S, S),  # no emulate_op: out of line
+    "push %r12": (S, S, S, S),
+    "sub $0x10,%rsp": (S, S, S, S),
+    "call __fentry__": (F, R, F, F),  # check_ftrace_location: kprobes on ftrace
+    "call rel32": (E, R, E, E),  # kprobe_emulate_call
+    "endbr64": (M, S, M, M),  # arch_adjust_kprobe_addr
+    "endbr seal": (M, S, M, M),
+    "ud2": (R, S, S, R),  # 6.1 steps it; 6.12: is_exception_insn (and the emulate prefix)
+    "int3": (R, R, R, R),  # __copy_instruction; prepare_emulation
+    "mov %eax,%ss": (R, S, R, R),  # insn_masking_exception
+    "rep movsb": (S, S, S, S),
+    "call *%rax": (E, S, E, E),  # kprobe_emulate_call_indirect
+    "call *(%rax)": (S, S, R, R),  # "TODO: support memory addressing"
+    "mov 0(%rip),%rax": (S, R, S, S),  # __copy_instruction rebases the displacement
+    "ret": (E, S, E, E),  # kprobe_emulate_ret
+    "iretq": (R, R, R, R),  # "in-kernel IRET is not supported"
+    "hlt": (R, R, S, S),  # kprobes steps it (FBT107 flags that)
+    "swapgs": (R, S, S, S),  # 0f 01 /7: not the VMX group kprobes refuses
+    "je rel8": (E, S, E, E),  # kprobe_emulate_jcc
+    "je rel32": (E, S, E, E),
+    "jmp *%r11": (E, S, E, E),  # kprobe_emulate_jmp_indirect
+    "jmp *(%rax)": (S, S, R, R),
+    "iret": (R, R, R, R),
+    "nopl 0(%rax)": (S, S, S, S),
+    "nopl 0(%rax,%rax)": (S, S, S, S),
+    "movdqa 0(%rip),%xmm0": (S, R, S, S),
+    "vmcall": (R, S, R, R),  # "VM extensions - not supported"
+    "mwait": (R, S, S, S),
+    "mov %rax,%dr7": (R, S, S, S),
+    "sysretq": (R, S, S, S),
+    "jmp __x86_return_thunk": (E, S, E, E),  # kprobe_emulate_jmp
+    "lret": (R, S, E, E),  # kprobe_emulate_ret: a near ret (FBT108 flags it)
+    "ret $8": (E, S, E, E),
+    "int $0x80": (R, S, S, R),  # 6.12: is_exception_insn
+    "int1": (R, S, S, R),
+    "ud1": (R, S, S, R),
+    "pop %ds": (S, S, R, R),  # kprobes' POP_SS_OPCODE is 0x1f
+    "call *%eax (a32)": (E, S, R, R),  # "insn->addr_bytes != sizeof(unsigned long)"
+    "call *0(%rip)": (S, R, R, R),
 }
 
 
@@ -348,7 +388,7 @@ def test_expectations_cover_every_insn():
     assert set(EXPECTED) == set(INSNS)
 
 
-@pytest.mark.parametrize("col,name", [(0, "reference"), (1, "legacy-2011")])
+@pytest.mark.parametrize("col,name", list(enumerate(NAMES)))
 @pytest.mark.parametrize("insn_name", list(INSNS))
 def test_lookup(col, name, insn_name):
     h, _ = effective(table.load(name), INSNS[insn_name])
@@ -363,6 +403,22 @@ def test_reference_fixups():
     assert fx("reference", "mov 0(%rip),%rax") & Fixup.RIP_DISP
     assert fx("reference", "push %rbp") == Fixup.LIVE_IF | Fixup.RIP_DISP
     assert fx("reference", "rep movsb") & Fixup.LIVE_IF
+
+
+def test_kprobes_fixups():
+    for name in ("kprobes-6.1", "kprobes-6.12"):
+        assert fx(name, "push %rbp") == Fixup.LIVE_IF | Fixup.RIP_DISP  # resume_singlestep, __copy_instruction
+        assert fx(name, "mov 0(%rip),%rax") & Fixup.RIP_DISP
+        assert fx(name, "pushf") == Fixup(0)  # emulated on regs->flags: nothing to repair
+
+
+def test_kprobes_tables_differ_only_by_is_exception_insn():
+    k61, k612 = table.load("kprobes-6.1"), table.load("kprobes-6.12")
+    added = {e.mnemonic for e in k612.entries} - {e.mnemonic for e in k61.entries}
+    assert added == {"int n", "into", "int1", "ud2", "ud1", "ud0"}
+    assert all(e.handling == Handling.REFUSE for e in k612.entries if e.mnemonic in added)
+    common = [dataclasses.replace(e, index=0) for e in k612.entries if e.mnemonic not in added]
+    assert common == [dataclasses.replace(e, index=0) for e in k61.entries]
 
 
 def test_legacy_fixups():
@@ -392,7 +448,7 @@ def test_decoder_models_bytes_as_the_tables_expect():
 # --- the text listing ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["reference", "legacy-2011"])
+@pytest.mark.parametrize("name", NAMES)
 def test_format_table(name):
     t = table.load(name)
     text = format_table(t)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import findings, judgements, ordered, rule_counts, rules_by_id, tables, verdict_counts
+from . import findings, ordered, rule_counts, rules_by_id, tables, verdict_counts
+from .listing import in_order
 
 if TYPE_CHECKING:
     from ..model import Finding, Judgement
@@ -60,9 +61,10 @@ def render_text(results: list[AuditResult], statistics: bool = False) -> str:
     results = ordered(results)
     lines = []
     for r in results:
-        for j in judgements(r):
-            for f in findings(j):
-                lines.append(finding_line(r.kernel.display, j, f))
+        for j in in_order(r):
+            if j.findings:
+                for f in findings(j):
+                    lines.append(finding_line(r.kernel.display, j, f))
     if statistics:
         stats = statistics_lines(results)
         if stats:

@@ -1,0 +1,151 @@
+"""test_perf_equivalence.py: the fast paths (decode cache, judgement memo, lazy names) agree with the plain ones."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from fbt_audit import api, decode, elf, registry
+from fbt_audit import table as tables
+from fbt_audit.enumerate import entry_patchpoints
+from fbt_audit.judge import Judge
+from fbt_audit.kernel import Kernel
+from fbt_audit.rule import Rule
+
+from .conftest import SAMPLE
+
+FIELDS = ("addr", "raw", "mnemonic", "operands", "prefixes", "rex", "opcode", "modrm_off", "classes", "target")
+
+
+@contextmanager
+def no_shape_cache():
+    """decode() exactly as without the cache: nothing is looked up and nothing is remembered."""
+    saved = decode._SHAPES, decode._LENGTHS, decode._MAX_SHAPES
+    decode._SHAPES, decode._LENGTHS, decode._MAX_SHAPES = {}, [[] for _ in range(256)], 0
+    try:
+        yield
+    finally:
+        decode._SHAPES, decode._LENGTHS, decode._MAX_SHAPES = saved
+
+
+def fields(insn) -> tuple:
+    return tuple(getattr(insn, f) for f in FIELDS)
+
+
+def plain(code: bytes, addr: int) -> tuple:
+    with no_shape_cache():
+        return fields(decode.decode(code, addr))
+
+
+# Encodings whose decoding the cache must not change: relative branches of every width, prefixes
+# and REX, RIP-relative and immediate operands, 0f 38/0f 3a and VEX maps, NOP and ENDBR forms,
+# lone prefixes, opcodes invalid in 64-bit mode, and branches cut off by the end of the bytes.
+CODES = [
+    "55", "4157", "4889e5", "488b0510203000", "48c7c001000000", "e9fbffffff", "ebfe", "7405", "0f8400000000",
+    "e30a", "e2fe", "e800000000", "66e800000000", "f2e900000000", "3e7405", "f30f1efa", "660f1f00",
+    "0f1f440000", "660f1f440000", "90", "6690", "f390", "f3c3", "c3", "c20800", "9c", "9d", "fa", "fb", "cf",
+    "48cf", "f3a4", "f348ab", "0f01f8", "0f0b", "cc", "cd80", "8ed0", "ff15f0ffffff", "ffe0", "41ffd3",
+    "c4e27d18050000000000", "c5f877", "660f3a0fc108", "660f3800c1", "0f0f0000", "f0480fb10a", "2e0f1f840000000000",
+    "06", "1f", "d6", "f0", "f3", "66", "0f", "e9ff", "74", "0fff", "62f17c48100500000000",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("hexcode", CODES)
+def test_cached_decoding_matches_plain(hexcode):
+    code = bytes.fromhex(hexcode)
+    decode.decode(code + b"\x90" * 8, 0xFFFFFFFF81000000)  # fills the cache (or does not)
+    for tail in (b"", b"\xcc" * 12, bytes(range(12))):
+        for addr in (0x1000, 0xFFFFFFFF81234567, 0xFFFFFFFFFFFFFFF0):
+            got = decode.decode(code + tail, addr)
+            assert fields(got) == plain(code + tail, addr), (hexcode, tail.hex(), hex(addr))
+
+
+def test_relative_branch_shapes_rebuild_the_target():
+    decode.decode(bytes.fromhex("e9" + "10000000"), 0x1000)
+    again = decode.decode(bytes.fromhex("e9" + "f0ffffff"), 0x2000)
+    assert again.target == 0x2000 + 5 - 0x10 and again.operands == hex(again.target)
+    assert fields(again) == plain(bytes.fromhex("e9f0ffffff"), 0x2000)
+
+
+def judgements(pps, table, memo: bool):
+    j = Judge(table, registry.select())
+    if not memo:
+        j._verdicts = None
+    return [(x.handling, x.findings) for x in map(j, pps)]
+
+
+@pytest.mark.parametrize("name", ["reference", "legacy-2011"])
+def test_judgement_memo_matches_plain_judging(name):
+    table = tables.load(name)
+    pps = entry_patchpoints(elf.load(SAMPLE), table)
+    assert judgements(pps, table, True) == judgements(pps, table, False)
+
+
+def test_judgement_memo_is_off_with_site_rules():
+    class SiteRule(Rule):
+        id = "FBT201"
+
+        def check(self, site):
+            return site.pp.name
+
+    assert Judge(tables.load("reference"), [*registry.select(), SiteRule()])._verdicts is None
+
+
+def names_the_plain_way(path) -> dict[str, int]:
+    """Kernel.names as the loader defined it before it was lazy: every defined symbol's name, the first wins."""
+    with open(path, "rb") as f:
+        e = ELFFile(f)
+        nsec = e.num_sections()
+        out: dict[str, int] = {}
+        for sym in e.get_section_by_name(".symtab").iter_symbols():
+            shndx = sym["st_shndx"]
+            if isinstance(shndx, int) and 0 < shndx < nsec and sym.name:
+                out.setdefault(sym.name, sym["st_value"])
+        return out
+
+
+def test_lazy_names_and_symbols_match_eager_ones():
+    k = elf.load(SAMPLE)
+    assert "names" not in vars(k) and "symbols" not in vars(k)  # nothing on the audit's path built them
+    assert k.names == names_the_plain_way(SAMPLE)
+    cols = k.symbol_columns()
+    assert [(s.addr, s.name, s.size, s.kind, s.bind, s.section, s.sized) for s in k.symbols] == list(
+        zip(cols.addr, cols.name, cols.size, cols.kind, cols.bind, cols.section, cols.sized, strict=True)
+    )
+    assert k.symbols == sorted(k.symbols, key=lambda s: (s.addr, s.name))
+
+
+def test_name_at_prefers_a_name_without_underscore_among_text_symbols():
+    k = elf.load(SAMPLE)
+    cols = k.symbol_columns()
+    for addr in set(cols.addr):
+        here = [n for a, n in zip(cols.addr, cols.name, strict=True) if a == addr]
+        assert k.name_at(addr) == min(here, key=lambda n: (n.startswith("_"), n))
+    assert k.name_at(1) is None
+
+
+def test_hand_built_kernel_still_has_eager_fields():
+    k = Kernel("p", "p", "vmlinux", "kernel", None, None, sections=[], symbols=[], data=b"", names={"x": 1})
+    assert k.symbols == [] and k.names == {"x": 1} and k.name_at(1) is None
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("image", ["vmlinux61", "vmlinux612"])
+def test_real_kernel_fast_paths_match_plain_ones(image, request):
+    """Every instruction enumeration decoded (entry and moved) equals capstone's answer without the cache,
+    and the memoised judgements equal plain ones under every named table."""
+    kernel = elf.load(request.getfixturevalue(image))
+    table = api.load_table("reference")
+    pps = entry_patchpoints(kernel, table)
+    bad = []
+    for pp in pps:
+        for insn in (*pp.moved, pp.insn):
+            if fields(insn) != plain(kernel.read(insn.addr, 15), insn.addr):
+                bad.append(f"{pp.name}@{insn.addr:x}")
+    assert not bad, bad[:10]
+    for name in tables.NAMED:
+        t = tables.load(name)
+        pps = entry_patchpoints(kernel, t)
+        assert judgements(pps, t, True) == judgements(pps, t, False), name
