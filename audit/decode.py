@@ -196,6 +196,10 @@ def decode_fields(code: bytes, addr: int) -> tuple:
         got = None
     prefixes, rex, i = split_prefixes(code)
     opcode = _opcode(code, i)
+    if got is None and opcode == b"\x0f\x00" and prefixes == b"\xf2":
+        lkgs = _lkgs(code, addr, rex, i)
+        if lkgs is not None:
+            return lkgs
     if got is None or not opcode or (len(opcode) == 1 and opcode[0] in INVALID_64):
         return _fields(invalid(addr, code))
     raw = code[: got.size]
@@ -211,6 +215,21 @@ def decode_fields(code: bytes, addr: int) -> tuple:
     fields = (raw, got.mnemonic, got.op_str, prefixes, rex, opcode, modrm_off, classes)
     _remember(fields, got.op_str, target, width)
     return (addr, *fields, target)
+
+
+_REG16 = ("ax", "cx", "dx", "bx", "sp", "bp", "si", "di", "r8w", "r9w", "r10w", "r11w", "r12w", "r13w", "r14w", "r15w")
+
+
+def _lkgs(code: bytes, addr: int, rex: int, i: int) -> tuple | None:
+    """LKGS r16 (f2 0f 00 /6, register form), which 6.12 runs in native_lkgs: newer than capstone 5
+    and binutils 2.40, so it is decoded by hand here; its memory forms stay undecodable."""
+    if len(code) < i + 3 or code[i + 2] & 0xF8 != 0xF0:
+        return None
+    rm = (code[i + 2] & 7) | (8 if rex & 1 else 0)
+    name = _REG16[rm]
+    raw = bytes(code[: i + 3])
+    prefixes = raw[:1]
+    return (addr, raw, "lkgs", "%" + name, prefixes, rex, b"\x0f\x00", i + 2, 0, None)
 
 
 def _fields(insn: Insn) -> tuple:

@@ -14,6 +14,8 @@ from .objdump import instructions_at
 
 pytestmark = pytest.mark.kernel
 
+NEWER_THAN_BINUTILS = {"lkgs"}  # native_lkgs+0x4 on 6.12
+
 
 def readelf_text_addresses(path) -> set[int]:
     """Independent count: distinct addresses of FUNC/NOTYPE symbols inside executable sections, per readelf."""
@@ -58,6 +60,8 @@ def check_image(path):
             bad.append(f"{name}@{addr:x}: objdump has no instruction there")
             continue
         raw, text = oracle[addr]
+        if "(bad)" in text and insn.mnemonic in NEWER_THAN_BINUTILS:
+            continue  # decoded by hand (audit/decode.py); bookworm's binutils 2.40 prints (bad)
         if insn.length == 0:
             if "(bad)" not in text:
                 bad.append(f"{name}@{addr:x}: we cannot decode {raw.hex()}, objdump says {text}")
