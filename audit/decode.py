@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from capstone import CS_ARCH_X86, CS_MODE_64, CS_OPT_SYNTAX_ATT, Cs, CsError
 
 from .model import IC, Insn
@@ -240,3 +242,22 @@ def _fields(insn: Insn) -> tuple:
 def decode(code: bytes, addr: int) -> Insn:
     """Decode the first instruction of code at addr. Never raises: bad bytes give an INVALID Insn."""
     return Insn(*decode_fields(code, addr))
+
+
+_md_lite = Cs(CS_ARCH_X86, CS_MODE_64)  # no detail: the linear sweep needs only addresses and sizes
+
+
+def sweep(code: bytes, addr: int) -> Iterator[tuple[int, int]]:
+    """(address, size) of each instruction of a linear decode of code at addr. Bytes that do not
+    decode are skipped one at a time (a size-0 marker is yielded for each), so the sweep reaches the
+    end; callers start a new sweep at each symbol, which keeps it in sync with symbol boundaries."""
+    at, end = 0, len(code)
+    while at < end:
+        last = at
+        for a, size, _m, _o in _md_lite.disasm_lite(code[at:], addr + at):
+            yield a, size
+            last = a - addr + size
+        if last >= end:
+            return
+        yield addr + last, 0
+        at = last + 1

@@ -53,8 +53,10 @@ class Judge:
         self._memo: dict[tuple, tuple[Entry | None, Handling, Fixup]] = {}
         # Whole judgements by what the FBT1xx rules may read: each variant's label and instruction
         # (all but its address), and the patchpoint's facts. Site rules may read anything of the
-        # patchpoint (its name, its address), so with any of them selected nothing is memoised.
-        self._verdicts: dict[tuple, tuple[list[Finding], str]] | None = {} if not site_rules else None
+        # patchpoint (its name, its address), so with any of them selected nothing is memoised,
+        # unless each declares `facts_only` (it reads only the facts, the variant and the table).
+        facts_only = all(getattr(r, "facts_only", False) for r in site_rules)
+        self._verdicts: dict[tuple, tuple[list[Finding], str]] | None = {} if facts_only else None
 
     def handling(self, insn: Insn) -> tuple[Entry | None, Handling, Fixup]:
         """The matching entry (or None), the handling and the fixups the table gives insn.
@@ -88,7 +90,7 @@ class Judge:
             mo = insn.modrm_off  # _lookup_key inlined: this runs once per patchpoint
             modrm = insn.raw[mo] if mo >= 0 else None
             hit = self._memo.get((insn.opcode, insn.prefixes, insn.rex, modrm, insn.target_class))
-            if (hit or self.handling(insn))[1] == Handling.FTRACE:
+            if not self._ftrace and (hit or self.handling(insn))[1] == Handling.FTRACE:
                 return Judgement(pp, [], "ftrace")  # what _judge finds when no site rule runs
         key = (_shape(variants[0]), pp.facts) if len(variants) == 1 else (*map(_shape, variants), pp.facts)
         hit = memo.get(key)

@@ -18,8 +18,16 @@ from .rules.fbt108_far_transfer import FarTransfer
 from .rules.fbt109_rep_string_stepped import RepStringStepped
 from .rules.fbt110_not_in_table import NotInTable
 from .rules.fbt111_undecodable import Undecodable
+from .rules.fbt112_exception_table_site import ExceptionTableSite
 from .rules.fbt113_control_transfer_unfixed import ControlTransferUnfixed
 from .rules.fbt114_table_refusal import TableRefusal
+from .rules.fbt201_runtime_patched_site import RuntimePatchedSite
+from .rules.fbt202_ftrace_site import FtraceSite
+from .rules.fbt203_ibt_landing_pad import IbtLandingPad
+from .rules.fbt204_deny_region import DenyRegion
+from .rules.fbt205_init_text import InitText
+from .rules.fbt206_not_a_function_entry import NotAFunctionEntry
+from .rules.fbt207_handler_recursion import HandlerRecursion
 
 
 class Status(enum.Enum):
@@ -51,16 +59,16 @@ REGISTRY: dict[str, tuple[Status, type[Rule]]] = {
     "FBT109": (Status.STABLE, RepStringStepped),
     "FBT110": (Status.STABLE, NotInTable),
     "FBT111": (Status.STABLE, Undecodable),
-    # "FBT112": reserved: exception-table-site (site fact from __ex_table; comes with the site rules)
+    "FBT112": (Status.STABLE, ExceptionTableSite),
     "FBT113": (Status.STABLE, ControlTransferUnfixed),
     "FBT114": (Status.STABLE, TableRefusal),
-    # "FBT201": reserved: runtime-patched-site
-    # "FBT202": reserved: ftrace-site
-    # "FBT203": reserved: ibt-landing-pad
-    # "FBT204": reserved: deny-region
-    # "FBT205": reserved: init-text
-    # "FBT206": reserved: not-a-function-entry
-    # "FBT207": reserved: handler-recursion
+    "FBT201": (Status.STABLE, RuntimePatchedSite),
+    "FBT202": (Status.STABLE, FtraceSite),
+    "FBT203": (Status.STABLE, IbtLandingPad),
+    "FBT204": (Status.STABLE, DenyRegion),
+    "FBT205": (Status.STABLE, InitText),
+    "FBT206": (Status.STABLE, NotAFunctionEntry),
+    "FBT207": (Status.STABLE, HandlerRecursion),
     # "FBT301"+: reserved: deep (angr) analysis
 }
 

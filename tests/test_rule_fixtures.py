@@ -48,7 +48,7 @@ def markers(text: str) -> dict[str, list[str]]:
     expect: dict[str, list[str]] = {}
     cur, first = None, False
     for line in text.splitlines():
-        m = re.match(r"^(\w+):", line)
+        m = re.match(r"^(\w[\w.]*):", line)
         if m:
             cur, first = m.group(1), True
             continue

@@ -1,0 +1,335 @@
+"""sites.py: the kernel's own tables (patched sites, trap sites, deny lists, text ranges) from a vmlinux or .ko."""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from dataclasses import dataclass, field
+
+from .kernel import Kernel
+from .layouts import ALT_LAYOUTS, BUG_ENTRY, choose_alt_layout
+
+SHT_SYMTAB, SHT_RELA = 2, 4
+SHF_ALLOC = 0x2
+R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S = 1, 2, 4, 11
+SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
+SYM = struct.Struct("<IBBHQQ")
+RELA = struct.Struct("<QQq")
+
+# table -> (vmlinux start/stop symbols, section name in a .ko and, when kept, in a vmlinux).
+# A vmlinux merges __jump_table, .static_call_sites, __mcount_loc and _kprobe_blacklist into
+# .rodata/.init.data (vmlinux.lds.h), so the symbols are the only way in; the rest keep a section.
+TABLES: dict[str, tuple[tuple[str, str], str]] = {
+    "altinstructions": (("__alt_instructions", "__alt_instructions_end"), ".altinstructions"),
+    "parainstructions": (("__parainstructions", "__parainstructions_end"), ".parainstructions"),
+    "jump_table": (("__start___jump_table", "__stop___jump_table"), "__jump_table"),
+    "static_call_sites": (("__start_static_call_sites", "__stop_static_call_sites"), ".static_call_sites"),
+    "mcount_loc": (("__start_mcount_loc", "__stop_mcount_loc"), "__mcount_loc"),
+    "smp_locks": (("__smp_locks", "__smp_locks_end"), ".smp_locks"),
+    "retpoline_sites": (("__retpoline_sites", "__retpoline_sites_end"), ".retpoline_sites"),
+    "return_sites": (("__return_sites", "__return_sites_end"), ".return_sites"),
+    "call_sites": (("__call_sites", "__call_sites_end"), ".call_sites"),
+    "ibt_endbr_seal": (("__ibt_endbr_seal", "__ibt_endbr_seal_end"), ".ibt_endbr_seal"),
+    "cfi_sites": (("__cfi_sites", "__cfi_sites_end"), ".cfi_sites"),
+    "ex_table": (("__start___ex_table", "__stop___ex_table"), "__ex_table"),
+    "bug_table": (("__start___bug_table", "__stop___bug_table"), "__bug_table"),
+    "kprobe_blacklist": (("__start_kprobe_blacklist", "__stop_kprobe_blacklist"), "_kprobe_blacklist"),
+}
+# Tables of one self-relative s32 per entry (objtool's create_*_sections).
+S32_TABLES = ("smp_locks", "retpoline_sites", "return_sites", "call_sites", "ibt_endbr_seal", "cfi_sites")
+# vmlinux text ranges (start, end symbols); module equivalents are sections of the same name.
+RANGES = {
+    "noinstr": ("__noinstr_text_start", "__noinstr_text_end", ".noinstr.text"),
+    "entry": ("__entry_text_start", "__entry_text_end", ".entry.text"),
+    "kprobes": ("__kprobes_text_start", "__kprobes_text_end", ".kprobes.text"),
+    "cpuidle": ("__cpuidle_text_start", "__cpuidle_text_end", ".cpuidle.text"),
+    "static_call_text": ("__static_call_text_start", "__static_call_text_end", ".static_call.text"),
+}
+
+
+@dataclass
+class Alt:
+    """One struct alt_instr: `instrlen` bytes at `instr` become the replacement when the feature is (not) set."""
+
+    instr: int
+    repl: int
+    feature: int  # X86_FEATURE_* number (word*32+bit)
+    negated: bool
+    instrlen: int
+    repllen: int
+    flags: int = 0
+
+
+@dataclass
+class Tables:
+    """Every table of one image, decoded: site addresses (link-time for vmlinux, synthetic for a
+    module, as Kernel addresses are), the layouts chosen, entry counts and what could not be read."""
+
+    counts: dict[str, int] = field(default_factory=dict)  # entries per table (present tables only)
+    layouts: dict[str, str] = field(default_factory=dict)  # table -> layout name chosen
+    problems: list[str] = field(default_factory=list)  # a table no known layout fits, and why
+    alts: list[Alt] = field(default_factory=list)
+    para: list[tuple[int, int, int]] = field(default_factory=list)  # (addr, len, type)
+    jump: list[int] = field(default_factory=list)  # jump_entry.code
+    static_calls: list[tuple[int, bool]] = field(default_factory=list)  # (site, tail)
+    mcount: list[int] = field(default_factory=list)
+    s32: dict[str, list[int]] = field(default_factory=dict)  # S32_TABLES -> sites
+    runtime_const: list[tuple[str, int]] = field(default_factory=list)  # (section, site)
+    extable: list[int] = field(default_factory=list)
+    bugs: list[int] = field(default_factory=list)
+    blacklist: list[int] = field(default_factory=list)
+    ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+def _version(release: str | None) -> tuple[int, int] | None:
+    if not release:
+        return None
+    parts = release.split("-", 1)[0].split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _s32_sites(blob: bytes, base: int) -> list[int]:
+    """Self-relative s32 fields at base, base+4, ...: each field's address plus its value."""
+    vals = array("i", blob[: len(blob) - len(blob) % 4])
+    return [base + 4 * i + v for i, v in enumerate(vals)]
+
+
+class _Reader:
+    """The bytes of each table: between its symbols in a vmlinux, its section (relocated) in a module."""
+
+    def __init__(self, kernel: Kernel):
+        self.k = kernel
+        self.module = kernel.kind == "module"
+        self.secs = {s.name: s for s in kernel.sections}
+        # A vmlinux's loader can look one name up without decoding all 130,000 (elf._Symtab.address_of);
+        # the names dict is the fallback (and what a module, or a Kernel built in memory, has).
+        names = kernel.__dict__.get("names")
+        finder = getattr(kernel.lazy.get("names"), "__self__", None) if names is None else None
+        self.sym = finder.address_of if finder is not None else (lambda n: kernel.names.get(n))
+        if self.module:
+            self._load_module()
+
+    def _load_module(self) -> None:
+        """Section headers, symbols and RELA of the .ko, by struct: what pyelftools would give, for
+        the dozen small sections the tables live in."""
+        data = self.k.data
+        (shoff,) = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        hdrs = [SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
+        strh = hdrs[shstrndx]
+        shstr = bytes(data[strh[4] : strh[4] + strh[5]])
+
+        def nm(off: int) -> str:
+            return shstr[off : shstr.index(b"\0", off)].decode("ascii", "replace")
+
+        self.hdrs = hdrs
+        self.names = [nm(h[0]) for h in hdrs]
+        # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
+        alloc = [i for i, h in enumerate(hdrs) if h[2] & SHF_ALLOC]
+        self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
+        sym = next((h for h in hdrs if h[1] == SHT_SYMTAB), None)
+        self.sym_addr: list[int] = []
+        if sym is not None:
+            raw = bytes(data[sym[4] : sym[4] + sym[5]])
+            for _n, _i, _o, shndx, value, _s in SYM.iter_unpack(raw[: len(raw) - len(raw) % SYM.size]):
+                self.sym_addr.append(self.base.get(shndx, 0) + value if 0 < shndx < 0xFF00 else 0)
+        self.rela = {h[7]: h for h in hdrs if h[1] == SHT_RELA}
+
+    def section_bytes(self, name: str) -> tuple[bytes, int] | None:
+        """(relocated contents, address) of a module section, or None."""
+        try:
+            i = self.names.index(name)
+        except ValueError:
+            return None
+        h = self.hdrs[i]
+        if not h[5] or i not in self.base:
+            return b"", self.base.get(i, 0)
+        buf = bytearray(self.k.data[h[4] : h[4] + h[5]])
+        base = self.base[i]
+        r = self.rela.get(i)
+        if r is not None:
+            blob = bytes(self.k.data[r[4] : r[4] + r[5]])
+            for off, info, addend in RELA.iter_unpack(blob[: len(blob) - len(blob) % RELA.size]):
+                si, t = info >> 32, info & 0xFFFFFFFF
+                s = self.sym_addr[si] if si < len(self.sym_addr) else 0
+                if t == R_X86_64_64 and off + 8 <= len(buf):
+                    struct.pack_into("<Q", buf, off, (s + addend) & (2**64 - 1))
+                elif t in (R_X86_64_PC32, R_X86_64_PLT32) and off + 4 <= len(buf):
+                    struct.pack_into("<I", buf, off, (s + addend - (base + off)) & 0xFFFFFFFF)
+                elif t == R_X86_64_32S and off + 4 <= len(buf):
+                    struct.pack_into("<I", buf, off, (s + addend) & 0xFFFFFFFF)
+        return bytes(buf), base
+
+    def table(self, key: str) -> tuple[bytes, int] | None:
+        (start, stop), secname = TABLES[key]
+        if self.module:
+            return self.section_bytes(secname)
+        a, b = self.sym(start), self.sym(stop)
+        if a is None or b is None or b < a:
+            s = self.secs.get(secname)
+            if s is None:
+                return None
+            a, b = s.addr, s.addr + s.size
+        return self.k.read(a, b - a), a
+
+    def ranges(self, key: str) -> list[tuple[int, int]]:
+        start, stop, secname = RANGES[key]
+        if self.module:
+            s = self.secs.get(secname)
+            return [(s.addr, s.addr + s.size)] if s is not None and s.size else []
+        a, b = self.sym(start), self.sym(stop)
+        return [(a, b)] if a is not None and b is not None and b > a else []
+
+
+def _in_text(kernel: Kernel, addr: int) -> bool:
+    s = kernel.section_at(addr)
+    return s is not None and s.executable
+
+
+def read_tables(kernel: Kernel) -> Tables:
+    """Decode every table of kernel (cached on it). Layouts are chosen from the release and the
+    table size (audit/layouts.py); a table no layout fits is left out and named in `problems`."""
+    cached = kernel.__dict__.get("_fbt_tables")
+    if cached is not None:
+        return cached
+    t = Tables()
+    if not len(kernel.data):  # an image built in memory (tests): no file, no tables
+        kernel.__dict__["_fbt_tables"] = t
+        return t
+    try:
+        _read(kernel, t)
+    except (struct.error, ValueError, IndexError, KeyError, OverflowError) as e:  # a damaged image: say so
+        t.problems.append(f"kernel tables unreadable ({type(e).__name__}: {e})")
+    kernel.__dict__["_fbt_tables"] = t
+    return t
+
+
+def _read(kernel: Kernel, t: Tables) -> None:
+    rd = _Reader(kernel)
+    version = _version(kernel.release)
+
+    got = rd.table("altinstructions")
+    if got is not None and got[0]:
+        blob, base = got
+        layout, why = choose_alt_layout(blob, base, version, lambda a: _in_text(kernel, a))
+        if layout is None:
+            t.problems.append(f".altinstructions: {why}")
+        else:
+            t.layouts["altinstructions"] = layout.name
+            for i, rec in enumerate(layout.struct.iter_unpack(blob)):
+                at = base + i * layout.size
+                fields = dict(zip(layout.fields, rec, strict=True))
+                feat = fields["cpuid"] & 0xFFFF
+                flags = fields["cpuid"] >> 16 if layout.size == 14 else 0
+                negated = bool(flags & 1) if layout.size == 14 else bool(feat & 0x8000)
+                if layout.size != 14:
+                    feat &= 0x7FFF
+                t.alts.append(
+                    Alt(at + fields["instr"], at + 4 + fields["repl"], feat, negated, fields["instrlen"],
+                        fields["repllen"], flags)
+                )  # fmt: skip
+            t.counts["altinstructions"] = len(t.alts)
+
+    got = rd.table("parainstructions")
+    if got is not None and got[0]:
+        blob, base = got
+        if len(blob) % 16:
+            t.problems.append(
+                f".parainstructions: size {len(blob)} is not a multiple of 16 (struct paravirt_patch_site)"
+            )
+        else:
+            t.layouts["parainstructions"] = "paravirt_patch_site/16"
+            t.para = [(a, ln, ty) for a, ty, ln in struct.iter_unpack("<QBB6x", blob)]
+            t.counts["parainstructions"] = len(t.para)
+
+    got = rd.table("jump_table")
+    if got is not None and got[0]:
+        blob, base = got
+        if len(blob) % 16:
+            t.problems.append(f"__jump_table: size {len(blob)} is not a multiple of 16 (struct jump_entry)")
+        else:
+            t.layouts["jump_table"] = "jump_entry/16"
+            t.jump = [base + 16 * i + c for i, (c, _t, _k) in enumerate(struct.iter_unpack("<iiq", blob))]
+            t.counts["jump_table"] = len(t.jump)
+
+    got = rd.table("static_call_sites")
+    if got is not None and got[0]:
+        blob, base = got
+        if len(blob) % 8:
+            t.problems.append(f".static_call_sites: size {len(blob)} is not a multiple of 8 (struct static_call_site)")
+        else:
+            t.layouts["static_call_sites"] = "static_call_site/8"
+            t.static_calls = [
+                (base + 8 * i + a, bool((base + 8 * i + 4 + k) & 1))
+                for i, (a, k) in enumerate(struct.iter_unpack("<ii", blob))
+            ]
+            t.counts["static_call_sites"] = len(t.static_calls)
+
+    got = rd.table("mcount_loc")
+    if got is not None and got[0]:
+        blob = got[0]
+        t.mcount = [a for a in array("Q", blob[: len(blob) - len(blob) % 8]) if a]
+        t.counts["mcount_loc"] = len(t.mcount)
+
+    for key in S32_TABLES:
+        got = rd.table(key)
+        if got is None or not got[0]:
+            continue
+        blob, base = got
+        # A zero field points at itself: page-alignment padding (.smp_locks) or a site in code the
+        # linker discarded (ld resolves it to 0). The kernel skips those; so do we.
+        vals = array("i", blob[: len(blob) - len(blob) % 4])
+        sites = [base + 4 * i + v for i, v in enumerate(vals) if v]
+        t.s32[key] = sites
+        t.counts[key] = len(sites)
+
+    # runtime-const (6.11+): one section per constant, runtime_ptr_<sym> / runtime_shift_<sym>.
+    for s in kernel.sections:
+        if s.name.startswith(("runtime_ptr_", "runtime_shift_")) and s.size:
+            for a in _s32_sites(kernel.read(s.addr, s.size) if not rd.module else rd.section_bytes(s.name)[0], s.addr):
+                t.runtime_const.append((s.name, a))
+    if t.runtime_const:
+        t.counts["runtime_const"] = len(t.runtime_const)
+
+    got = rd.table("ex_table")
+    if got is not None and got[0]:
+        blob, base = got
+        if len(blob) % 12:
+            t.problems.append(f"__ex_table: size {len(blob)} is not a multiple of 12 (struct exception_table_entry)")
+        else:
+            t.layouts["ex_table"] = "exception_table_entry/12"
+            t.extable = [base + 12 * i + a for i, (a, _f, _d) in enumerate(struct.iter_unpack("<iii", blob))]
+            t.counts["ex_table"] = len(t.extable)
+
+    got = rd.table("bug_table")
+    if got is not None and got[0]:
+        blob, base = got
+        if len(blob) % BUG_ENTRY.size:
+            t.problems.append(f"__bug_table: size {len(blob)} is not a multiple of {BUG_ENTRY.size} (struct bug_entry)")
+        else:
+            t.layouts["bug_table"] = f"bug_entry/{BUG_ENTRY.size}"
+            t.bugs = [base + BUG_ENTRY.size * i + r[0] for i, r in enumerate(BUG_ENTRY.iter_unpack(blob))]
+            t.counts["bug_table"] = len(t.bugs)
+
+    got = rd.table("kprobe_blacklist")
+    if got is not None and got[0]:
+        blob = got[0]
+        t.blacklist = [a for a in array("Q", blob[: len(blob) - len(blob) % 8]) if a]
+        t.counts["kprobe_blacklist"] = len(t.blacklist)
+
+    for key in RANGES:
+        t.ranges[key] = rd.ranges(key)
+    init, exit_ = [], []
+    for s in kernel.sections:
+        if s.executable and s.size and (s.name == ".init.text" or s.name.startswith(".init.text.")):
+            init.append((s.addr, s.addr + s.size))
+        elif s.executable and s.size and s.name == ".exit.text":
+            exit_.append((s.addr, s.addr + s.size))
+    t.ranges["init"] = init
+    t.ranges["exit"] = exit_
+
+
+__all__ = ["ALT_LAYOUTS", "Alt", "Tables", "read_tables", "TABLES"]

@@ -1,0 +1,60 @@
+"""fbt204_deny_region.py: FBT204, the patchpoint is in text the kernel forbids probing (kprobes' blacklist)."""
+
+from fbt_audit.model import Level
+from fbt_audit.rule import Rule, Site
+
+DENY = "deny:"  # Patchpoint.facts prefix (audit/annotate.py)
+WHY = {
+    "blacklist": "NOKPROBE_SYMBOL (_kprobe_blacklist)",
+    "blacklist-suffix": "a suffixed copy of a NOKPROBE_SYMBOL function (within_kprobe_blacklist)",
+    "noinstr": "noinstr text",
+    "entry": "entry text",
+    "kprobes": "__kprobes text",
+    "cpuidle": "cpuidle text",
+}
+
+
+class DenyRegion(Rule):
+    """noinstr, entry, kprobes or cpuidle text, or a NOKPROBE function.
+
+    What it finds:
+    A patchpoint in the ranges `populate_kprobe_blacklist` builds: the full extent of every
+    symbol listed in `_kprobe_blacklist` (`NOKPROBE_SYMBOL`, `_ASM_NOKPROBE`), and
+    `__kprobes_text_*`, `__noinstr_text_*` and (x86) `__entry_text_*`; for a module its
+    `_kprobe_blacklist`, `.kprobes.text` and `.noinstr.text`. Two documented additions:
+    `.cpuidle.text` (inside the noinstr range from 6.2; separate, and not blacklisted by
+    kprobes, in 6.1, but `noinstr` in spirit: it runs with RCU not watching), and a suffixed
+    symbol (`foo.cold`, `foo.isra.0`) of a listed `foo`, which `within_kprobe_blacklist` also refuses.
+
+    Why it is unsafe:
+    This code runs where a trap is fatal or unrecoverable: before the entry code switched
+    stacks or GS, with RCU not watching, or inside the kprobes and int3 machinery itself.
+
+    Example:
+    Any table, a function listed in `_kprobe_blacklist`:
+
+        f_nokprobe:
+            55                      push %rbp       # FBT204
+
+    FBT204_fail.ko: f_nokprobe+0x0 (.text+0x0): FBT204 deny region: NOKPROBE_SYMBOL (_kprobe_blacklist) [deny]
+
+    Fix:
+    Skip it: `/sys/kernel/debug/kprobes/blacklist` lists the same ranges on a running kernel.
+
+    References:
+    - torvalds/linux `kernel/kprobes.c` `populate_kprobe_blacklist`, `within_kprobe_blacklist`,
+      `add_module_kprobe_blacklist`; `arch/x86/kernel/kprobes/core.c` `arch_populate_kprobe_blacklist`
+    - torvalds/linux `include/asm-generic/kprobes.h` `__NOKPROBE_SYMBOL`;
+      `include/linux/compiler_types.h` `noinstr`
+    """
+
+    id = "FBT204"
+    name = "deny-region"
+    level = Level.WARNING
+    summary = "the patchpoint is in a region the kernel forbids probing"
+    tags = ("site", "blacklist")
+    facts_only = True
+
+    def check(self, site: Site) -> str | None:
+        why = [WHY[f[len(DENY) :]] for f in sorted(site.pp.facts) if f.startswith(DENY)]
+        return "deny region: " + ", ".join(why) if why else None

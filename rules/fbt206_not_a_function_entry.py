@@ -1,0 +1,65 @@
+"""fbt206_not_a_function_entry.py: FBT206, the symbol is padding, a .cold fragment or a label inside a function."""
+
+from fbt_audit.model import Level
+from fbt_audit.rule import Rule, Site
+
+NON_ENTRY = "non-entry:"  # Patchpoint.facts prefix (audit/annotate.py)
+
+
+class NotAFunctionEntry(Rule):
+    """`__pfx_`/`__cfi_` padding, a `.cold` fragment, or a label inside another function.
+
+    What it finds:
+    Text symbols a kallsyms walker sees that no caller enters: `__pfx_<fn>` (CALL_PADDING's 16
+    NOP bytes before a function) and `__cfi_<fn>` (the kCFI/FineIBT preamble); `<fn>.cold`
+    (and `.cold.N`) fragments GCC splits off for unlikely paths, entered by a jump from the
+    middle of `<fn>`; and labels inside another symbol's extent (`SYM_INNER_LABEL` in entry
+    assembly, such as `entry_SYSCALL_64_after_hwframe`). `.part.N`, `.isra.N` and
+    `.constprop.N` clones are real functions with real callers and are not reported.
+    A note: these are reported once each, and `--statistics` counts them.
+
+    Why it is unsafe:
+    A probe there does not trace a function call: padding never runs (or runs as a call thunk),
+    a `.cold` fragment runs mid-function with its caller's frame and no entry arguments, and an
+    inner label is reached by fall-through as well as by jumps. kprobes refuses the CFI/prefix
+    symbols (`is_cfi_preamble_symbol`).
+
+    Example:
+    Any table, CALL_PADDING's 16 NOPs before a function:
+
+        __pfx_f_padded:
+            90                      nop             # FBT206
+
+    FBT206_fail.ko: __pfx_f_padded+0x0 (.text+0x0): FBT206 not a function entry: __pfx_ padding [refused]
+
+    Fix:
+    Leave these out of the provider's probe list (dtrace4linux skips names with a `.`; a
+    provider can skip `__pfx_`/`__cfi_` and names ending in `.cold`).
+
+    References:
+    - torvalds/linux `kernel/kprobes.c` `is_cfi_preamble_symbol`; `tools/objtool/check.c`
+      `add_prefix_symbols`
+    - torvalds/linux `include/linux/linkage.h` `SYM_INNER_LABEL`
+    """
+
+    id = "FBT206"
+    name = "not-a-function-entry"
+    level = Level.NOTE
+    summary = "the symbol is padding, a .cold fragment or a label inside another function"
+    tags = ("site", "symbols")
+    facts_only = True
+
+    def check(self, site: Site) -> str | None:
+        for f in sorted(site.pp.facts):
+            if not f.startswith(NON_ENTRY):
+                continue
+            what = f[len(NON_ENTRY) :]
+            if what == "pfx":
+                return "not a function entry: __pfx_ padding"
+            if what == "cfi":
+                return "not a function entry: __cfi_ preamble"
+            if what == "cold":
+                return f"not a function entry: a .cold fragment of {site.pp.name.split('.', 1)[0]}"
+            if what.startswith("label:"):
+                return f"not a function entry: a label inside {what[6:]}"
+        return None

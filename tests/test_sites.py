@@ -1,0 +1,122 @@
+"""test_sites.py: kernel-table layouts chosen from evidence; a table no layout fits is reported, never guessed."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+
+from fbt_audit import api
+from fbt_audit.layouts import choose_alt_layout
+from fbt_audit.sites import read_tables
+
+SRC = """
+	.text
+	.globl	f
+	.type	f, @function
+f:
+	.byte	0x0f, 0x1f, 0x00
+	ret
+	.size	f, .-f
+	.pushsection .altinstructions, "a"
+	.long	f - ., .Lr - .
+	.word	3*32+18
+	.byte	3, 3
+	{extra}
+	.popsection
+	.pushsection .altinstr_replacement, "ax"
+.Lr:
+	lfence
+	.popsection
+"""
+
+
+def build(tmp_path, extra: str = ""):
+    src = tmp_path / "alt.S"
+    src.write_text(SRC.format(extra=extra))
+    obj = tmp_path / "alt.o"
+    subprocess.run(["gcc", "-c", "-o", str(obj), str(src)], check=True)
+    return obj
+
+
+def test_alt_layout_from_evidence(tmp_path):
+    k = api.load_kernel(build(tmp_path))
+    t = read_tables(k)
+    assert t.layouts["altinstructions"] == "alt_instr/12" and not t.problems  # the only size that divides
+    (alt,) = t.alts
+    assert (alt.feature, alt.negated, alt.instrlen, alt.repllen) == (3 * 32 + 18, False, 3, 3)
+
+
+def test_alt_layout_that_fits_nothing_is_an_error(tmp_path):
+    r = api.audit(build(tmp_path, ".byte 0, 0, 0"))  # 15 bytes: no struct alt_instr size divides it
+    assert r.errors and "kernel table not read: .altinstructions" in r.errors[0]
+    assert not read_tables(r.kernel).alts
+
+
+def test_version_decides_between_fitting_layouts():
+    # 84 bytes divide by 12 and by 14: the release picks, when every entry points into text
+    blob = b"\x01" * 84  # every field 0x01..: lengths 1, offsets pointing "into text" below
+    everywhere = lambda a: True  # noqa: E731
+    assert choose_alt_layout(blob, 0, (6, 1), everywhere)[0].name == "alt_instr/12"
+    assert choose_alt_layout(blob, 0, (6, 12), everywhere)[0].name == "alt_instr/14"
+    lay, why = choose_alt_layout(blob, 0, None, everywhere)
+    assert lay is None and "several" in why
+    assert struct.calcsize("<iiIBB") == 14
+
+
+RET_SRC = """
+	.text
+	.globl	f_two_returns
+	.type	f_two_returns, @function
+f_two_returns:
+	testl	%edi, %edi
+	je	1f
+	.byte	0xc2, 0x08, 0x00		# ret $8
+1:	jmp	__x86_return_thunk
+.Lthunk_jmp = . - 5
+	.size	f_two_returns, .-f_two_returns
+
+	.globl	f_tail
+	.type	f_tail, @function
+f_tail:
+	pushq	%rbp
+	popq	%rbp
+	jmp	f_two_returns			# a tail call: not a return
+	.size	f_tail, .-f_tail
+
+	.globl	f_nokprobe
+	.type	f_nokprobe, @function
+f_nokprobe:
+	pushfq
+	popq	%rax
+	ret
+	.size	f_nokprobe, .-f_nokprobe
+
+	.pushsection .return_sites, "a"
+	.long	.Lthunk_jmp - .
+	.popsection
+	.pushsection _kprobe_blacklist, "aw"
+	.quad	f_nokprobe
+	.popsection
+"""
+
+
+def test_return_patchpoints(tmp_path):
+    src = tmp_path / "ret.S"
+    src.write_text(RET_SRC)
+    obj = tmp_path / "ret.o"
+    subprocess.run(["gcc", "-c", "-o", str(obj), str(src)], check=True)
+    r = api.audit(obj, "legacy-2011", returns=True)
+    got = [
+        (j.pp.probe_name, j.pp.symoff, j.pp.insn.text, [v.label for v in j.pp.variants], j.rule_ids)
+        for j in r.judgements
+        if j.pp.site == "return"
+    ]
+    assert got == [
+        ("ret:f_two_returns:return", 4, "retq $8", ["disk"], []),
+        ("ret:f_two_returns:return", 7, "jmp __x86_return_thunk", ["disk", "return-thunk(ret)"], []),
+        ("ret:f_nokprobe:return", 2, "retq", ["disk"], ["FBT204"]),  # site rules apply to returns
+    ]
+    st = r.kernel.__dict__["_fbt_returns"]
+    assert (st.returns, st.thunk_jumps, st.tail_calls, st.return_sites_missed) == (2, 1, 1, [])
+    # entry-only by default
+    assert {j.pp.site for j in api.audit(obj).judgements} == {"entry"}
