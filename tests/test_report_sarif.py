@@ -212,3 +212,37 @@ def test_empty(validator):
     doc = log([])
     validator.validate(doc)
     assert doc["runs"] == []
+
+
+def test_github_rules_on_synthetic_results():
+    from helpers_sarif import github_violations
+
+    doc = log([vmlinux_result(), module_result(), vmlinux_result(errors=["x: truncated"])])
+    assert github_violations(doc) == []
+    res = all_results(doc)[0]
+    assert [loc["message"]["text"] for loc in res["relatedLocations"]] == [
+        "patchpoint kernel:vfs_read:entry at 0xffffffff81123450 (.text+0x123450), vfs_read+0x0",
+        "instruction e800000000: call __fentry__",
+        "patch window 0xffffffff81123450..0xffffffff81123455 (5 bytes the int3 displaces)",
+    ]
+    assert res["partialFingerprints"]["fbtPatchpoint/v1"] == "FBT202|kernel|vfs_read|entry|#1"
+    broken = json.loads(json.dumps(doc))
+    del broken["runs"][0]["results"][0]["relatedLocations"][1]["message"]
+    broken["runs"][0]["results"][1]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] = "/abs/x.c"
+    del broken["runs"][0]["results"][2]["locations"][0]["physicalLocation"]["region"]
+    assert [v.split(": ", 1)[1] for v in github_violations(broken)] == [
+        "GH1007 message not flattened to non-empty text",
+        "GH1005/GH1006 uri '/abs/x.c' is not relative to the checkout",
+        "GH1003 no region.startLine",
+    ]
+
+
+def test_path_map_in_sarif():
+    from fbt_audit.dwarf import PathMap
+
+    r = module_result(source=("/build/reproducible-path/linux-6.1.192/arch/x86/kvm/x86.c", 77))
+    plain = log([r])["runs"][0]["results"][0]["locations"][0]["physicalLocation"]
+    assert plain == {"artifactLocation": {"uri": "arch/x86/kvm/x86.c"}, "region": {"startLine": 77}}
+    mapped = json.loads(render_sarif([r], paths=PathMap.parse(["/build/reproducible-path/linux-6.1.192=src"])))
+    loc = mapped["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert loc == "src/arch/x86/kvm/x86.c"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 from collections import defaultdict
+from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -14,6 +17,8 @@ from ..model import Level
 from . import findings, judgements, ordered, tables
 
 if TYPE_CHECKING:
+    from ..baseline import Gate
+    from ..dwarf import PathMap
     from ..model import Finding, Judgement
     from ..result import AuditResult
     from ..rule import Rule
@@ -22,7 +27,8 @@ SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL_NAME = "fbt-audit"
 # GitHub reads the driver's informationUri only for display; the project has no published home yet.
 MAX_RESULTS = 25_000  # GitHub rejects more per run, and keeps the 5,000 most severe
-FINGERPRINT_KEY = "fbtProbe/v1"  # versioned name of our own fingerprint (SARIF 3.27.17)
+FINGERPRINT_KEY = "fbtPatchpoint/v1"  # the versioned fingerprint scheme; hashed into primaryLocationLineHash
+PATCHPOINT_KEY = FINGERPRINT_KEY  # partialFingerprints name of the readable key (SARIF 3.27.17: versioned)
 MAX_DESCRIPTION = 1024  # GitHub's limit on shortDescription/fullDescription text
 DEFAULT_PRECISION = "very-high"  # the rules judge decoded bytes against the table: no heuristics
 
@@ -48,16 +54,16 @@ def normalise_function(name: str) -> str:
 
 def relative_source(path: str) -> str | None:
     """A repo-relative form of a DWARF file name, or None when it cannot be made relative."""
-    p = path.replace("\\", "/")
-    while p.startswith("./"):
-        p = p[2:]
-    if not p.startswith("/"):
-        return p or None
-    parts = [s for s in p.split("/") if s]
+    p = posixpath.normpath(path.replace("\\", "/")) if path else ""
+    parts = [s for s in p.split("/") if s and s != "."]
+    if not p.startswith("/") and parts and (parts[0] in _TREE_DIRS or ".." in parts or len(parts) == 1):
+        return "/".join(parts) if ".." not in parts else None
+    # An absolute path, or one under a build directory (Debian's debian/build/build_amd64_none_amd64/):
+    # cut at the first top-level directory of a kernel tree.
     for i, part in enumerate(parts[:-1]):
         if part in _TREE_DIRS:
             return "/".join(parts[i:])
-    return None
+    return None if p.startswith("/") else ("/".join(parts) or None)
 
 
 def pseudo_path(result: AuditResult) -> str:
@@ -65,6 +71,7 @@ def pseudo_path(result: AuditResult) -> str:
     return "kernel/vmlinux" if k.kind == "vmlinux" else f"modules/{k.module}.ko"
 
 
+@cache
 def _uri(path: str) -> str:
     return quote(path, safe="/-._~+@")
 
@@ -116,24 +123,106 @@ def _unknown_rule(rule_id: str, level: Level) -> dict[str, Any]:
     }
 
 
-# --- results ----------------------------------------------------------------------------------
+# --- identity: the fingerprint of a (patchpoint, rule) -------------------------------------------
 
 
-def _fingerprint_key(rule_id: str, j: Judgement) -> str:
-    pp = j.pp
-    src = relative_source(pp.source[0]) if pp.source else None
-    return "|".join((FINGERPRINT_KEY, rule_id, pp.module, normalise_function(pp.name), pp.site, src or ""))
+@dataclass(slots=True)
+class Item:
+    """One SARIF result before rendering: a (patchpoint, rule) and its stable identity."""
+
+    result: AuditResult
+    j: Judgement
+    findings: list[Finding]  # one rule's findings at this patchpoint, worst first
+    key: str  # the fbtPatchpoint/v1 key without the ordinal
+    ordinal: int  # 1-based among items with the same key, in address order
+    level: Level  # the worst of the findings' levels
+    state: str | None = None  # baselineState, when a baseline is given
+    suppressed: str | None = None  # the allowlist justification, when allowlisted
+
+    @property
+    def rule_id(self) -> str:
+        return self.findings[0].rule_id
+
+    @property
+    def fingerprint(self) -> str:
+        """partialFingerprints.primaryLocationLineHash: sha256 of the key, and the ordinal."""
+        return f"{_hash(self.key)}:{self.ordinal}"
+
+    @property
+    def probe_key(self) -> str:
+        """The versioned, readable fbtPatchpoint/v1 key: rule|module|function|site|file#ordinal."""
+        return f"{self.key.split('|', 1)[1]}#{self.ordinal}"
+
+    @property
+    def message(self) -> str:
+        pp, worst = self.j.pp, self.findings[0]
+        message = worst.message or worst.rule_id
+        if worst.variant != "disk":
+            message += f" (variant {worst.variant})"
+        return f"{pp.name}+0x{pp.symoff:x}: {message} [{self.j.verdict.label}]"
+
+
+def disambiguators(result: AuditResult) -> dict[int, str]:
+    """Patchpoint address -> the source file that tells apart functions sharing a normalised name
+    in one image (static functions, clones): the STT_FILE name before the symbol in .symtab (the
+    compilation unit's, for every LOCAL symbol; global names are unique). Names that occur once get
+    none. Never the DWARF line's file: a fingerprint must not depend on whether the image has DWARF
+    (a -dbg vmlinux and the stripped one must give the same alerts)."""
+    from ..dwarf import symbol_files
+
+    counts: dict[str, int] = defaultdict(int)
+    for name, _ in {(j.pp.name, j.pp.sym_addr) for j in result.judgements}:  # symbols, not sites (entry, returns)
+        counts[normalise_function(name)] += 1
+    ambiguous = {j.pp.name for j in result.judgements if counts[normalise_function(j.pp.name)] > 1 and j.findings}
+    if not ambiguous:
+        return {}
+    files = symbol_files(result.kernel, ambiguous)
+    out = {}
+    for j in result.judgements:
+        pp = j.pp
+        if pp.name in ambiguous:
+            out[pp.addr] = files.get((pp.name, pp.sym_addr), "").rsplit("/", 1)[-1]
+    return out
+
+
+def items(results: list[AuditResult]) -> list[Item]:
+    """Every (patchpoint, rule) of the results in report order, with its fingerprint key and ordinal."""
+    out: list[Item] = []
+    for r in ordered(results):
+        files = disambiguators(r)
+        seen: dict[str, int] = defaultdict(int)
+        for j in judgements(r):
+            if not j.findings:
+                continue
+            by_rule: dict[str, list[Finding]] = defaultdict(list)
+            for f in findings(j):
+                by_rule[f.rule_id].append(f)
+            pp = j.pp
+            for rid in sorted(by_rule):
+                key = "|".join(
+                    (FINGERPRINT_KEY, rid, pp.module, normalise_function(pp.name), pp.site, files.get(pp.addr, ""))
+                )
+                # Ordinals tell apart results whose key is the same (static functions sharing a name
+                # and a file name, several clones of one function); they follow address order,
+                # never the address itself.
+                seen[key] += 1
+                fs = by_rule[rid]
+                out.append(Item(r, j, fs, key, seen[key], fs[0].level))  # findings() puts the worst first
+    return out
 
 
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _location(result: AuditResult, j: Judgement) -> dict[str, Any]:
-    pp = j.pp
-    uri, line = pseudo_path(result), 1
+# --- results ----------------------------------------------------------------------------------
+
+
+def _location(item: Item, paths: PathMap | None) -> dict[str, Any]:
+    pp = item.j.pp
+    uri, line = pseudo_path(item.result), 1
     if pp.source:
-        rel = relative_source(pp.source[0])
+        rel = paths.relative(pp.source[0]) if paths else relative_source(pp.source[0])
         if rel:
             uri, line = rel, max(1, int(pp.source[1]))
     return {
@@ -142,30 +231,41 @@ def _location(result: AuditResult, j: Judgement) -> dict[str, Any]:
     }
 
 
-def _result(
-    result: AuditResult, j: Judgement, group: list[Finding], rule_index: int, ordinal: int, key: str
-) -> dict[str, Any]:
+def _related(item: Item) -> list[dict[str, Any]]:
+    """The address, the instruction bytes and the patch window, each with a message (GH1007), anchored
+    at the image's pseudo-path: code scanning shows them as text, the binary has no source lines."""
+    pp, insn = item.j.pp, item.j.pp.insn
+    base = {"artifactLocation": {"uri": _uri(pseudo_path(item.result))}, "region": {"startLine": 1}}
+    window = max(1, insn.length)
+    texts = [
+        f"patchpoint {pp.probe_name} at 0x{pp.addr:x} ({pp.section}+0x{pp.sec_off:x}), {pp.name}+0x{pp.symoff:x}",
+        f"instruction {insn.raw.hex() or '-'}: {insn.text}",
+        f"patch window 0x{pp.addr:x}..0x{pp.addr + window:x} ({window} byte{'s' if window != 1 else ''} "
+        "the int3 displaces)",
+    ]
+    return [{"id": i, "physicalLocation": base, "message": {"text": t}} for i, t in enumerate(texts)]
+
+
+def _result(item: Item, rule_index: int, paths: PathMap | None) -> dict[str, Any]:
     """One SARIF result for one (patchpoint, rule): the worst finding speaks, every variant is listed."""
+    r, j, group = item.result, item.j, item.findings
     pp, insn = j.pp, j.pp.insn
     worst = group[0]
     variants = list(dict.fromkeys(f.variant for f in group))
-    message = worst.message or worst.rule_id
-    if worst.variant != "disk":
-        message += f" (variant {worst.variant})"
-    text = f"{pp.name}+0x{pp.symoff:x}: {message} [{j.verdict.label}]"
     out: dict[str, Any] = {
         "ruleId": worst.rule_id,
         "ruleIndex": rule_index,
-        "level": _level(max(f.level for f in group)),
+        "level": _level(item.level),
         "kind": "fail",
-        "message": {"text": text},
-        "locations": [_location(result, j)],
+        "message": {"text": item.message},
+        "locations": [_location(item, paths)],
+        "relatedLocations": _related(item),
         "partialFingerprints": {
-            "primaryLocationLineHash": f"{_hash(key)}:{ordinal}",
-            FINGERPRINT_KEY: _hash(f"{key}|{ordinal}"),
+            "primaryLocationLineHash": item.fingerprint,
+            PATCHPOINT_KEY: item.probe_key,
         },
         "properties": {
-            "image": result.kernel.display,
+            "image": r.kernel.display,
             "probe": pp.probe_name,
             "address": f"0x{pp.addr:x}",
             "symoff": f"+0x{pp.symoff:x}",
@@ -178,57 +278,55 @@ def _result(
             "variants": variants,
         },
     }
+    if item.state is not None:
+        out["baselineState"] = item.state
     if len(group) > 1:
         out["properties"]["messages"] = [f.message for f in group]
     return out
 
 
-def _run(group: list[AuditResult], kind: str, flavour: str, max_results: int) -> dict[str, Any]:
+def _run(
+    group: list[AuditResult], kind: str, flavour: str, max_results: int, gate: Gate | None, paths: PathMap | None
+) -> dict[str, Any]:
     descriptors: dict[str, dict[str, Any]] = {}
     for r in group:
         for rule in r.rules:
             if rule.id not in descriptors:
                 descriptors[rule.id] = rule_descriptor(rule)
 
-    # (result, judgement, findings of one rule), in report order; the worst finding first.
-    items: list[tuple[AuditResult, Judgement, list[Finding]]] = []
-    for r in group:
-        for j in judgements(r):
-            by_rule: dict[str, list[Finding]] = defaultdict(list)
-            for f in findings(j):
-                by_rule[f.rule_id].append(f)
-            for rid in sorted(by_rule):
-                fs = by_rule[rid]
-                items.append((r, j, fs))
-                if rid not in descriptors:
-                    descriptors[rid] = _unknown_rule(rid, max(f.level for f in fs))
+    keyed = items(group)
+    run_id = f"fbt-audit/{flavour}/{kind}/"
+    stats: dict[str, Any] = {}
+    notes: list[str] = []
+    if gate is not None:
+        keyed, stats, notes = gate.apply(run_id, keyed)
+    for it in keyed:
+        if it.rule_id not in descriptors:
+            descriptors[it.rule_id] = _unknown_rule(it.rule_id, it.level)
     descriptors = dict(sorted(descriptors.items()))
     index = {rid: i for i, rid in enumerate(descriptors)}
-
-    # Ordinals tell apart results whose fingerprint key is the same (static functions sharing a
-    # name, several clones of one function); they follow address order, never the address itself.
-    seen: dict[str, int] = defaultdict(int)
-    keyed = []
-    for r, j, fs in items:
-        key = _fingerprint_key(fs[0].rule_id, j)
-        seen[key] += 1
-        keyed.append((r, j, fs, key, seen[key]))
 
     total = len(keyed)
     omitted = 0
     if total > max_results:
         # Keep the most severe; among equals, the earlier in report order. Then restore report order.
-        ranked = sorted(range(total), key=lambda i: (-max(f.level for f in keyed[i][2]), i))
+        ranked = sorted(range(total), key=lambda i: (-keyed[i].level, i))
         keep = sorted(ranked[:max_results])
         omitted = total - len(keep)
+        kept = set(keep)
+        # The results left out still belong to the run's identity: a later --baseline of this file must
+        # know them, or they would come back as new. GitHub ignores property bags.
+        dropped = [[it.fingerprint, it.rule_id, it.level.sarif] for i, it in enumerate(keyed) if i not in kept]
         keyed = [keyed[i] for i in keep]
 
-    results = [_result(r, j, fs, index[fs[0].rule_id], n, key) for r, j, fs, key, n in keyed]
+    results = [_result(it, index[it.rule_id], paths) for it in keyed]
 
     notifications = []
     errors = [e for r in group for e in r.errors]
     for e in errors:
         notifications.append({"level": "error", "message": {"text": e}})
+    for n in notes:
+        notifications.append({"level": "warning", "message": {"text": n}})
     if omitted:
         notifications.append(
             {
@@ -254,6 +352,8 @@ def _run(group: list[AuditResult], kind: str, flavour: str, max_results: int) ->
     }
     if omitted:
         properties["resultsOmitted"] = omitted
+        properties["omittedResults"] = dropped
+    properties.update(stats)
 
     return {
         "tool": {
@@ -263,7 +363,7 @@ def _run(group: list[AuditResult], kind: str, flavour: str, max_results: int) ->
                 "rules": list(descriptors.values()),
             }
         },
-        "automationDetails": {"id": f"fbt-audit/{flavour}/{kind}/"},
+        "automationDetails": {"id": run_id},
         "invocations": [invocation],
         "columnKind": "utf16CodeUnits",
         "results": results,
@@ -271,19 +371,57 @@ def _run(group: list[AuditResult], kind: str, flavour: str, max_results: int) ->
     }
 
 
-def sarif_log(results: list[AuditResult], max_results: int = MAX_RESULTS) -> dict[str, Any]:
-    """The SARIF log as a dict: one run per (image kind, flavour), vmlinux runs first."""
+def runs_of(results: list[AuditResult]) -> list[tuple[str, str, list[AuditResult]]]:
+    """(kind, flavour, images) per SARIF run: vmlinux runs first."""
     groups: dict[tuple[str, str], list[AuditResult]] = {}
     for r in ordered(results):
         kind = "vmlinux" if r.kernel.kind == "vmlinux" else "modules"
         groups.setdefault((kind, r.kernel.flavour), []).append(r)
-    runs = [
-        _run(group, kind, flavour, max_results)
+    return [
+        (kind, flavour, group)
         for (kind, flavour), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "vmlinux", kv[0]))
     ]
+
+
+def sarif_log(
+    results: list[AuditResult],
+    max_results: int = MAX_RESULTS,
+    *,
+    gate: Gate | None = None,
+    paths: PathMap | None = None,
+) -> dict[str, Any]:
+    """The SARIF log as a dict: one run per (image kind, flavour), vmlinux runs first. With a gate,
+    allowlisted and absent results are left out and counted in the run's properties."""
+    runs = [_run(group, kind, flavour, max_results, gate, paths) for kind, flavour, group in runs_of(results)]
+    if gate is not None:
+        if not gate.finished:
+            gate.finish(results)
+        if gate.notes and runs:  # stale allowlist entries: once, on the first run
+            inv = runs[0]["invocations"][0]
+            inv.setdefault("toolExecutionNotifications", []).extend(
+                {"level": "warning", "message": {"text": n}} for n in gate.notes
+            )
     return {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": runs}
 
 
-def render_sarif(results: list[AuditResult], max_results: int = MAX_RESULTS) -> str:
-    """SARIF 2.1.0 text: deterministic (no timestamps, no absolute paths), ends with a newline."""
-    return json.dumps(sarif_log(results, max_results), indent=2) + "\n"
+def render_sarif(
+    results: list[AuditResult],
+    max_results: int = MAX_RESULTS,
+    *,
+    gate: Gate | None = None,
+    paths: PathMap | None = None,
+) -> str:
+    """SARIF 2.1.0 text: deterministic (no timestamps, no absolute paths), ends with a newline.
+    Indented, except that each result is one compact line: json's C encoder serialises those, while
+    indenting 25,000 results in the pure-Python one took longer than the whole audit (and twice the bytes)."""
+    log = sarif_log(results, max_results, gate=gate, paths=paths)
+    chunks: list[list[dict[str, Any]]] = []
+    for run in log["runs"]:
+        chunks.append(run["results"])
+        run["results"] = f"\0results{len(chunks) - 1}\0"
+    text = json.dumps(log, indent=2)
+    compact = json.JSONEncoder(separators=(",", ":")).encode
+    for i, res in enumerate(chunks):
+        body = "[]" if not res else "[\n" + ",\n".join(map(compact, res)) + "\n      ]"
+        text = text.replace(json.dumps(f"\0results{i}\0"), body, 1)
+    return text + "\n"
