@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import elf
 from . import table as tables
+from .annotate import annotate
 from .enumerate import entry_patchpoints, gc_paused
 from .kernel import Kernel
 from .result import AuditResult
@@ -28,8 +29,11 @@ def audit(
     *,
     select: list[str] | None = None,
     ignore: list[str] | None = None,
+    returns: bool = False,
 ) -> AuditResult:
-    """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table."""
+    """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
+    with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
+    a linear decode of all text (audit/returns.py: ~5 s on a vmlinux, so it is opt-in)."""
     from .judge import Judge
     from .registry import select as select_rules
 
@@ -38,8 +42,15 @@ def audit(
         tab = load_table(table)
         rules = select_rules(select, ignore)
         pps = entry_patchpoints(kernel, tab)
+        if returns:
+            from .returns import return_patchpoints
+
+            pps = pps + return_patchpoints(kernel)[0]
+        tables_read = annotate(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
         judgements = list(map(Judge(tab, rules), pps))
         addrs = [j.pp.addr for j in judgements]
         if not all(map(lt, addrs, islice(addrs, 1, None))):  # strictly increasing: already in order
             judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
-        return AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules)
+        # a table no known layout fits is said, never guessed: its sites are left out
+        errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
+        return AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors)

@@ -12,9 +12,9 @@ from . import __version__
 from .errors import AuditError
 from .model import Level
 
-FORMATS = ("text", "json", "sarif", "list")
+FORMATS = ("text", "json", "sarif", "list", "denylist", "github", "html")
 FAIL_ON = ("none", "note", "warning", "error")
-VERBS = ("audit", "table", "rules", "explain")
+VERBS = ("audit", "table", "rules", "explain", "check-list", "rank", "map", "bisect")
 
 
 def _split(values: tuple[str, ...]) -> list[str] | None:
@@ -54,6 +54,8 @@ def main():
       fbt-audit vmlinux --table legacy-2011      dtrace4linux 2011: every PUSHF entry is unsafe
       fbt-audit kvm.ko --format list             the per-kernel probe-safety list
       fbt-audit vmlinux --format sarif -o out.sarif
+      fbt-audit vmlinux --baseline last.sarif    the release gate: exit 1 only for new findings
+      fbt-audit check-list fbt.list vmlinux      does the list belong to this build?
       fbt-audit table reference                  print an emulation table
       fbt-audit rules ; fbt-audit explain FBT102 what each rule finds and why
 
@@ -71,8 +73,8 @@ def main():
     default="reference",
     show_default=True,
     metavar="NAME|PATH",
-    help="Emulation table: a named table (reference, legacy-2011) or any ELF carrying "
-    "the .fbt_emu_table section, such as a built fbt.ko.",
+    help="Emulation table: a named table (reference, legacy-2011, kprobes-6.1, kprobes-6.12, kprobes) "
+    "or any ELF carrying the .fbt_emu_table section, such as a built fbt.ko.",
 )
 @click.option(
     "--format",
@@ -81,7 +83,25 @@ def main():
     default="text",
     show_default=True,
     help="text: one line per finding; json: versioned schema; sarif: GitHub code scanning; "
-    "list: the probe-safety list, one row per patchpoint.",
+    "list: the probe-safety list, one row per patchpoint; denylist: module:function+0xoff per "
+    "patchpoint that is not safe; github: workflow annotations; html: summary, rules, findings and the "
+    "opcode map in one self-contained page.",
+)
+@click.option(
+    "--hits",
+    "hits_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Runtime hit counts: a /proc/dtrace/fbt dump, or ftrace trace_stat/function* files (or their "
+    "directory), summed; merged by module:function:entry|return into every format (repeatable).",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(("address", "rarity")),
+    default="address",
+    show_default=True,
+    help="Text findings by address, or by rarity as `fbt-audit rank`: hit at least once fewest first, then never hit.",
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the report here.")
 @click.option(
@@ -93,37 +113,127 @@ def main():
 )
 @click.option("--select", multiple=True, metavar="IDS", help="Only these rules: ids or prefixes (FBT1, FBT102).")
 @click.option("--ignore", multiple=True, metavar="IDS", help="Skip these rules: ids or prefixes.")
-@click.option("--statistics", is_flag=True, help="Add per-rule counts to the text report.")
-def audit_cmd(paths, table_spec, fmt, output, fail_on, select, ignore, statistics):
+@click.option(
+    "--statistics", is_flag=True, help="Add per-rule counts and kernel-table entry counts to the text report."
+)
+@click.option(
+    "--returns",
+    is_flag=True,
+    help="Also audit return patchpoints (ret, ret imm16, jmp __x86_return_thunk; name ends :return), found by "
+    "a linear decode of all text cross-checked with .return_sites. Off by default: entry-only audits stay fast.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="An earlier SARIF: results get baselineState, and only new or updated ones count for --fail-on.",
+)
+@click.option(
+    "--allowlist",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML of accepted findings (rule, module:function, justification): left out of SARIF and --fail-on.",
+)
+@click.option("--source-root", metavar="DIR", help="Build path of the kernel source: cut off DWARF paths.")
+@click.option(
+    "--path-prefix-map",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Rewrite DWARF paths starting with OLD to start with NEW (repeatable; the first match wins).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Settings file (default: fbt-audit.toml, or [tool.fbt-audit] in pyproject.toml, here or above).",
+)
+@click.pass_context
+def audit_cmd(
+    ctx, paths, table_spec, fmt, output, fail_on, select, ignore, statistics, returns, baseline, allowlist, source_root,
+    path_prefix_map, config_path, hits_files, sort,
+):  # fmt: skip
     """Audit PATH... (vmlinux or .ko) and report unsafe patchpoints."""
-    from .api import audit, load_table
-    from .report import jsonout, listing, sarif, text
+    import gc
 
+    from . import config
+
+    settings = config.load(config_path)
+    if settings.values:
+        merged = config.merge(ctx, settings, ctx.params)
+        table_spec, fmt, fail_on = merged["table_spec"], merged["fmt"], merged["fail_on"]
+        select, ignore, statistics = merged["select"], merged["ignore"], merged["statistics"]
+        baseline, allowlist = merged["baseline"], merged["allowlist"]
+        source_root, path_prefix_map = merged["source_root"], merged["path_prefix_map"]
+
+    from .api import audit, load_table
+
+    # A one-shot process: the cyclic collector could only rescan the audit's acyclic objects (see
+    # enumerate.gc_paused), and one pass over them after the audit costs as much as rendering the list.
+    # Between images one pass frees what loading left in cycles (pyelftools' objects and their open
+    # files), and freezing the survivors keeps the next pass to the next image's objects.
+    gc.disable()
     if not paths:
         raise click.UsageError(
             "give a vmlinux or a .ko to audit, e.g. fbt-audit /usr/lib/debug/boot/vmlinux-$(uname -r)"
         )
     table = load_table(table_spec)
     results = []
-    for p in paths:
+    for i, p in enumerate(paths):
         if sys.stderr.isatty():
             click.echo(f"fbt-audit: auditing {p} ...", err=True)
-        results.append(audit(p, table, select=_split(select), ignore=_split(ignore)))
-    render = {
-        "text": lambda r: text.render_text(r, statistics),
-        "json": jsonout.render_json,
-        "sarif": sarif.render_sarif,
-        "list": listing.render_list,
-    }[fmt]
-    out = render(results)
+        results.append(audit(p, table, select=_split(select), ignore=_split(ignore), returns=returns))
+        if i + 1 < len(paths):
+            gc.collect()
+            gc.freeze()
+    from .baseline import Gate
+
+    gate = Gate.for_cli(results, baseline, allowlist)
+    if sort == "rarity" and fmt != "text":
+        raise click.UsageError("--sort rarity orders the text report; `fbt-audit rank` prints the ranking as a table")
+    merged_hits = _merge_hits(hits_files, results)
+    if merged_hits is not None or fmt == "html" or sort == "rarity":
+        from .report.hitsout import render_merged
+
+        out = render_merged(fmt, results, merged_hits, statistics, gate, source_root, path_prefix_map, sort)
+    elif fmt == "text":
+        from .report.text import render_text
+
+        out = render_text(results, statistics)
+    elif fmt == "json":
+        from .report.jsonout import render_json
+
+        out = render_json(results)
+    elif fmt in ("sarif", "github", "denylist"):
+        from .report.gate_formats import render_gated
+
+        out = render_gated(fmt, results, gate, source_root, path_prefix_map, statistics)
+    else:
+        from .report.listing import render_list
+
+        out = render_list(results)
     if output:
         output.write_text(out)
     else:
         sys.stdout.write(out)
-    if fail_on != "none":
+    if gate.active:
+        gate.report_stderr()
+        if fail_on != "none" and gate.fails(Level[fail_on.upper()]):
+            sys.exit(1)
+    elif fail_on != "none":
         threshold = Level[fail_on.upper()]
         if any(f.level >= threshold for r in results for j in r.judgements for f in j.findings):
             sys.exit(1)
+
+
+def _merge_hits(files, results):
+    """--hits: merge the files' counts into the results' probes; unmatched rows go to stderr (count + sample)."""
+    if not files:
+        return None
+    from .hits import load, merge
+
+    merged = merge(load(list(files)), results)
+    note = merged.notification()
+    if note:
+        click.echo(f"fbt-audit: {note}", err=True)
+    return merged
 
 
 @main.command("table")
@@ -137,10 +247,16 @@ def table_cmd(spec):
 
 
 @main.command("rules")
-def rules_cmd():
+@click.option("--markdown", is_flag=True, help="Print docs/rules.md: every rule's whole doc, as Markdown.")
+def rules_cmd(markdown):
     """List every rule: id, level, status and what it finds."""
     from .registry import REGISTRY
 
+    if markdown:
+        from .rulesdoc import markdown as page
+
+        sys.stdout.write(page())
+        return
     for rid, (status, cls) in REGISTRY.items():
         click.echo(f"{rid}  {cls.level.sarif:<7}  {status.name.lower():<10}  {cls.name:<28}  {cls.summary}")
 
@@ -157,6 +273,17 @@ def explain_cmd(rule_id):
     cls = entry[1]
     click.echo(f"{cls.id} {cls.name} [{cls.level.sarif}]\n")
     click.echo(cls.doc())
+
+
+@main.command("check-list")
+@click.argument("list_path", metavar="LIST", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("image", metavar="IMAGE", type=click.Path(path_type=Path, dir_okay=False))
+def check_list_cmd(list_path, image):
+    """Check that a probe-safety list (or denylist) was made for IMAGE's build: exit 0 if its build id
+    matches, 2 with one line if not."""
+    from .checklist import check
+
+    click.echo(check(list_path, image))
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -190,4 +317,15 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(run())
+    code = run()
+    # Leave without tearing the heap down: freeing a vmlinux audit's million objects one by one takes
+    # longer than rendering them (mypy exits the same way). Only the buffered output needs a flush.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that went away, or a closed stream
+            pass
+    os._exit(code)
+
+
+from . import hunt_cli  # noqa: E402,F401  (registers rank, map and bisect on `main`)

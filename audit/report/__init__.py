@@ -1,4 +1,4 @@
-"""report: the output formats (text, json, sarif, list) over AuditResults, and the ordering they share."""
+"""report: the output formats (text, json, sarif, list, denylist, github, html) over AuditResults, and their order."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ..result import AuditResult
     from ..rule import Rule
 
-FORMATS = ("text", "json", "sarif", "list")
+FORMATS = ("text", "json", "sarif", "list", "denylist", "github", "html")
 
 # Worst first: the order every summary prints verdict counts in.
 VERDICT_ORDER = (Verdict.UNSAFE, Verdict.DENY, Verdict.REFUSED, Verdict.SAFE)
@@ -72,7 +72,7 @@ def tables(results: Iterable[AuditResult]) -> list[tuple[str, str]]:
 
 def render(fmt: str, results: list[AuditResult], **options: Any) -> str:
     """Render results in one of FORMATS. Options: statistics (text), all_patchpoints (json),
-    max_results (sarif), counts (list)."""
+    max_results, gate and paths (sarif), counts (list, html), gate and paths (github)."""
     if fmt == "text":
         from .text import render_text
 
@@ -84,9 +84,26 @@ def render(fmt: str, results: list[AuditResult], **options: Any) -> str:
     if fmt == "sarif":
         from .sarif import MAX_RESULTS, render_sarif
 
-        return render_sarif(results, max_results=options.get("max_results", MAX_RESULTS))
+        return render_sarif(
+            results,
+            max_results=options.get("max_results", MAX_RESULTS),
+            gate=options.get("gate"),
+            paths=options.get("paths"),
+        )
     if fmt == "list":
         from .listing import render_list
 
         return render_list(results, counts=options.get("counts"))
+    if fmt == "denylist":
+        from .denylist import render_denylist
+
+        return render_denylist(results)
+    if fmt == "github":
+        from .github import render_github
+
+        return render_github(results, gate=options.get("gate"), paths=options.get("paths"))
+    if fmt == "html":
+        from .html import render_html
+
+        return render_html(results, options.get("counts"))
     raise ValueError(f"unknown report format {fmt!r}; formats are {', '.join(FORMATS)}")

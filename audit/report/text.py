@@ -55,18 +55,35 @@ def summary_line(results: list[AuditResult]) -> str:
     return line
 
 
+# Non-entries (__pfx_ padding, .cold fragments, inner labels: 50,000 on a 6.12 vmlinux) are one summary
+# line per image in text, not a line each; json, sarif and the list still carry every one.
+QUIET_RULES = ("FBT206",)
+
+
+def quiet_line(display: str, n: int) -> str:
+    return f"{display}: FBT206 {n} patchpoint{'s' if n != 1 else ''} not a function entry (--statistics counts them)"
+
+
 def render_text(results: list[AuditResult], statistics: bool = False) -> str:
     """One line per finding (images in report order, patchpoints by address, findings worst first),
     then with `statistics` the per-rule counts, then one summary line. Ends with a newline."""
     results = ordered(results)
     lines = []
     for r in results:
+        quiet = 0
         for j in in_order(r):
             if j.findings:
                 for f in findings(j):
+                    if f.rule_id in QUIET_RULES:
+                        quiet += 1
+                        continue
                     lines.append(finding_line(r.kernel.display, j, f))
+        if quiet:
+            lines.append(quiet_line(r.kernel.display, quiet))
     if statistics:
-        stats = statistics_lines(results)
+        from .sitestats import table_lines
+
+        stats = statistics_lines(results) + table_lines(results)
         if stats:
             if lines:
                 lines.append("")
