@@ -207,6 +207,26 @@ def read_tables(kernel: Kernel) -> Tables:
     return t
 
 
+PARA_ENTRY = struct.Struct("<QBB6x")  # struct paravirt_patch_site (6.1): u64 instr, u8 type, u8 len, padded to 16
+JUMP_ENTRY = struct.Struct("<iiq")  # struct jump_entry: s32 code, s32 target, long key
+STATIC_CALL_SITE = struct.Struct("<ii")  # struct static_call_site: s32 addr, s32 key
+EX_ENTRY = struct.Struct("<iii")  # struct exception_table_entry: s32 insn, s32 fixup, s32 data
+
+
+def _fixed(rd, t: Tables, key: str, label: str, st: struct.Struct, ctype: str) -> list[tuple[int, tuple]] | None:
+    """A fixed-size table as (entry address, fields) rows; None when absent, or when its size does not
+    divide by the entry size (then a problem is recorded: never a silent guess)."""
+    got = rd.table(key)
+    if got is None or not got[0]:
+        return None
+    blob, base = got
+    if len(blob) % st.size:
+        t.problems.append(f"{label}: size {len(blob)} is not a multiple of {st.size} (struct {ctype})")
+        return None
+    t.layouts[key] = f"{ctype}/{st.size}"
+    return [(base + st.size * i, rec) for i, rec in enumerate(st.iter_unpack(blob))]
+
+
 def _read(kernel: Kernel, t: Tables) -> None:
     rd = _Reader(kernel)
     version = _version(kernel.release)
@@ -233,40 +253,20 @@ def _read(kernel: Kernel, t: Tables) -> None:
                 )  # fmt: skip
             t.counts["altinstructions"] = len(t.alts)
 
-    got = rd.table("parainstructions")
-    if got is not None and got[0]:
-        blob, base = got
-        if len(blob) % 16:
-            t.problems.append(
-                f".parainstructions: size {len(blob)} is not a multiple of 16 (struct paravirt_patch_site)"
-            )
-        else:
-            t.layouts["parainstructions"] = "paravirt_patch_site/16"
-            t.para = [(a, ln, ty) for a, ty, ln in struct.iter_unpack("<QBB6x", blob)]
-            t.counts["parainstructions"] = len(t.para)
+    rows = _fixed(rd, t, "parainstructions", ".parainstructions", PARA_ENTRY, "paravirt_patch_site")
+    if rows is not None:
+        t.para = [(a, ln, ty) for _at, (a, ty, ln) in rows]
+        t.counts["parainstructions"] = len(t.para)
 
-    got = rd.table("jump_table")
-    if got is not None and got[0]:
-        blob, base = got
-        if len(blob) % 16:
-            t.problems.append(f"__jump_table: size {len(blob)} is not a multiple of 16 (struct jump_entry)")
-        else:
-            t.layouts["jump_table"] = "jump_entry/16"
-            t.jump = [base + 16 * i + c for i, (c, _t, _k) in enumerate(struct.iter_unpack("<iiq", blob))]
-            t.counts["jump_table"] = len(t.jump)
+    rows = _fixed(rd, t, "jump_table", "__jump_table", JUMP_ENTRY, "jump_entry")
+    if rows is not None:
+        t.jump = [at + c for at, (c, _t, _k) in rows]
+        t.counts["jump_table"] = len(t.jump)
 
-    got = rd.table("static_call_sites")
-    if got is not None and got[0]:
-        blob, base = got
-        if len(blob) % 8:
-            t.problems.append(f".static_call_sites: size {len(blob)} is not a multiple of 8 (struct static_call_site)")
-        else:
-            t.layouts["static_call_sites"] = "static_call_site/8"
-            t.static_calls = [
-                (base + 8 * i + a, bool((base + 8 * i + 4 + k) & 1))
-                for i, (a, k) in enumerate(struct.iter_unpack("<ii", blob))
-            ]
-            t.counts["static_call_sites"] = len(t.static_calls)
+    rows = _fixed(rd, t, "static_call_sites", ".static_call_sites", STATIC_CALL_SITE, "static_call_site")
+    if rows is not None:
+        t.static_calls = [(at + a, bool((at + 4 + k) & 1)) for at, (a, k) in rows]
+        t.counts["static_call_sites"] = len(t.static_calls)
 
     got = rd.table("mcount_loc")
     if got is not None and got[0]:
@@ -294,25 +294,15 @@ def _read(kernel: Kernel, t: Tables) -> None:
     if t.runtime_const:
         t.counts["runtime_const"] = len(t.runtime_const)
 
-    got = rd.table("ex_table")
-    if got is not None and got[0]:
-        blob, base = got
-        if len(blob) % 12:
-            t.problems.append(f"__ex_table: size {len(blob)} is not a multiple of 12 (struct exception_table_entry)")
-        else:
-            t.layouts["ex_table"] = "exception_table_entry/12"
-            t.extable = [base + 12 * i + a for i, (a, _f, _d) in enumerate(struct.iter_unpack("<iii", blob))]
-            t.counts["ex_table"] = len(t.extable)
+    rows = _fixed(rd, t, "ex_table", "__ex_table", EX_ENTRY, "exception_table_entry")
+    if rows is not None:
+        t.extable = [at + a for at, (a, _f, _d) in rows]
+        t.counts["ex_table"] = len(t.extable)
 
-    got = rd.table("bug_table")
-    if got is not None and got[0]:
-        blob, base = got
-        if len(blob) % BUG_ENTRY.size:
-            t.problems.append(f"__bug_table: size {len(blob)} is not a multiple of {BUG_ENTRY.size} (struct bug_entry)")
-        else:
-            t.layouts["bug_table"] = f"bug_entry/{BUG_ENTRY.size}"
-            t.bugs = [base + BUG_ENTRY.size * i + r[0] for i, r in enumerate(BUG_ENTRY.iter_unpack(blob))]
-            t.counts["bug_table"] = len(t.bugs)
+    rows = _fixed(rd, t, "bug_table", "__bug_table", BUG_ENTRY, "bug_entry")
+    if rows is not None:
+        t.bugs = [at + r[0] for at, r in rows]
+        t.counts["bug_table"] = len(t.bugs)
 
     got = rd.table("kprobe_blacklist")
     if got is not None and got[0]:

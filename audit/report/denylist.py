@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..model import Verdict
-from . import ordered, tables
+from . import ordered
+from .listing import identity_lines
 
 if TYPE_CHECKING:
     from ..result import AuditResult
@@ -18,15 +19,7 @@ FORMAT_LINE = "# format denylist: module:function+0xsymoff[@file[#N]], one per p
 
 
 def header_lines(results: list[AuditResult]) -> list[str]:
-    lines = [f"# fbt-audit {__version__}", FORMAT_LINE]
-    many = len(results) > 1
-    for r in results:
-        k = r.kernel
-        line = f"# release {k.release or '-'} build-id {k.build_id or '-'}"
-        lines.append(line + (f" image {k.display}" if many else ""))
-    for name, sha in tables(results):
-        lines.append(f"# table {name} sha256 {sha}")
-    return lines
+    return [f"# fbt-audit {__version__}", FORMAT_LINE, *identity_lines(results)]
 
 
 def entries(r: AuditResult, keep=None) -> list[str]:

@@ -25,7 +25,12 @@ COLUMNS = (
 def header_lines(results: list[AuditResult]) -> list[str]:
     """`# fbt-audit <version>`, one `# release <r> build-id <id>` per image (with ` image <name>` when
     the list covers several images), one `# table <name> sha256 <hex>` per table, the column names."""
-    lines = [f"# fbt-audit {__version__}"]
+    return [f"# fbt-audit {__version__}", *identity_lines(results), "# " + "\t".join(COLUMNS)]
+
+
+def identity_lines(results: list[AuditResult]) -> list[str]:
+    """What the list is valid for, shared with the denylist: each image's release and build id, each table."""
+    lines = []
     many = len(results) > 1
     for r in results:
         k = r.kernel
@@ -33,7 +38,6 @@ def header_lines(results: list[AuditResult]) -> list[str]:
         lines.append(line + (f" image {k.display}" if many else ""))
     for name, sha in tables(results):
         lines.append(f"# table {name} sha256 {sha}")
-    lines.append("# " + "\t".join(COLUMNS))
     return lines
 
 
