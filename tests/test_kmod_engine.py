@@ -324,17 +324,24 @@ def emulate_entries() -> list:
 # --- one differential run ------------------------------------------------------------------------
 
 
+def run_native(m: Machine, r: Regs, writes) -> tuple[int, int, Regs, bytes]:
+    """Apply writes, run the code at P on the CPU, and put the stack window back as it was.
+    Returns the window (lo, n), the native registers and the window's contents after the run."""
+    for addr, b in writes:
+        m.put(addr, b)
+    lo, n = m.window(r)
+    before = m.get(lo, n)
+    native = m.run(r)
+    native_mem = m.get(lo, n)
+    m.put(lo, before)
+    return lo, n, native, native_mem
+
+
 def differential(eng: Engine, m: Machine, raw: bytes, code: bytes, r: Regs, writes, live: int | None = None):
     """Run code at P natively and through the engine from the same state; None when they agree."""
     try:
         m.put(m.P, code)
-        for addr, b in writes:
-            m.put(addr, b)
-        lo, n = m.window(r)
-        before = m.get(lo, n)
-        native = m.run(r)
-        native_mem = m.get(lo, n)
-        m.put(lo, before)
+        lo, n, native, native_mem = run_native(m, r, writes)
         got = r.copy()
         rc, _ = eng.emulate(raw, code, got, (r.flags & ~IF) | TF if live is None else live)
         if rc != 0:
@@ -548,13 +555,7 @@ def step_differential(eng: Engine, m: Machine, raw: bytes, code: bytes, r: Regs,
     try:
         m.put(m.P, code)
         m.put(m.S, copy)
-        for addr, b in writes:
-            m.put(addr, b)
-        lo, n = m.window(r)
-        before = m.get(lo, n)
-        native = m.run(r)
-        native_mem = m.get(lo, n)
-        m.put(lo, before)
+        lo, n, native, native_mem = run_native(m, r, writes)
         got = r.copy()
         eng.step_begin(st, got)
         for _ in range(100):

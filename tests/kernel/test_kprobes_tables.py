@@ -12,16 +12,6 @@ pytestmark = pytest.mark.kernel
 PUSHF_61 = ["ftrace_regs_caller", "native_save_fl", "this_cpu_cmpxchg16b_emu", "verify_cpu"]
 
 
-@pytest.fixture(scope="module")
-def k61(vmlinux61):
-    return api.load_kernel(vmlinux61)
-
-
-@pytest.fixture(scope="module")
-def k612(vmlinux612):
-    return api.load_kernel(vmlinux612)
-
-
 # These tests compare instruction handling between tables, so they run the FBT1xx rules alone; the
 # site rules (FBT2xx: blacklist, run-time writers...) do not depend on the table and are pinned in
 # test_vmlinux_sites.py.

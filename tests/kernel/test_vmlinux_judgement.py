@@ -75,16 +75,6 @@ def findings(result) -> Counter:
     return Counter((j.pp.name, j.verdict.label, ",".join(j.rule_ids)) for j in result.judgements if j.findings)
 
 
-@pytest.fixture(scope="module")
-def k61(vmlinux61):
-    return api.load_kernel(vmlinux61)
-
-
-@pytest.fixture(scope="module")
-def k612(vmlinux612):
-    return api.load_kernel(vmlinux612)
-
-
 def test_61_legacy_2011_seed_class(k61):
     r = api.audit(k61, "legacy-2011", select=INSN)
     unsafe = Counter((n, v, rules) for (n, v, rules), c in findings(r).items() for _ in range(c) if v == "unsafe")

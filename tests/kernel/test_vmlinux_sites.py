@@ -19,16 +19,6 @@ RELA = struct.Struct("<QQq")
 
 
 @pytest.fixture(scope="module")
-def k61(vmlinux61):
-    return api.load_kernel(vmlinux61)
-
-
-@pytest.fixture(scope="module")
-def k612(vmlinux612):
-    return api.load_kernel(vmlinux612)
-
-
-@pytest.fixture(scope="module")
 def r61(k61):
     return api.audit(k61)
 
