@@ -6,11 +6,11 @@ from itertools import islice
 from operator import lt
 from pathlib import Path
 
-from . import elf
 from . import table as tables
 from .annotate import annotate
 from .enumerate import entry_patchpoints, gc_paused
 from .kernel import Kernel
+from .loader import SymbolOptions, load_input
 from .result import AuditResult
 from .table import EmulationTable
 
@@ -19,8 +19,8 @@ def load_table(spec: str | EmulationTable | None) -> EmulationTable:
     return spec if isinstance(spec, EmulationTable) else tables.load(spec)
 
 
-def load_kernel(path: str | Path) -> Kernel:
-    return elf.load(path)
+def load_kernel(path: str | Path, symbols: SymbolOptions | None = None) -> Kernel:
+    return load_input(path, symbols)
 
 
 def audit(
@@ -30,6 +30,7 @@ def audit(
     select: list[str] | None = None,
     ignore: list[str] | None = None,
     returns: bool = False,
+    symbols: SymbolOptions | None = None,
 ) -> AuditResult:
     """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
     with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
@@ -38,7 +39,7 @@ def audit(
     from .registry import select as select_rules
 
     with gc_paused():  # the collector would rescan the audit's acyclic objects: half of the run time
-        kernel = path if isinstance(path, Kernel) else load_kernel(path)
+        kernel = path if isinstance(path, Kernel) else load_kernel(path, symbols)
         tab = load_table(table)
         rules = select_rules(select, ignore)
         pps = entry_patchpoints(kernel, tab)

@@ -56,12 +56,15 @@ class _Reader:
         self.pos += n
         return v
 
+    # LEB128: bits past the 10th byte (64-bit values) are dropped, never accumulated: a hostile
+    # megabyte-long number would otherwise grow one big int per byte, quadratic (a minute per MB).
     def uleb(self) -> int:
         buf, pos, shift, out = self.buf, self.pos, 0, 0
         while True:
             b = buf[pos]
             pos += 1
-            out |= (b & 0x7F) << shift
+            if shift < 70:
+                out |= (b & 0x7F) << shift
             shift += 7
             if b < 0x80:
                 self.pos = pos
@@ -72,11 +75,12 @@ class _Reader:
         while True:
             b = buf[pos]
             pos += 1
-            out |= (b & 0x7F) << shift
+            if shift < 70:
+                out |= (b & 0x7F) << shift
             shift += 7
             if b < 0x80:
                 self.pos = pos
-                return out - (1 << shift) if b & 0x40 else out
+                return out - (1 << min(shift, 70)) if b & 0x40 else out
 
     def cstr(self) -> str:
         end = self.buf.find(b"\0", self.pos) if isinstance(self.buf, bytes | bytearray) else -1

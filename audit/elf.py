@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import io
 import mmap
 import os
+import re
 import struct
 import sys
 from array import array
+from collections.abc import Callable
 from itertools import compress, islice, repeat
 from operator import eq
 from pathlib import Path
@@ -17,6 +20,9 @@ from elftools.elf.elffile import ELFFile
 
 from .errors import ElfFormatError, InputError
 from .kernel import Kernel, Section, SymbolColumns
+from .symbols import TEXT_TYPES, ExternalSymbols
+
+SymbolSource = ExternalSymbols | Callable[[list[Section], bytes], ExternalSymbols | None] | None
 
 SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
@@ -27,38 +33,52 @@ R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32 = 1, 2, 4
 SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym
 RELA = struct.Struct("<QQq")  # Elf64_Rela
 MODULE_BASE = 0x1000  # first synthetic section base in a module
+MODULE_SPACE = 1 << 40  # where a module's synthetic sections must end (x86-64 gives modules 1.5 GiB)
+_SCAN_STEPS = 64  # st_name scans one address_of may do before it indexes the table (a real name takes 1-3)
 
 
 _LOCAL = (".L", "$")  # names a kallsyms walker never sees: assembler locals and mapping symbols
 _TEXT_TYPE = bytes(b & 0xF in (STT_NOTYPE, STT_FUNC) for b in range(256))  # by st_info
 _KIND = tuple("FUNC" if b & 0xF == STT_FUNC else "NOTYPE" for b in range(256))
 _BIND = tuple(BINDS.get(b >> 4, "OTHER") for b in range(256))
+# Section and region markers the linker script defines (_stext, __entry_text_start, __stop_mcount_loc ...)
+_MARKER = re.compile(r"_s?text$|_[se]inittext$|_etext$|__\w+_text_(start|end)$|__indirect_thunk_(start|end)$")
+_END_MARKER = re.compile(r"_einittext$|_etext$|__\w+_end$|__stop_\w+$")  # a section's end, not a code label
+_EXT_BIND = {"T": "GLOBAL", "t": "LOCAL", "W": "WEAK", "w": "WEAK"}  # nm letter -> binding
 
 
 class _Elf:
     """The raw file and pyelftools' view of its headers. pyelftools parses headers and notes;
     the symbol and relocation tables are bulk-read with struct (20x faster on 130k symbols)."""
 
-    def __init__(self, path: Path):
-        try:
-            self.fd = open(path, "rb")
-        except IsADirectoryError:
-            raise InputError(f"{path}: is a directory (module trees come with a later release)") from None
-        except OSError as e:
-            raise InputError(f"{path}: {e.strerror}") from None
-        size = os.fstat(self.fd.fileno()).st_size
+    def __init__(self, path: Path, data: bytes | None = None):
+        if data is not None:  # a decompressed module or vmlinuz payload, already in memory
+            self.fd, self.data, size = io.BytesIO(data), data, len(data)
+        else:
+            try:
+                self.fd = open(path, "rb")
+            except IsADirectoryError:
+                raise InputError(f"{path}: is a directory") from None
+            except OSError as e:
+                raise InputError(f"{path}: {e.strerror}") from None
+            size = os.fstat(self.fd.fileno()).st_size
+            if size == 0:
+                raise InputError(f"{path}: empty file")
+            try:
+                self.data = mmap.mmap(self.fd.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as e:  # ENOMEM: a 100 GB (sparse) file under an address-space limit
+                raise InputError(f"{path}: cannot map {size} bytes: {getattr(e, 'strerror', None) or e}") from None
         if size == 0:
             raise InputError(f"{path}: empty file")
-        self.data = mmap.mmap(self.fd.fileno(), 0, access=mmap.ACCESS_READ)
-        head = self.data[:20]
+        head = self.data[:64]
         if head[:4] != b"\x7fELF":
-            raise InputError(f"{path}: not an ELF file (vmlinux or .ko expected)")
+            raise InputError(f"{path}: not an ELF file (vmlinux, vmlinuz or .ko expected)")
+        if len(head) < 64:
+            raise ElfFormatError(f"{path}: truncated ELF header")
         if head[4] != 2:
             raise ElfFormatError(f"{path}: 32-bit ELF; fbt-audit reads x86-64 kernels only")
         if head[5] != 1:
             raise ElfFormatError(f"{path}: big-endian ELF; fbt-audit reads x86-64 kernels only")
-        if len(head) < 20:
-            raise ElfFormatError(f"{path}: truncated ELF header")
         machine = struct.unpack_from("<H", head, 18)[0]
         if machine != 62:
             raise ElfFormatError(f"{path}: ELF machine {machine} is not x86-64 (EM_X86_64 = 62)")
@@ -153,10 +173,14 @@ class _Symtab:
         points at `name` NUL-terminated, wherever the string table holds it."""
         want = name.encode() + b"\0"
         best = None
+        steps = 0
         at = self.strtab.find(want, 1)
         while at > 0:
             i = -1
             while True:
+                steps += 1
+                if steps > _SCAN_STEPS:  # a name many times over (hostile input): index the table once
+                    return self._address_by_offset(want)
                 try:
                     i = self.st_name.index(at, i + 1)
                 except ValueError:
@@ -166,6 +190,22 @@ class _Symtab:
                 if 0 < self.shndx[i] < self.limit:
                     best = i
                     break
+            at = self.strtab.find(want, at + 1)
+        return None if best is None else self.addrs[best]
+
+    def _address_by_offset(self, want: bytes) -> int | None:
+        """address_of in O(symbols + string table) whatever the input: one dict of the first defined
+        symbol at each st_name, built once, then one look-up per place the table holds the name."""
+        first = self.__dict__.get("_first")
+        if first is None:
+            vidx = list(compress(range(self.n), self.valid.to_bytes(self.n, "little")))
+            first = self._first = dict(zip(reversed(_pick(self.st_name, vidx)), reversed(vidx), strict=True))
+        best = None
+        at = self.strtab.find(want, 1)
+        while at > 0:
+            i = first.get(at)
+            if i is not None and (best is None or i < best):
+                best = i
             at = self.strtab.find(want, at + 1)
         return None if best is None else self.addrs[best]
 
@@ -202,9 +242,14 @@ def _modinfo(e: _Elf) -> dict[str, str]:
     return {}
 
 
-def load(path: str | Path) -> Kernel:
+def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource = None) -> Kernel:
+    """Load a vmlinux or module from `path` (or from `data`, its already decompressed bytes).
+
+    The ELF's own .symtab always wins. Without one, `symbols` gives the symbols: ExternalSymbols, or
+    a function of (sections, data) returning them or None (loader.py tries System.map, a kallsyms
+    dump, then the image's embedded kallsyms in that order)."""
     path = Path(path)
-    e = _Elf(path)
+    e = _Elf(path, data)
     rel = e.type == "ET_REL"
     secs = e.sections
     # Section bases: link-time addresses for vmlinux, disjoint synthetic bases for a module.
@@ -220,6 +265,11 @@ def load(path: str | Path) -> Kernel:
             nxt = (nxt + align - 1) // align * align
             bases[i] = nxt
             nxt += max(h.sh_size, 1)
+            if nxt > MODULE_SPACE:  # a .bss of 2^64 bytes or an alignment of 2^63: no module is that
+                raise ElfFormatError(
+                    f"{path}: section {s.name or '?'} (size {h.sh_size:#x}, alignment {h.sh_addralign:#x}) "
+                    f"does not fit a module's address space"
+                )
         else:
             bases[i] = h.sh_addr
         model_secs.append(
@@ -236,7 +286,7 @@ def load(path: str | Path) -> Kernel:
 
     symtab = next((s for s in secs if s.header.sh_type == "SHT_SYMTAB"), None)
     if symtab is None:
-        raise ElfFormatError(f"{path}: no symbol table (.symtab); stripped images need a symbol source")
+        return _load_external(path, e, model_secs, symbols)
     if symtab.header.sh_link >= len(secs):
         raise ElfFormatError(f"{path}: symbol table links to a missing string table")
     st = _Symtab(bytes(e.contents(symtab)), bytes(e.contents(secs[symtab.header.sh_link])), secs, bases, rel)
@@ -323,11 +373,7 @@ def load(path: str | Path) -> Kernel:
                         continue  # intra-module branch: the target is resolved from the bytes
                     call_targets[tbase + r_offset] = sname
     else:
-        start, stop = st.address_of("__start_mcount_loc"), st.address_of("__stop_mcount_loc")
-        if start is not None and stop is not None and stop > start:
-            kern = Kernel(str(path), path.name, "vmlinux", "kernel", None, None, model_secs, [], e.data)
-            blob = kern.read(start, stop - start)
-            mcount = frozenset(_column(blob[: len(blob) - len(blob) % 8], "Q", 0, 1))
+        mcount = _mcount_sites(model_secs, st.address_of, e.data)
 
     info = _modinfo(e) if rel else {}
     if rel:
@@ -352,6 +398,76 @@ def load(path: str | Path) -> Kernel:
         call_targets=call_targets,
         names=None,
         lazy={"names": st.names},
+        symbol_source=".symtab",
+    )
+
+
+def _mcount_sites(secs: list[Section], address_of, data) -> frozenset[int]:
+    """A vmlinux's ftrace call sites: the u64 array between __start_mcount_loc and __stop_mcount_loc."""
+    start, stop = address_of("__start_mcount_loc"), address_of("__stop_mcount_loc")
+    if start is None or stop is None or stop <= start:
+        return frozenset()
+    kern = Kernel("", "", "vmlinux", "kernel", None, None, secs, [], data)
+    blob = kern.read(start, stop - start)
+    return frozenset(_column(blob[: len(blob) - len(blob) % 8], "Q", 0, 1))
+
+
+def _load_external(path: Path, e: _Elf, secs: list[Section], symbols: SymbolSource) -> Kernel:
+    """A stripped vmlinux: text symbols from an outside source, sized up to the next symbol."""
+    if e.type == "ET_REL":
+        raise ElfFormatError(f"{path}: module without a symbol table (.symtab)")
+    ext = symbols(secs, e.data) if callable(symbols) else symbols
+    if ext is None:
+        raise ElfFormatError(
+            f"{path}: stripped image (no .symtab) and no symbols found in it; "
+            "give --system-map FILE (System.map of this build) or --kallsyms FILE (/proc/kallsyms of it)"
+        )
+    names: dict[str, int] = {}
+    for name, addr in zip(ext.names, ext.addrs, strict=True):
+        names.setdefault(name, addr)
+    execs = sorted((s.addr, s.addr + s.size, s.name) for s in secs if s.executable and not s.nobits and s.size)
+    starts = [x[0] for x in execs]
+    rows = set()
+    for addr, kind, name in zip(ext.addrs, ext.types, ext.names, strict=True):
+        if kind not in TEXT_TYPES or not name or name.startswith(_LOCAL):
+            continue
+        i = bisect.bisect_right(starts, addr) - 1
+        if i >= 0 and addr < execs[i][1]:  # inside an executable section, not at its end marker
+            if i > 0 and execs[i - 1][1] == addr and _END_MARKER.match(name):
+                continue  # the previous section's end marker (_einittext where .altinstr_aux begins)
+            rows.add((addr, name, kind, i))
+    ordered = sorted(rows)
+    t_addr = [r[0] for r in ordered]
+    t_size = []
+    for p, (addr, _name, _kind, i) in enumerate(ordered):
+        q = bisect.bisect_right(t_addr, addr, p)
+        end = execs[i][1]
+        t_size.append(max((min(t_addr[q], end) if q < len(t_addr) else end) - addr, 1))
+    columns = SymbolColumns(
+        t_addr,
+        [r[1] for r in ordered],
+        t_size,
+        # kallsyms and System.map do not tell functions from labels: linker-script markers are labels
+        ["NOTYPE" if _MARKER.match(r[1]) else "FUNC" for r in ordered],
+        [_EXT_BIND[r[2]] for r in ordered],
+        [execs[r[3]][2] for r in ordered],
+        [False] * len(ordered),
+    )
+    return Kernel(
+        path=str(path),
+        display=path.name,
+        kind="vmlinux",
+        module="kernel",
+        release=_release_from_banner(secs, names.get("linux_banner"), e.data),
+        build_id=_build_id(e),
+        sections=secs,
+        symbols=None,
+        columns=columns,
+        data=e.data,
+        mcount_sites=_mcount_sites(secs, names.get, e.data),
+        call_targets={},
+        names=names,
+        symbol_source=ext.source,
     )
 
 

@@ -68,6 +68,7 @@ class Kernel:
     call_targets: dict[int, str] = field(default_factory=dict)  # insn address -> relocated call/jmp target name
     names: dict[str, int] = field(default_factory=dict)  # every symbol name -> address (all symbol types)
     columns: SymbolColumns | None = field(default=None, repr=False)  # the text symbols, column-wise
+    symbol_source: str = ".symtab"  # where the symbols came from: .symtab, a System.map, a kallsyms dump ...
     # Builders of fields passed as None, run when the field is first read: a vmlinux has 130,000
     # names that nothing on the audit's path reads, and 50,000 Symbols that enumeration reads as columns.
     lazy: dict[str, Callable[[], object]] = field(default_factory=dict, repr=False, compare=False)

@@ -45,6 +45,12 @@ def image61() -> Path:
     return _fetch("image-6.1")
 
 
+@pytest.fixture(scope="session")
+def image612() -> Path:
+    """The unpacked 6.12 amd64 image package: vmlinuz, System.map and .ko.xz modules."""
+    return _fetch("image-6.12")
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-goldens", action="store_true", help="rewrite tests/golden/* from the current output")
 

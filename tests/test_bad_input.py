@@ -70,7 +70,7 @@ def test_elf_without_symbols(capsys, tmp_path):
     p = tmp_path / "stripped"
     shutil.copy(SAMPLE, p)
     subprocess.run(["objcopy", "--strip-all", str(p)], check=True)
-    one_line_error(capsys, [str(p)], "no symbol table")
+    one_line_error(capsys, [str(p)], "stripped image (no .symtab) and no symbols found in it; give --system-map FILE")
 
 
 def test_directory(capsys, tmp_path):
@@ -85,5 +85,6 @@ def test_unknown_option_is_usage_error(capsys):
     one_line_error(capsys, [str(SAMPLE), "--no-such-option"], "no such option")
 
 
-def test_no_path_is_usage_error(capsys):
-    one_line_error(capsys, [], "give a vmlinux or a .ko")
+def test_no_path_is_usage_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("FBT_AUDIT_ROOT", str(tmp_path))  # a machine with no image of the running kernel
+    one_line_error(capsys, [], "give a vmlinux, vmlinuz, .ko or module directory")

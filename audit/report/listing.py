@@ -36,6 +36,8 @@ def identity_lines(results: list[AuditResult]) -> list[str]:
         k = r.kernel
         line = f"# release {k.release or '-'} build-id {k.build_id or '-'}"
         lines.append(line + (f" image {k.display}" if many else ""))
+        if getattr(k, "symbol_source", ".symtab") != ".symtab":  # a stripped image: say whose names these are
+            lines.append(f"# symbols {k.symbol_source}")
     for name, sha in tables(results):
         lines.append(f"# table {name} sha256 {sha}")
     return lines
