@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import AuditError
+from .errors import AuditError, one_line
 from .model import Level
 
 FORMATS = ("text", "json", "sarif", "list", "denylist", "github", "html")
@@ -140,6 +140,45 @@ def main():
     help="Rewrite DWARF paths starting with OLD to start with NEW (repeatable; the first match wins).",
 )
 @click.option(
+    "--system-map",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Symbols for a stripped image (vmlinuz, objcopy -S vmlinux): the System.map of the same build. "
+    "An image's own .symtab always wins.",
+)
+@click.option(
+    "--kallsyms",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Symbols from a /proc/kallsyms dump of the running build (read as root: without CAP_SYSLOG every "
+    "address is 0). The KASLR offset is taken off using _text. Without --system-map or --kallsyms, a "
+    "stripped image's embedded kallsyms tables are used.",
+)
+@click.option(
+    "--kallsyms-module",
+    metavar="NAME",
+    help="With --kallsyms: keep the symbols of module NAME ([NAME] in the dump) instead of the kernel's.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for module trees and multiple inputs [default: the number of CPUs]. "
+    "The output is the same for every value.",
+)
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    help="An input that cannot be read stays a tool notification (SARIF, stderr) and the exit code reflects "
+    "findings only; without it, any failed input exits 2 after the report is written.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr [default: when stderr is a terminal].",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -148,9 +187,13 @@ def main():
 @click.pass_context
 def audit_cmd(
     ctx, paths, table_spec, fmt, output, fail_on, select, ignore, statistics, returns, baseline, allowlist, source_root,
-    path_prefix_map, config_path, hits_files, sort,
+    path_prefix_map, config_path, hits_files, sort, system_map, kallsyms, kallsyms_module, jobs, keep_going, progress,
 ):  # fmt: skip
-    """Audit PATH... (vmlinux or .ko) and report unsafe patchpoints."""
+    """Audit PATH... and report unsafe patchpoints.
+
+    PATH is a vmlinux, a vmlinuz (bzImage: gzip, xz, zstd, lz4, bzip2 or lzma), a module (.ko, .ko.xz,
+    .ko.zst, .ko.gz) or a directory such as /lib/modules/RELEASE, whose modules are all audited in
+    parallel. With no PATH, the running kernel is audited when its image can be found."""
     import gc
 
     from . import config
@@ -163,26 +206,32 @@ def audit_cmd(
         baseline, allowlist = merged["baseline"], merged["allowlist"]
         source_root, path_prefix_map = merged["source_root"], merged["path_prefix_map"]
 
-    from .api import audit, load_table
+    from .api import load_table
 
     # A one-shot process: the cyclic collector could only rescan the audit's acyclic objects (see
     # enumerate.gc_paused), and one pass over them after the audit costs as much as rendering the list.
     # Between images one pass frees what loading left in cycles (pyelftools' objects and their open
     # files), and freezing the survivors keeps the next pass to the next image's objects.
     gc.disable()
+    from .loader import SymbolOptions
+
+    symbols = SymbolOptions(system_map, kallsyms, kallsyms_module)
     if not paths:
-        raise click.UsageError(
-            "give a vmlinux or a .ko to audit, e.g. fbt-audit /usr/lib/debug/boot/vmlinux-$(uname -r)"
-        )
+        from .running import running_kernel
+
+        path, symbols = running_kernel(symbols)
+        paths = (path,)
     table = load_table(table_spec)
-    results = []
-    for i, p in enumerate(paths):
-        if sys.stderr.isatty():
-            click.echo(f"fbt-audit: auditing {p} ...", err=True)
-        results.append(audit(p, table, select=_split(select), ignore=_split(ignore), returns=returns))
-        if i + 1 < len(paths):
-            gc.collect()
-            gc.freeze()
+    from .batch import run_batch
+
+    results, failures = run_batch(
+        paths, table, select=_split(select), ignore=_split(ignore), returns=returns, symbols=symbols,
+        jobs=jobs, progress=sys.stderr.isatty() if progress is None else progress, sources=fmt in ("sarif", "github"),
+    )  # fmt: skip
+    for r in results:
+        source = getattr(r.kernel, "symbol_source", ".symtab")
+        if source != ".symtab":
+            click.echo(f"fbt-audit: {r.kernel.display}: symbols from {source}", err=True)
     from .baseline import Gate
 
     gate = Gate.for_cli(results, baseline, allowlist)
@@ -213,6 +262,10 @@ def audit_cmd(
         output.write_text(out)
     else:
         sys.stdout.write(out)
+    for failure in failures:
+        click.echo(f"fbt-audit: error: {failure}", err=True)
+    if failures and not keep_going:
+        sys.exit(2)
     if gate.active:
         gate.report_stderr()
         if fail_on != "none" and gate.fails(Level[fail_on.upper()]):
@@ -311,7 +364,8 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: still one line, and a way to see more
         if os.environ.get("FBT_AUDIT_DEBUG"):
             raise
-        click.echo(f"fbt-audit: internal error: {type(e).__name__}: {e} (FBT_AUDIT_DEBUG=1 shows more)", err=True)
+        msg = one_line(f"{type(e).__name__}: {e}")
+        click.echo(f"fbt-audit: internal error: {msg} (FBT_AUDIT_DEBUG=1 shows more)", err=True)
         return 2
     return 0
 

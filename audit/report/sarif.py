@@ -393,6 +393,15 @@ def sarif_log(
     """The SARIF log as a dict: one run per (image kind, flavour), vmlinux runs first. With a gate,
     allowlisted and absent results are left out and counted in the run's properties."""
     runs = [_run(group, kind, flavour, max_results, gate, paths) for kind, flavour, group in runs_of(results)]
+    failures = getattr(results, "failures", ())  # inputs a batch could not audit (batch.Results): on the first run
+    if failures:
+        if not runs:
+            runs.append(_run([], "modules", "unknown", max_results, gate, paths))
+        inv = runs[0]["invocations"][0]
+        inv["executionSuccessful"] = False
+        inv.setdefault("toolExecutionNotifications", []).extend(
+            {"level": "error", "message": {"text": f}} for f in failures
+        )
     if gate is not None:
         if not gate.finished:
             gate.finish(results)
