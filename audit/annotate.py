@@ -32,7 +32,7 @@ STATIC_CALL_TRAMP = "static-call-tramp"
 IBT_KERNEL = "ibt-kernel"  # an ENDBR patchpoint in an image built for IBT (it has .ibt_endbr_seal)
 EXTABLE, BUG_SITE = "extable", "bug-table"
 DENY = "deny:"  # deny:blacklist | deny:noinstr | deny:entry | deny:kprobes | deny:cpuidle | deny:blacklist-suffix
-NON_ENTRY = "non-entry:"  # non-entry:pfx | non-entry:cfi | non-entry:cold | non-entry:label:<function>
+NON_ENTRY = "non-entry:"  # non-entry:pfx | non-entry:cfi | non-entry:cold:<function> | non-entry:label:<function>
 INIT = "init-text:"  # init-text:init | init-text:exit | init-text:module-init
 HANDLER_PATH = "handler-path:"  # handler-path:<reason>
 
@@ -83,6 +83,10 @@ def annotate(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
         for key, sites in t.s32.items()
         if sites
     ]
+    # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
+    all_points = sorted(x for _k, _ln, arr in points_tables for x in arr)
+    n_points = len(all_points)
+    max_ln = max((ln for _k, ln, _arr in points_tables), default=1)
     items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
     items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
     items += [(a, 10, "runtime_const", -1) for _s, a in t.runtime_const]
@@ -131,7 +135,8 @@ def annotate(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
                     extra.append(v)
             elif start == a:
                 add.append(kind)  # EXTABLE, BUG_SITE: the instruction itself
-        for kind, ln, arr in points_tables:
+        j = bisect_left(all_points, a - max_ln + 1)
+        for kind, ln, arr in points_tables if j < n_points and all_points[j] < a + n else ():
             j = bisect_left(arr, a - ln + 1)
             if j < len(arr) and arr[j] < a + n:
                 start = arr[j]
@@ -162,7 +167,7 @@ def annotate(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
         if "." in name:
             base, _, suffix = name.partition(".")
             if "cold" in suffix.split("."):
-                add.append(NON_ENTRY + "cold")
+                add.append(NON_ENTRY + "cold:" + base)  # the name in the fact: judgements are memoised by facts
             if base in black_names and pp.sym_addr not in black:
                 add.append(DENY + "blacklist-suffix")  # within_kprobe_blacklist maps foo.cold -> foo
         if pp.sym_addr in containers and not name.startswith(("__pfx_", "__cfi_")):

@@ -247,6 +247,13 @@ def decode(code: bytes, addr: int) -> Insn:
 _md_lite = Cs(CS_ARCH_X86, CS_MODE_64)  # no detail: the linear sweep needs only addresses and sizes
 
 
+def insn_length(code: bytes) -> int:
+    """The length of the first instruction of code as the sweep sees it: 0 when it does not decode."""
+    for _a, size, _m, _o in _md_lite.disasm_lite(code, 0, 1):
+        return size
+    return 0
+
+
 def sweep(code: bytes, addr: int) -> Iterator[tuple[int, int]]:
     """(address, size) of each instruction of a linear decode of code at addr. Bytes that do not
     decode are skipped one at a time (a size-0 marker is yielded for each), so the sweep reaches the

@@ -119,11 +119,12 @@ class _Reader:
         (shoff,) = struct.unpack_from("<Q", data, 0x28)
         shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
         hdrs = [SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
-        strh = hdrs[shstrndx]
+        strh = hdrs[shstrndx] if shstrndx < len(hdrs) else SHDR.unpack(bytes(SHDR.size))
         shstr = bytes(data[strh[4] : strh[4] + strh[5]])
 
-        def nm(off: int) -> str:
-            return shstr[off : shstr.index(b"\0", off)].decode("ascii", "replace")
+        def nm(off: int) -> str:  # a name past the string table, or unterminated, ends with the table
+            end = shstr.find(b"\0", off)
+            return shstr[off : end if end >= 0 else len(shstr)].decode("ascii", "replace")
 
         self.hdrs = hdrs
         self.names = [nm(h[0]) for h in hdrs]
@@ -131,12 +132,17 @@ class _Reader:
         alloc = [i for i, h in enumerate(hdrs) if h[2] & SHF_ALLOC]
         self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
         sym = next((h for h in hdrs if h[1] == SHT_SYMTAB), None)
-        self.sym_addr: list[int] = []
-        if sym is not None:
-            raw = bytes(data[sym[4] : sym[4] + sym[5]])
-            for _n, _i, _o, shndx, value, _s in SYM.iter_unpack(raw[: len(raw) - len(raw) % SYM.size]):
-                self.sym_addr.append(self.base.get(shndx, 0) + value if 0 < shndx < 0xFF00 else 0)
+        # symbols are decoded when a relocation names them: the tables' relocations name a few
+        self._symtab = bytes(data[sym[4] : sym[4] + sym[5]]) if sym is not None else b""
+        self._nsyms = len(self._symtab) // SYM.size
         self.rela = {h[7]: h for h in hdrs if h[1] == SHT_RELA}
+
+    def sym_addr(self, si: int) -> int:
+        """The address of symbol si (0 when undefined, absolute or past the table)."""
+        if si >= self._nsyms:
+            return 0
+        _n, _i, _o, shndx, value, _s = SYM.unpack_from(self._symtab, si * SYM.size)
+        return self.base.get(shndx, 0) + value if 0 < shndx < 0xFF00 else 0
 
     def section_bytes(self, name: str) -> tuple[bytes, int] | None:
         """(relocated contents, address) of a module section, or None."""
@@ -154,7 +160,7 @@ class _Reader:
             blob = bytes(self.k.data[r[4] : r[4] + r[5]])
             for off, info, addend in RELA.iter_unpack(blob[: len(blob) - len(blob) % RELA.size]):
                 si, t = info >> 32, info & 0xFFFFFFFF
-                s = self.sym_addr[si] if si < len(self.sym_addr) else 0
+                s = self.sym_addr(si)
                 if t == R_X86_64_64 and off + 8 <= len(buf):
                     struct.pack_into("<Q", buf, off, (s + addend) & (2**64 - 1))
                 elif t in (R_X86_64_PC32, R_X86_64_PLT32) and off + 4 <= len(buf):

@@ -60,7 +60,7 @@ class Undecodable(Rule):
             if not insn.raw:
                 return "no instruction bytes at the patchpoint"
             return f"undecodable bytes {insn.raw[:8].hex(' ')}"
-        for fact in site.pp.facts:  # enumeration's mark for a symbol inside an earlier instruction
+        for fact in sorted(site.pp.facts):  # enumeration's mark for a symbol inside an earlier instruction
             if fact.startswith(MID_INSTRUCTION):
                 return f"patchpoint inside an instruction of {fact[len(MID_INSTRUCTION) :]}"
         return None

@@ -58,8 +58,8 @@ class NotAFunctionEntry(Rule):
                 return "not a function entry: __pfx_ padding"
             if what == "cfi":
                 return "not a function entry: __cfi_ preamble"
-            if what == "cold":
-                return f"not a function entry: a .cold fragment of {site.pp.name.split('.', 1)[0]}"
+            if what.startswith("cold:"):
+                return f"not a function entry: a .cold fragment of {what[5:]}"
             if what.startswith("label:"):
                 return f"not a function entry: a label inside {what[6:]}"
         return None

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""bench.py: fbt-audit against `objdump -d` on the same binaries, same run: median seconds, ratio, peak RSS, target.
+
+Usage: python3 tests/bench/bench.py [--vmlinux V] [--modules DIR] [--repeat N] [--cases entry,returns,modules]
+                                    [--markdown FILE] [--jobs J]
+Reproduces the README's speed table (issue 5, "What it must show" 4):
+  python3 tests/bench/bench.py --repeat 5 --markdown bench.md
+Without --vmlinux/--modules it uses (fetching once, cached) bookworm's 6.1 -dbg vmlinux and the module
+tree of the same release's image package (scripts/fetch-kernel dbg-6.1 / image-6.1). Each command runs
+N times; the table shows the median wall time, objdump's median over the same input(s), their ratio,
+the target ratio and PASS/MISS, and the child's peak RSS (ru_maxrss, the largest of the N runs).
+Module trees: objdump runs over the same .ko files (compressed ones decompressed beforehand, untimed),
+in as many parallel processes as fbt-audit has workers (-j, default: the CPU count).
+The machine's load average is printed before and after: timings on a shared machine are only
+comparable within one run. Named bench*.py so that pytest does not collect it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import lzma
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FBT = [sys.executable, "-m", "fbt_audit"]
+RSS_LIMIT_GB = 1.0
+
+
+@dataclass
+class Run:
+    seconds: float  # median wall time
+    rss_gb: float  # largest ru_maxrss of the runs
+    rc: int  # exit code of the last run
+    err: str  # first line of its stderr
+
+
+def measure(cmd: list[str], repeat: int) -> Run:
+    """Run cmd repeat times (stdout discarded): median wall time, peak RSS of the child from wait4."""
+    times, rss, rc, err = [], 0, 0, ""
+    for _ in range(repeat):
+        with tempfile.TemporaryFile() as errf:
+            t = time.perf_counter()
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
+            _, status, usage = os.wait4(p.pid, 0)
+            times.append(time.perf_counter() - t)
+            p.returncode = rc = os.waitstatus_to_exitcode(status)
+            rss = max(rss, usage.ru_maxrss)  # KiB on Linux
+            errf.seek(0)
+            err = errf.read().decode(errors="replace").strip().splitlines()[:1]
+            err = err[0] if err else ""
+    return Run(statistics.median(times), rss / (1 << 20), rc, err)
+
+
+def fetch(kind: str) -> Path:
+    out = subprocess.run([str(ROOT / "scripts" / "fetch-kernel"), kind], check=True, capture_output=True, text=True)
+    return Path(out.stdout.split()[-1])
+
+
+def modules_in(tree: Path) -> list[Path]:
+    return sorted(p for p in tree.rglob("*") if p.is_file() and p.name.endswith((".ko", ".ko.xz", ".ko.gz", ".ko.zst")))
+
+
+def plain_copies(mods: list[Path], into: Path) -> list[Path]:
+    """The modules objdump can read: .ko as they are, compressed ones decompressed into `into`."""
+    out = []
+    for i, m in enumerate(mods):
+        if m.name.endswith(".ko"):
+            out.append(m)
+            continue
+        dst = into / f"{i}-{m.name.rsplit('.', 1)[0]}"
+        if m.name.endswith(".xz"):
+            dst.write_bytes(lzma.decompress(m.read_bytes()))
+        elif m.name.endswith(".gz"):
+            dst.write_bytes(gzip.decompress(m.read_bytes()))
+        else:
+            import zstandard
+
+            dst.write_bytes(zstandard.ZstdDecompressor().decompressobj().decompress(m.read_bytes()))
+        out.append(dst)
+    return out
+
+
+def objdump_many(files: list[Path], jobs: int, tmp: Path) -> list[str]:
+    """One shell command: objdump -d over files, `jobs` processes, 100 files per process."""
+    listing = tmp / "files.lst"
+    listing.write_text("\0".join(map(str, files)))
+    return ["sh", "-c", f"xargs -0 -P {jobs} -n 100 objdump -d < '{listing}'"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vmlinux", type=Path)
+    ap.add_argument("--modules", type=Path, help="a module tree, e.g. .../lib/modules/RELEASE")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cases", default="entry,returns,modules")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="fbt-audit -j and objdump processes")
+    ap.add_argument("--markdown", type=Path, help="also write the table as Markdown")
+    a = ap.parse_args()
+    cases = a.cases.split(",")
+    if shutil.which("objdump") is None:
+        print("bench: objdump not found (binutils)", file=sys.stderr)
+        return 2
+    load0 = os.getloadavg()
+    rows: list[tuple[str, Run | None, Run | None, float, str]] = []  # label, fbt, objdump, target, note
+    notes: list[str] = []
+    vm = a.vmlinux
+    if {"entry", "returns"} & set(cases):
+        vm = vm or fetch("dbg-6.1")
+        od = measure(["objdump", "-d", str(vm)], a.repeat)
+        if "entry" in cases:
+            run = measure([*FBT, str(vm)], a.repeat)
+            rows.append(("vmlinux, entry patchpoints (`fbt-audit V`)", run, od, 1 / 20, ""))
+        if "returns" in cases:
+            run = measure([*FBT, str(vm), "--returns"], a.repeat)
+            rows.append(("vmlinux, entry + return patchpoints (`--returns`)", run, od, 1 / 5, ""))
+    if "modules" in cases:
+        tree = a.modules or fetch("image-6.1") / "lib" / "modules"
+        if tree.name == "modules":  # the package's lib/modules: its one release directory
+            tree = next((d for d in sorted(tree.iterdir()) if d.is_dir()), tree)
+        mods = modules_in(tree)
+        probe = measure([*FBT, str(tree), "--format", "list", "-j", str(a.jobs)], 1)
+        if probe.rc not in (0, 1):
+            notes.append(f"module tree skipped: `fbt-audit {tree}` exited {probe.rc}: {probe.err}")
+            rows.append((f"module tree ({len(mods)} modules)", None, None, 1 / 3, "skipped"))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                files = plain_copies(mods, Path(tmp))
+                od = measure(objdump_many(files, a.jobs, Path(tmp)), a.repeat)
+            run = measure([*FBT, str(tree), "-j", str(a.jobs)], a.repeat)
+            rows.append((f"module tree ({len(mods)} modules, -j {a.jobs})", run, od, 1 / 3, ""))
+    load1 = os.getloadavg()
+
+    head = ["case", "fbt-audit", "objdump -d", "ratio", "target", "result", "peak RSS"]
+    table = []
+    peak = 0.0
+    for label, run, od, target, note in rows:
+        if run is None or od is None:
+            table.append([label, "-", "-", "-", f"1/{1 / target:.0f}", note, "-"])
+            continue
+        ratio = run.seconds / od.seconds
+        peak = max(peak, run.rss_gb) if "vmlinux" in label else peak
+        shown = f"1/{1 / ratio:.1f}" if ratio < 1 else f"{ratio:.2f}x"
+        table.append([
+            label, f"{run.seconds:.2f} s", f"{od.seconds:.2f} s", shown,
+            f"1/{1 / target:.0f}", "PASS" if ratio <= target else "MISS", f"{run.rss_gb:.2f} GB",
+        ])  # fmt: skip
+    if vm and {"entry", "returns"} & set(cases):
+        ok = "PASS" if peak <= RSS_LIMIT_GB else "MISS"
+        table.append(["peak RSS, -dbg vmlinux", "", "", "", f"<= {RSS_LIMIT_GB:.0f} GB", ok, f"{peak:.2f} GB"])
+    widths = [max(len(str(r[i])) for r in [head, *table]) for i in range(len(head))]
+    print("inputs: " + ", ".join([f"vmlinux {vm}"] * bool(vm) + [f"modules {tree}"] * ("modules" in cases)))
+    print(f"median of {a.repeat} runs; load average before {load0[0]:.2f}, after {load1[0]:.2f}; {os.cpu_count()} CPUs")
+    for r in [head, *table]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    for n in notes:
+        print(n)
+    if a.markdown:
+        md = [f"| {' | '.join(head)} |", "|" + "---|" * len(head)] + [f"| {' | '.join(map(str, r))} |" for r in table]
+        md.append("")
+        md.append(
+            f"Median of {a.repeat} runs, load average {load0[0]:.2f} before and {load1[0]:.2f} after, "
+            f"{os.cpu_count()} CPUs; `python3 tests/bench/bench.py --repeat {a.repeat}`."
+        )
+        md += [f"{n}" for n in notes]
+        a.markdown.write_text("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""test_returns_vectorised.py: on real kernels the vectorised sweep gives capstone's return patchpoints exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from fbt_audit import api
+from fbt_audit.returns import return_patchpoints
+
+pytest.importorskip("numpy")
+pytestmark = pytest.mark.kernel
+
+
+@pytest.mark.parametrize("which", ["vmlinux61", "vmlinux612"])
+def test_vectorised_returns_equal_capstone_sweep(which, request):
+    path = request.getfixturevalue(which)
+    fast, st_fast = return_patchpoints(api.load_kernel(path))
+    slow, st_slow = return_patchpoints(api.load_kernel(path), vectorised=False)
+    assert st_fast == st_slow
+    assert fast == slow
