@@ -18,7 +18,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from .errors import ElfFormatError, InputError
+from .errors import ElfFormatError, InputError, one_line
 from .kernel import Kernel, Section, SymbolColumns
 from .symbols import TEXT_TYPES, ExternalSymbols
 
@@ -107,9 +107,19 @@ class _Elf:
         return memoryview(self.data)[h.sh_offset : h.sh_offset + h.sh_size]
 
 
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\0"  # what a string table of kernel names holds
+
+
 def _names_at(blob: bytes, offsets) -> list[str]:
     """The NUL-terminated names at string-table offsets ('' for offset 0 and past the end), UTF-8
-    with bad bytes replaced."""
+    with bad bytes replaced, and control characters escaped (errors.one_line): a hostile name must
+    not add lines to a list or denylist a module later reads."""
+    if blob.translate(None, _PRINTABLE):
+        return list(map(one_line, _decode_names(blob, offsets)))
+    return _decode_names(blob, offsets)
+
+
+def _decode_names(blob: bytes, offsets) -> list[str]:
     if blob.isascii() and blob[:1] == b"\0" and (not offsets or max(offsets) < len(blob)):
         # Kernel names are ASCII, so str offsets are byte offsets: one index() and one slice per
         # name, run by map() in C; a Python loop over 130,000 names cost 100 ms.
@@ -237,7 +247,7 @@ def _modinfo(e: _Elf) -> dict[str, str]:
             for item in bytes(e.contents(s)).split(b"\0"):
                 k, sep, v = item.partition(b"=")
                 if sep:
-                    out.setdefault(k.decode("ascii", "replace"), v.decode("utf-8", "replace"))
+                    out.setdefault(one_line(k.decode("ascii", "replace")), one_line(v.decode("utf-8", "replace")))
             return out
     return {}
 
@@ -274,7 +284,7 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
             bases[i] = h.sh_addr
         model_secs.append(
             Section(
-                name=s.name,
+                name=one_line(s.name),
                 addr=bases[i],
                 size=h.sh_size,
                 offset=h.sh_offset,
@@ -423,6 +433,8 @@ def _load_external(path: Path, e: _Elf, secs: list[Section], symbols: SymbolSour
             "give --system-map FILE (System.map of this build) or --kallsyms FILE (/proc/kallsyms of it)"
         )
     names: dict[str, int] = {}
+    if not all(map(str.isprintable, ext.names)):  # as _names_at: no name may break a report's lines
+        ext = ExternalSymbols(ext.source, ext.addrs, ext.types, list(map(one_line, ext.names)))
     for name, addr in zip(ext.names, ext.addrs, strict=True):
         names.setdefault(name, addr)
     execs = sorted((s.addr, s.addr + s.size, s.name) for s in secs if s.executable and not s.nobits and s.size)
