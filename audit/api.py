@@ -34,7 +34,7 @@ def audit(
 ) -> AuditResult:
     """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
     with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
-    a linear decode of all text (audit/returns.py: ~5 s on a vmlinux, so it is opt-in)."""
+    a linear decode of all text (audit/returns.py: it doubles a vmlinux audit, so it is opt-in)."""
     from .judge import Judge
     from .registry import select as select_rules
 

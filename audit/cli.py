@@ -53,6 +53,10 @@ def main():
       fbt-audit vmlinux                          audit against the reference table
       fbt-audit vmlinux --table legacy-2011      dtrace4linux 2011: every PUSHF entry is unsafe
       fbt-audit kvm.ko --format list             the per-kernel probe-safety list
+      fbt-audit /boot/vmlinuz-6.1.0-56-amd64     a stripped image: symbols from its own kallsyms
+      fbt-audit vmlinuz --kallsyms ks.txt        ... or from a /proc/kallsyms dump (KASLR taken off)
+      fbt-audit /lib/modules/$(uname -r) -j 4    every module of a tree, in parallel
+      fbt-audit                                  the running kernel, when its image can be found
       fbt-audit vmlinux --format sarif -o out.sarif
       fbt-audit vmlinux --baseline last.sarif    the release gate: exit 1 only for new findings
       fbt-audit check-list fbt.list vmlinux      does the list belong to this build?
