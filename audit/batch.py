@@ -271,12 +271,6 @@ def _task(chunk: list[tuple[int, Path]]) -> bytes:
             out.append((i, r, None))
         except Exception as e:  # noqa: BLE001 - one bad module is a failure line; the others complete
             out.append((i, None, _failure(path, e)))
-        # pyelftools leaves each file in a cycle with its open descriptor and its (decompressed) bytes: one
-        # pass frees them. Freezing what survives (this chunk's results, the decoder's and the judge's
-        # bounded memos) keeps every later pass to one module's objects: without it each pass rescanned the
-        # memos, and the collector took more time than the audits.
-        gc.collect()
-        gc.freeze()
     return dumps(out)
 
 
@@ -362,8 +356,8 @@ def run_batch(
                 if not isinstance(e, AuditError) and os.environ.get("FBT_AUDIT_DEBUG"):
                     raise
                 failed[i] = _failure(path, e)
-            # One pass frees what loading left in cycles (pyelftools' objects and their open files), and
-            # freezing the survivors keeps the next pass to the next image's objects.
+            # One pass frees what an audit left in cycles, and freezing the survivors keeps the next pass to
+            # the next image's objects (a vmlinux makes a million of them).
             gc.collect()
             gc.freeze()
             if bar is not None:

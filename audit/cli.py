@@ -214,8 +214,7 @@ def audit_cmd(
 
     # A one-shot process: the cyclic collector could only rescan the audit's acyclic objects (see
     # enumerate.gc_paused), and one pass over them after the audit costs as much as rendering the list.
-    # Between images one pass frees what loading left in cycles (pyelftools' objects and their open
-    # files), and freezing the survivors keeps the next pass to the next image's objects.
+    # Between images audited in this process, batch.py runs one pass and freezes the survivors.
     gc.disable()
     from .loader import SymbolOptions
 
