@@ -124,7 +124,7 @@ def ambiguous_names(result: AuditResult) -> set[str]:
     return {n for n, _ in syms if by_name[n] > 1 or by_norm[normalise_function(n)] > 1}
 
 
-_EHDR_SHOFF, _EHDR_SHENT = 0x28, 0x3A
+_EHDR_SHOFF = 0x28
 _SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
 _SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym
 SHT_SYMTAB, SHT_STRTAB, SHT_NOBITS, SHF_ALLOC, STT_FILE = 2, 3, 8, 0x2, 4
@@ -137,23 +137,22 @@ def symbol_stub(data, names: set[str]) -> bytes:
     DWARF lookup runs on it (source lines are looked up before detaching). b"" when nothing is asked."""
     if not names:
         return b""
+    from .elf import section_headers
+
     try:
-        shoff = struct.unpack_from("<Q", data, _EHDR_SHOFF)[0]
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, _EHDR_SHENT)
-        if shentsize != _SHDR.size or not shstrndx < shnum or shoff + shnum * shentsize > len(data):
-            return b""
-        shdrs = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
-        si = next((i for i, h in enumerate(shdrs) if h[1] == SHT_SYMTAB), None)
-        if si is None or si == shstrndx or shdrs[si][6] >= shnum:
-            return b""
-
-        def contents(i: int) -> bytes:
-            h = shdrs[i]
-            return b"" if h[1] == SHT_NOBITS or h[4] + h[5] > len(data) else bytes(data[h[4] : h[4] + h[5]])
-
-        secnames, strtab, symraw = contents(shstrndx), contents(shdrs[si][6]), contents(si)
-    except struct.error:
+        shdrs = section_headers("", data, len(data))  # the loader's reader: this image passed it already
+    except InputError:
         return b""
+    shstrndx = struct.unpack_from("<H", data, 0x3E)[0]
+    si = next((i for i, h in enumerate(shdrs) if h.sh_type == "SHT_SYMTAB"), None)
+    if si is None or not shstrndx < len(shdrs) or si == shstrndx or shdrs[si].sh_link >= len(shdrs):
+        return b""
+
+    def contents(i: int) -> bytes:
+        h = shdrs[i]
+        return b"" if h.sh_type == "SHT_NOBITS" else bytes(data[h.sh_offset : h.sh_offset + h.sh_size])
+
+    strtab, symraw = contents(shdrs[si].sh_link), contents(si)
     want = {n.encode() for n in names}
     strs = bytearray(b"\0")
     name_off = {}
@@ -175,14 +174,13 @@ def symbol_stub(data, names: set[str]) -> bytes:
             syms.append(_SYM.pack(intern(name), info, other, shndx, value, size))
     new = []
     for i, h in enumerate(shdrs):
-        end = secnames.find(b"\0", h[0])
-        sname = secnames[h[0] : end if end >= 0 else len(secnames)]
+        sname = h.name.encode()
         if i == si:
-            new.append([intern(sname), SHT_SYMTAB, 0, 0, 0, 0, shstrndx, h[7], 8, _SYM.size])
+            new.append([intern(sname), SHT_SYMTAB, 0, 0, 0, 0, shstrndx, h.sh_info, 8, _SYM.size])
         elif i == shstrndx:
             new.append([intern(sname), SHT_STRTAB, 0, 0, 0, 0, 0, 0, 1, 0])
-        elif h[2] & SHF_ALLOC:
-            new.append([intern(sname), SHT_NOBITS, h[2], h[3], 0, 0, 0, 0, h[8], 0])
+        elif h.sh_flags & SHF_ALLOC:
+            new.append([intern(sname), SHT_NOBITS, h.sh_flags, h.sh_addr, 0, 0, 0, 0, h.sh_addralign, 0])
         else:
             new.append([0] * 10)
     symtab = b"".join(syms)

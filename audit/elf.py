@@ -87,7 +87,7 @@ class _Elf:
         self.type = _ET.get(struct.unpack_from("<H", head, 16)[0], "ET_OTHER")
         if self.type not in ("ET_EXEC", "ET_REL", "ET_DYN"):
             raise ElfFormatError(f"{path}: ELF type {self.type} is neither a vmlinux nor a module")
-        self.sections = _section_headers(path, self.data, size)
+        self.sections = section_headers(path, self.data, size)
 
     def contents(self, s) -> memoryview:
         h = s.header
@@ -120,7 +120,7 @@ class _Shdr:
         return self
 
 
-def _section_headers(path: Path, data, size: int) -> list[_Shdr]:
+def section_headers(path: Path | str, data, size: int) -> list[_Shdr]:
     """The section header table (extended numbering included), names from .shstrtab; every section's
     contents checked to lie within the file."""
     shoff = struct.unpack_from("<Q", data, 0x28)[0]

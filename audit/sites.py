@@ -6,13 +6,12 @@ import struct
 from array import array
 from dataclasses import dataclass, field
 
+from .elf import section_headers
 from .kernel import Kernel
 from .layouts import ALT_LAYOUTS, BUG_ENTRY, choose_alt_layout
 
-SHT_SYMTAB, SHT_RELA = 2, 4
 SHF_ALLOC = 0x2
 R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S = 1, 2, 4, 11
-SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
 SYM = struct.Struct("<IBBHQQ")
 RELA = struct.Struct("<QQq")
 
@@ -113,29 +112,20 @@ class _Reader:
             self._load_module()
 
     def _load_module(self) -> None:
-        """Section headers, symbols and RELA of the .ko, by struct: what pyelftools would give, for
-        the dozen small sections the tables live in."""
+        """Section headers (elf.section_headers, as the loader read them), symbols and RELA of the .ko,
+        for the dozen small sections the tables live in."""
         data = self.k.data
-        (shoff,) = struct.unpack_from("<Q", data, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-        hdrs = [SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
-        strh = hdrs[shstrndx] if shstrndx < len(hdrs) else SHDR.unpack(bytes(SHDR.size))
-        shstr = bytes(data[strh[4] : strh[4] + strh[5]])
-
-        def nm(off: int) -> str:  # a name past the string table, or unterminated, ends with the table
-            end = shstr.find(b"\0", off)
-            return shstr[off : end if end >= 0 else len(shstr)].decode("ascii", "replace")
-
+        hdrs = section_headers(self.k.path, data, len(data))
         self.hdrs = hdrs
-        self.names = [nm(h[0]) for h in hdrs]
+        self.names = [h.name for h in hdrs]
         # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
-        alloc = [i for i, h in enumerate(hdrs) if h[2] & SHF_ALLOC]
+        alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
         self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
-        sym = next((h for h in hdrs if h[1] == SHT_SYMTAB), None)
+        sym = next((h for h in hdrs if h.sh_type == "SHT_SYMTAB"), None)
         # symbols are decoded when a relocation names them: the tables' relocations name a few
-        self._symtab = bytes(data[sym[4] : sym[4] + sym[5]]) if sym is not None else b""
+        self._symtab = bytes(data[sym.sh_offset : sym.sh_offset + sym.sh_size]) if sym is not None else b""
         self._nsyms = len(self._symtab) // SYM.size
-        self.rela = {h[7]: h for h in hdrs if h[1] == SHT_RELA}
+        self.rela = {h.sh_info: h for h in hdrs if h.sh_type == "SHT_RELA"}
 
     def sym_addr(self, si: int) -> int:
         """The address of symbol si (0 when undefined, absolute or past the table)."""
@@ -151,13 +141,13 @@ class _Reader:
         except ValueError:
             return None
         h = self.hdrs[i]
-        if not h[5] or i not in self.base:
+        if not h.sh_size or i not in self.base:
             return b"", self.base.get(i, 0)
-        buf = bytearray(self.k.data[h[4] : h[4] + h[5]])
+        buf = bytearray(self.k.data[h.sh_offset : h.sh_offset + h.sh_size])
         base = self.base[i]
         r = self.rela.get(i)
         if r is not None:
-            blob = bytes(self.k.data[r[4] : r[4] + r[5]])
+            blob = bytes(self.k.data[r.sh_offset : r.sh_offset + r.sh_size])
             for off, info, addend in RELA.iter_unpack(blob[: len(blob) - len(blob) % RELA.size]):
                 si, t = info >> 32, info & 0xFFFFFFFF
                 s = self.sym_addr(si)
