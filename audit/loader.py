@@ -74,7 +74,7 @@ def load_input(path: str | Path, opts: SymbolOptions | None = None) -> Kernel:
         return elf.load(path, data=payload, symbols=fallback)
     from . import modfile
 
-    if modfile.is_compressed(path.name, head):
+    if modfile.compression(head) is not None:  # by content, not name: a .ko holding xz is decompressed
         return elf.load(path, data=modfile.read(path))
     if not head:
         raise InputError(f"{path}: empty file")

@@ -37,12 +37,6 @@ def compression(head: bytes) -> str | None:
     return None
 
 
-def is_compressed(name: str, head: bytes) -> bool:
-    """Whether the file is a compressed module. The content decides, not the name: a .ko.xz that holds
-    a plain ELF loads as one, and a .ko that holds xz is decompressed."""
-    return compression(head) is not None
-
-
 def _zstd(blob: bytes) -> tuple[bytes, bool]:
     """Decompress one zstd frame, feeding the input in small steps so that a bomb stops near the cap.
     (zstandard's stream_reader returns what it has at a truncated end without saying so; the
