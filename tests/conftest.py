@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,34 +21,49 @@ def fixtures_built() -> Path:
     return BUILD
 
 
+LOCK = ROOT / "tests" / "kernels.lock"
+
+
+def locked(kind: str) -> dict:
+    """The entry of tests/kernels.lock for KIND: the exact package, version and release the pins were measured on."""
+    with open(LOCK, "rb") as f:
+        return tomllib.load(f)[kind]
+
+
 def _fetch(kind: str) -> Path:
+    """scripts/fetch-kernel KIND: the locked package, fetched once into the cache; its stderr shown if it fails."""
     if os.environ.get("FBT_AUDIT_NO_FETCH"):
         pytest.skip("FBT_AUDIT_NO_FETCH is set: Debian kernel packages are not fetched")
-    out = subprocess.run([str(ROOT / "scripts" / "fetch-kernel"), kind], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+    proc = subprocess.run([str(ROOT / "scripts" / "fetch-kernel"), kind], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        tail = "\n".join(lines[-30:])
+        pytest.fail(f"scripts/fetch-kernel {kind} failed (exit {proc.returncode}): "
+                    f"{lines[-1] if lines else 'no output'}\n{tail}", pytrace=False)
+    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
 def vmlinux61() -> Path:
-    """Unstripped vmlinux of bookworm's current 6.1 kernel (the -dbg package), cached outside git."""
+    """The locked 6.1 -dbg package's unstripped vmlinux (System.map-<release> beside it), cached outside git."""
     return _fetch("dbg-6.1")
 
 
 @pytest.fixture(scope="session")
 def vmlinux612() -> Path:
-    """Unstripped vmlinux of bookworm's current 6.12 kernel, cloud flavour."""
+    """The locked 6.12 cloud -dbg package's unstripped vmlinux."""
     return _fetch("dbg-6.12")
 
 
 @pytest.fixture(scope="session")
 def image61() -> Path:
-    """The unpacked linux-image-<abi>-unsigned package: vmlinuz, System.map and modules."""
+    """The locked, unpacked linux-image-<release>-unsigned package: vmlinuz, stub System.map, modules."""
     return _fetch("image-6.1")
 
 
 @pytest.fixture(scope="session")
 def image612() -> Path:
-    """The unpacked 6.12 amd64 image package: vmlinuz, System.map and .ko.xz modules."""
+    """The locked, unpacked 6.12 amd64 image package: vmlinuz, stub System.map, .ko.xz modules."""
     return _fetch("image-6.12")
 
 

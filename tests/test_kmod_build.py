@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import locked
 from elftools.elf.elffile import ELFFile
 
 from fbt_audit import abi, api, table
@@ -21,20 +21,22 @@ KMOD = ROOT / "kmod"
 PUSHF_61 = ["ftrace_regs_caller", "native_save_fl", "this_cpu_cmpxchg16b_emu", "verify_cpu"]
 BUILD_TIMES: dict[str, float] = {}
 
+pytestmark = pytest.mark.kernel  # needs the locked release's linux-headers
+
 
 @pytest.fixture(scope="session")
 def release() -> str:
-    """bookworm's current 6.1 release, with linux-headers-<release> installed (scripts/install-headers)."""
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.skip("needs make and gcc to build a kernel module")
-    proc = subprocess.run([str(ROOT / "scripts" / "install-headers")], capture_output=True, text=True)
-    if proc.returncode != 0:
-        can_install = shutil.which("apt-get") is not None and os.geteuid() == 0
-        msg = f"linux-headers for bookworm's 6.1 kernel cannot be installed: {proc.stderr.strip()[-400:]}"
-        if can_install and os.environ.get("CI"):
-            pytest.fail(msg)  # CI runs as root on bookworm: the module must build there
-        pytest.skip(msg)
-    return proc.stdout.strip().splitlines()[-1]
+    """The locked 6.1 release (tests/kernels.lock [headers-6.1]), whose linux-headers package .ci/run installs."""
+    entry = locked("headers-6.1")
+    for tool in ("make", "gcc"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: building kmod/ needs make and gcc (README, System packages)",
+                        pytrace=False)
+    makefile = Path(f"/lib/modules/{entry['release']}/build/Makefile")
+    if not makefile.is_file():
+        pytest.fail(f"{makefile} is missing: install {entry['package']} {entry['version']} "
+                    "(scripts/install-headers, or README, System packages)", pytrace=False)
+    return entry["release"]
 
 
 def build(release: str, out: Path, *make_vars: str, wrapper: bool = False) -> Path:
