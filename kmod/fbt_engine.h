@@ -75,7 +75,7 @@ struct fbt_regs {
 
 /*
  * A decoded instruction. opcode[]/prefix[]/rex/modrm_off follow fbt-audit's model
- * (audit/decode.py) so that table matching agrees byte for byte: the legacy prefixes before
+ * (audit/decode/insn.py) so that table matching agrees byte for byte: the legacy prefixes before
  * the REX byte, then the opcode with its 0f / 0f 38 / 0f 3a escapes; for VEX and EVEX the
  * opcode is the lead byte (c4, c5, 62). map/op are the real opcode map and byte.
  */

@@ -4,7 +4,7 @@
  *
  * tables/reference.c by default; tables/legacy-2011.c with -DFBT_LEGACY_2011 (make
  * FBT_LEGACY_2011=1), to reproduce dtrace4linux's 2011 handling from a real build. The
- * bytes in the section are exactly what scripts/build-tables ships as audit/tables/<name>.fbt,
+ * bytes in the section are exactly what scripts/build-tables ships as audit/table/named/<name>.fbt,
  * and fbt-audit reads them back from the built fbt.ko (tests/test_kmod_build.py).
  */
 #ifdef FBT_LEGACY_2011

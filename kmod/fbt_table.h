@@ -5,7 +5,7 @@
  * The table lives in its own ELF section, FBT_EMU_SECTION: one header followed by
  * `count` fixed-size entries. It holds no pointers, so module relocations never touch
  * it and the auditor can read it back byte for byte from any object that carries it.
- * The Python mirror is audit/abi.py; tests/test_table.py checks sizeof/offsetof.
+ * The Python mirror is audit/model/abi.py; tests/test_table.py checks sizeof/offsetof.
  */
 #ifndef FBT_TABLE_H
 #define FBT_TABLE_H

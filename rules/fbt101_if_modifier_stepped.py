@@ -1,8 +1,8 @@
 """fbt101_if_modifier_stepped.py: FBT101, an instruction that writes IF or TF runs on the handler's flags."""
 
-from fbt_audit.abi import EmuFlags
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import EmuFlags
+from fbt_audit.model.core import IC
 
 
 class IfModifierStepped(Rule):

@@ -1,8 +1,8 @@
 """fbt102_pushed_flags_leak.py: FBT102, PUSHF stores the handler's flags, not the interrupted context's."""
 
-from fbt_audit.abi import EmuFlags, Fixup
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import EmuFlags, Fixup
+from fbt_audit.model.core import IC
 
 
 class PushedFlagsLeak(Rule):

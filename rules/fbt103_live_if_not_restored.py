@@ -1,7 +1,7 @@
 """fbt103_live_if_not_restored.py: FBT103, a masked-IF step leaves interrupts disabled afterwards."""
 
-from fbt_audit.abi import Fixup, StepIF
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import Fixup, StepIF
 
 
 class LiveIfNotRestored(Rule):

@@ -1,8 +1,8 @@
 """fbt104_pc_relative_unfixed.py: FBT104, an IP-relative instruction is stepped out of line unfixed."""
 
-from fbt_audit.abi import Fixup
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import Fixup
+from fbt_audit.model.core import IC
 
 
 class PcRelativeUnfixed(Rule):

@@ -1,7 +1,7 @@
 """fbt105_trap_instruction.py: FBT105, a trapping instruction is stepped or emulated away from its IP."""
 
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import IC
 
 
 class TrapInstruction(Rule):

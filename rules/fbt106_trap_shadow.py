@@ -1,7 +1,7 @@
 """fbt106_trap_shadow.py: FBT106, MOV to %ss is stepped or emulated, and its shadow swallows the trap."""
 
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import IC
 
 
 class TrapShadow(Rule):

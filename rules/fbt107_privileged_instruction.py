@@ -1,7 +1,7 @@
 """fbt107_privileged_instruction.py: FBT107, a halting or mode-switching instruction is stepped."""
 
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import IC
 
 
 class PrivilegedInstruction(Rule):

@@ -1,7 +1,7 @@
 """fbt108_far_transfer.py: FBT108, a far call, jump or return is stepped or emulated."""
 
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import IC
 
 
 class FarTransfer(Rule):

@@ -1,8 +1,8 @@
 """fbt109_rep_string_stepped.py: FBT109, a REP string instruction runs one iteration under a TF step."""
 
-from fbt_audit.abi import Fixup, StepMechanism
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import Fixup, StepMechanism
+from fbt_audit.model.core import IC
 
 
 class RepStringStepped(Rule):

@@ -1,8 +1,8 @@
 """fbt110_not_in_table.py: FBT110, no table entry matches and the table has no default handling."""
 
-from fbt_audit.abi import Handling
-from fbt_audit.model import IC, Level
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import Handling
+from fbt_audit.model.core import IC, Level
 
 
 class NotInTable(Rule):

@@ -1,7 +1,7 @@
 """fbt111_undecodable.py: FBT111, the bytes at the patchpoint are not an instruction the handler can take."""
 
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import IC
 
 MID_INSTRUCTION = "mid-instruction:"  # Patchpoint.facts entry: 'mid-instruction:<function>'
 

@@ -1,8 +1,8 @@
 """fbt112_exception_table_site.py: FBT112, an instruction with an __ex_table fixup is stepped away from its IP."""
 
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
 
-EXTABLE = "extable"  # Patchpoint.facts entry (audit/annotate.py): the instruction's address is in __ex_table
+EXTABLE = "extable"  # Patchpoint.facts entry (audit/sites/annotate.py): the instruction's address is in __ex_table
 
 
 class ExceptionTableSite(Rule):

@@ -1,8 +1,8 @@
 """fbt113_control_transfer_unfixed.py: FBT113, ret or an indirect call/jump is stepped without IP fixups."""
 
-from fbt_audit.abi import Fixup
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import Fixup
+from fbt_audit.model.core import IC
 
 
 class ControlTransferUnfixed(Rule):

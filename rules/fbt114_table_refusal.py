@@ -1,8 +1,8 @@
 """fbt114_table_refusal.py: FBT114, the emulation table explicitly refuses the instruction."""
 
-from fbt_audit.abi import Handling
-from fbt_audit.model import Level
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import Handling
+from fbt_audit.model.core import Level
 
 
 class TableRefusal(Rule):

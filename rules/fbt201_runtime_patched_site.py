@@ -1,9 +1,9 @@
 """fbt201_runtime_patched_site.py: FBT201, the displaced bytes belong to a run-time writer (jump label, static call)."""
 
-from fbt_audit.model import Level
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import Level
 
-# Patchpoint.facts entries (audit/annotate.py) of sites that code rewrites while the kernel runs.
+# Patchpoint.facts entries (audit/sites/annotate.py) of sites that code rewrites while the kernel runs.
 WRITERS = {
     "jump-label": "jump label (__jump_table)",
     "static-call": "static call site (.static_call_sites)",

@@ -1,8 +1,8 @@
 """fbt202_ftrace_site.py: FBT202, an int3 is planted on an ftrace call site that ftrace rewrites at run time."""
 
-from fbt_audit.abi import Handling
-from fbt_audit.model import Level
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.abi import Handling
+from fbt_audit.model.core import Level
 
 FTRACE_SITE = "ftrace-site"  # Patchpoint.facts entry: the patchpoint is a __mcount_loc site
 

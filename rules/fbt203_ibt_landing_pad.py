@@ -1,7 +1,7 @@
 """fbt203_ibt_landing_pad.py: FBT203, the int3 replaces an ENDBR64 (or its seal poison) instead of moving past it."""
 
-from fbt_audit.model import IC
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import IC
 
 IBT_KERNEL = "ibt-kernel"  # Patchpoint.facts entry: the image has .ibt_endbr_seal, so IBT is enforced
 

@@ -1,9 +1,9 @@
 """fbt204_deny_region.py: FBT204, the patchpoint is in text the kernel forbids probing (kprobes' blacklist)."""
 
-from fbt_audit.model import Level
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import Level
 
-DENY = "deny:"  # Patchpoint.facts prefix (audit/annotate.py)
+DENY = "deny:"  # Patchpoint.facts prefix (audit/sites/annotate.py)
 WHY = {
     "blacklist": "NOKPROBE_SYMBOL (_kprobe_blacklist)",
     "blacklist-suffix": "a suffixed copy of a NOKPROBE_SYMBOL function (within_kprobe_blacklist)",

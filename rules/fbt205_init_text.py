@@ -1,9 +1,9 @@
 """fbt205_init_text.py: FBT205, the patchpoint is in text freed after boot or after module load."""
 
-from fbt_audit.model import Level
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import Level
 
-INIT = "init-text:"  # Patchpoint.facts prefix (audit/annotate.py)
+INIT = "init-text:"  # Patchpoint.facts prefix (audit/sites/annotate.py)
 WHY = {
     "init": ".init.text, freed after boot",
     "exit": ".exit.text, discarded from a built-in kernel",

@@ -1,9 +1,9 @@
 """fbt206_not_a_function_entry.py: FBT206, the symbol is padding, a .cold fragment or a label inside a function."""
 
-from fbt_audit.model import Level
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model.core import Level
 
-NON_ENTRY = "non-entry:"  # Patchpoint.facts prefix (audit/annotate.py)
+NON_ENTRY = "non-entry:"  # Patchpoint.facts prefix (audit/sites/annotate.py)
 
 
 class NotAFunctionEntry(Rule):

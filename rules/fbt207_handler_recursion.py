@@ -1,8 +1,8 @@
 """fbt207_handler_recursion.py: FBT207, the function is on the trap-handling path: a probe re-enters the handler."""
 
-from fbt_audit.rule import Rule, Site
+from fbt_audit.judge.rule import Rule, Site
 
-HANDLER_PATH = "handler-path:"  # Patchpoint.facts prefix (audit/annotate.py): handler-path:<name>=<reason>
+HANDLER_PATH = "handler-path:"  # Patchpoint.facts prefix (audit/sites/annotate.py): handler-path:<name>=<reason>
 
 
 class HandlerRecursion(Rule):

@@ -18,7 +18,7 @@ from pathlib import Path
 from hypothesis import event
 from hypothesis import strategies as st
 
-from fbt_audit.cli import run
+from fbt_audit.cli.main import run
 
 ROOT = Path(__file__).resolve().parent.parent
 FAILURES = ROOT / "build" / "fuzz-failures"  # every failing input is kept here for triage (build/ is not committed)
@@ -305,7 +305,7 @@ EXTRA = OTHERS  # the name the tests import
 def cached_tables():
     """Parse each named emulation table once, not once per run: the tables are not under test, and
     parsing one is a third of a small image's audit."""
-    from fbt_audit import table
+    from fbt_audit.table import emulation as table
 
     load = table.load
     cache: dict = {}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from fbt_audit import abi
-from fbt_audit.abi import EmuFlags, Handling, StepIF, StepMechanism
-from fbt_audit.kernel import Kernel
-from fbt_audit.model import IC, Finding, Insn, Judgement, Level, Patchpoint, Variant
-from fbt_audit.result import AuditResult
-from fbt_audit.rule import Rule
-from fbt_audit.table import EmulationTable, parse
+from fbt_audit.judge.result import AuditResult
+from fbt_audit.judge.rule import Rule
+from fbt_audit.model import abi
+from fbt_audit.model.abi import EmuFlags, Handling, StepIF, StepMechanism
+from fbt_audit.model.core import IC, Finding, Insn, Judgement, Level, Patchpoint, Variant
+from fbt_audit.model.kernel import Kernel
+from fbt_audit.table.emulation import EmulationTable, parse
 
 TEXT = 0xFFFFFFFF81000000  # .text of the synthetic vmlinux
 MODULE_TEXT = 0x10000000  # the synthetic base fbt-audit would give a module's .text

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from fbt_audit.cli import run
+from fbt_audit.cli.main import run
 
 from .conftest import SAMPLE
 

@@ -97,7 +97,7 @@ def test_symbol_name_repeated_in_strtab_is_not_quadratic(tmp_path):
 
 def test_address_of_agrees_with_names():
     """Both look-up paths of elf._Symtab.address_of give names()[name] for every name of the sample."""
-    from fbt_audit import elf
+    from fbt_audit.input import elf
 
     from .conftest import SAMPLE
 
@@ -148,7 +148,7 @@ def test_dwarf_megabyte_uleb128_is_not_quadratic(fixtures_built, tmp_path):
      (b"\x80\x7f", 0x3F80, -128), (b"\xff" * 9 + b"\x01", 2**64 - 1, 2**64 - 1)],
 )  # fmt: skip
 def test_leb128_values_unchanged(enc, uleb, sleb):
-    from fbt_audit.dwarf import _Reader
+    from fbt_audit.input.dwarf import _Reader
 
     assert _Reader(enc).uleb() == uleb
     assert _Reader(enc).sleb() == sleb
@@ -257,7 +257,7 @@ def test_control_characters_in_symbol_names_are_escaped(tmp_path):
     the fuzz campaign): names are escaped when the string table is read."""
     from conftest import SAMPLE
 
-    from fbt_audit import api
+    from fbt_audit.pipeline import api
 
     blob = bytearray(SAMPLE.read_bytes())
     at = blob.find(b"\0native_iret\0") + 1

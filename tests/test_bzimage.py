@@ -15,10 +15,12 @@ import zlib
 
 import pytest
 
-from fbt_audit import api, bzimage, kallsyms_blob
-from fbt_audit.cli import run
-from fbt_audit.errors import InputError
-from fbt_audit.kernel import Section
+from fbt_audit.cli.main import run
+from fbt_audit.input import bzimage
+from fbt_audit.input import kallsyms as kallsyms_blob
+from fbt_audit.model.errors import InputError
+from fbt_audit.model.kernel import Section
+from fbt_audit.pipeline import api
 
 from .conftest import BUILD, ROOT, SAMPLE
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import yaml
 
-from fbt_audit.cli import run
-from fbt_audit.registry import REGISTRY
+from fbt_audit.cli.main import run
+from fbt_audit.judge.registry import REGISTRY
+from fbt_audit.judge.rulesdoc import markdown
 from fbt_audit.report.denylist import FORMAT_LINE
-from fbt_audit.rulesdoc import markdown
 
 from .conftest import ROOT
 

@@ -8,9 +8,10 @@ import subprocess
 import pytest
 from conftest import SAMPLE
 
-from fbt_audit import api, elf
-from fbt_audit.errors import ElfFormatError
-from fbt_audit.symbols import ExternalSymbols
+from fbt_audit.input import elf
+from fbt_audit.input.symbols import ExternalSymbols
+from fbt_audit.model.errors import ElfFormatError
+from fbt_audit.pipeline import api
 
 pytestmark = pytest.mark.skipif(shutil.which("objcopy") is None, reason="needs binutils objcopy")
 

@@ -187,7 +187,7 @@ def test_mutated_bzimage(corpus, data):
 # Decompression bombs: a tiny file that expands past every cap must be refused in bounded time and memory.
 @pytest.mark.parametrize("kind", ["xz", "zst", "gz"])
 def test_module_bomb(corpus, kind):
-    from fbt_audit import modfile
+    from fbt_audit.input import modfile
 
     p = corpus.path(f".ko.{kind}")
     p.write_bytes(bomb(kind, modfile.MAX_MODULE + (1 << 20)))
@@ -207,7 +207,7 @@ def test_bzimage_bomb_past_init_size(corpus, kind):
 @pytest.mark.parametrize("kind", ["gzip", "zstd", "lz4"])
 def test_bzimage_bomb_past_cap(corpus, kind):
     """init_size 0 (unknown): a payload inflating past the 1 GiB cap is refused."""
-    from fbt_audit import bzimage as bz
+    from fbt_audit.input import bzimage as bz
 
     p = corpus.path("-vmlinuz")
     p.write_bytes(bzimage(b"", kind, init_size=0, stream=bz_bomb(kind, bz.CAP + (8 << 20))))

@@ -8,9 +8,9 @@ import json
 import pytest
 from helpers_sarif import github_violations, validator
 
-from fbt_audit import api
-from fbt_audit.cli import run
-from fbt_audit.dwarf import PathMap, source_lines
+from fbt_audit.cli.main import run
+from fbt_audit.input.dwarf import PathMap, source_lines
+from fbt_audit.pipeline import api
 from fbt_audit.report.sarif import render_sarif
 
 from .conftest import ROOT

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fbt_audit import api
-from fbt_audit.decode import decode
-from fbt_audit.handlers import handler_path
-from fbt_audit.model import IC
+from fbt_audit.decode.insn import decode
+from fbt_audit.model.core import IC
+from fbt_audit.pipeline import api
+from fbt_audit.sites.handler_path import handler_path
 
 DATA = Path(__file__).resolve().parent.parent / "audit" / "data" / "handler-path.txt"
 ROOTS = ("exc_int3", "exc_debug", "exc_nmi", "notify_die", "kprobe_int3_handler", "do_int3")

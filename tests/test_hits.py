@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from fbt_audit import api, hits
-from fbt_audit.cli import run
+from fbt_audit.cli.main import run
+from fbt_audit.investigate import hits
+from fbt_audit.pipeline import api
 
 from .conftest import SAMPLE
 

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from fbt_audit import abi, registry, table
-from fbt_audit.abi import Fixup, Handling
-from fbt_audit.decode import decode
-from fbt_audit.judge import judge
-from fbt_audit.model import Patchpoint, Variant
+from fbt_audit.decode.insn import decode
+from fbt_audit.judge import registry
+from fbt_audit.judge.judge import judge
+from fbt_audit.model import abi
+from fbt_audit.model.abi import Fixup, Handling
+from fbt_audit.model.core import Patchpoint, Variant
 from fbt_audit.report.table_text import format_table
+from fbt_audit.table import emulation as table
 
 from .helpers_kmod import (
     AC,
@@ -932,7 +934,7 @@ UD01 = (b"\x0f\xff", b"\x0f\xb9")
 
 
 def test_decoder_agrees_with_fbt_audit(engine):
-    """Length, prefixes, REX, opcode bytes and ModRM offset as audit/decode.py models them."""
+    """Length, prefixes, REX, opcode bytes and ModRM offset as audit/decode/insn.py models them."""
     checked = 0
     for code in _corpus():
         want = decode(code, 0x1000)
@@ -1025,7 +1027,7 @@ def test_table_check_rejects_broken_tables(engine):
 def test_module_and_auditor_agree_on_every_61_entry(engine, vmlinux61, name):
     """Every entry instruction of bookworm's 6.1 vmlinux (and its run-time variants): the module's C
     decoder and lookup reach the entry fbt-audit's Python lookup reaches, with the same length."""
-    from fbt_audit import api
+    from fbt_audit.pipeline import api
 
     t = table.load(name)
     checked = 0

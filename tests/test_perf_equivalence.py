@@ -7,12 +7,15 @@ from contextlib import contextmanager
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from fbt_audit import api, decode, elf, registry
-from fbt_audit import table as tables
-from fbt_audit.enumerate import entry_patchpoints
-from fbt_audit.judge import Judge
-from fbt_audit.kernel import Kernel
-from fbt_audit.rule import Rule
+from fbt_audit.decode import insn as decode
+from fbt_audit.input import elf
+from fbt_audit.judge import registry
+from fbt_audit.judge.judge import Judge
+from fbt_audit.judge.rule import Rule
+from fbt_audit.model.kernel import Kernel
+from fbt_audit.patchpoints.entry import entry_patchpoints
+from fbt_audit.pipeline import api
+from fbt_audit.table import emulation as tables
 
 from .conftest import SAMPLE
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 import fbt_audit.rules
-from fbt_audit import registry
-from fbt_audit.errors import UsageError
-from fbt_audit.model import Level
-from fbt_audit.registry import REGISTRY, Status
-from fbt_audit.rule import SECTIONS, Rule
+from fbt_audit.judge import registry
+from fbt_audit.judge.registry import REGISTRY, Status
+from fbt_audit.judge.rule import SECTIONS, Rule
+from fbt_audit.model.core import Level
+from fbt_audit.model.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "rules"
 MODULES = sorted(m.name for m in pkgutil.iter_modules(fbt_audit.rules.__path__) if not m.name.startswith("_"))
-ALLOWED_IMPORTS = {"__future__", "fbt_audit.model", "fbt_audit.abi", "fbt_audit.rule"}
+ALLOWED_IMPORTS = {"__future__", "fbt_audit.model.core", "fbt_audit.model.abi", "fbt_audit.judge.rule"}
 VERDICT_OF = {Level.ERROR: "unsafe", Level.WARNING: "deny", Level.NOTE: "refused"}
 
 
@@ -41,7 +41,7 @@ def test_there_are_rule_modules():
 @pytest.mark.parametrize("module_name", MODULES)
 def test_every_rule_module_defines_one_registered_rule(module_name):
     (cls,) = rule_classes(module_name)
-    assert cls.id in REGISTRY, f"{module_name}: {cls.id} is not in audit/registry.py"
+    assert cls.id in REGISTRY, f"{module_name}: {cls.id} is not in audit/judge/registry.py"
     assert REGISTRY[cls.id][1] is cls
     # the file is named after the rule: fbt102_pushed_flags_leak.py <-> FBT102 pushed-flags-leak
     assert module_name == f"{cls.id.lower()}_{cls.name.replace('-', '_')}"

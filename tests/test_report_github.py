@@ -2,7 +2,7 @@
 
 from helpers_report import module_result, vmlinux_result
 
-from fbt_audit.report import render
+from fbt_audit.report.formats import render
 from fbt_audit.report.github import render_github
 
 
@@ -39,7 +39,7 @@ def test_denylist_and_fingerprints_count_symbols_not_sites():
 
     from helpers_report import TEXT, insn, patchpoint
 
-    from fbt_audit.model import IC, Finding, Judgement, Level
+    from fbt_audit.model.core import IC, Finding, Judgement, Level
     from fbt_audit.report.denylist import entries
     from fbt_audit.report.sarif import render_sarif
 

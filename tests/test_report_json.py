@@ -7,10 +7,10 @@ import jsonschema
 import pytest
 from helpers_report import module_result, vmlinux_result
 
-from fbt_audit.report import render
+from fbt_audit.report.formats import render
 from fbt_audit.report.jsonout import SCHEMA, render_json, schema
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "audit" / "schema" / "fbt-audit-report.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "audit" / "report" / "schema" / "fbt-audit-report.schema.json"
 
 
 def validate(doc):

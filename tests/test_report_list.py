@@ -3,7 +3,7 @@
 from helpers_report import BUILD_ID, MODULE_BUILD_ID, module_result, table, vmlinux_result
 
 from fbt_audit import __version__
-from fbt_audit.report import render
+from fbt_audit.report.formats import render
 from fbt_audit.report.listing import COLUMNS, render_list
 
 SHA = table().sha256

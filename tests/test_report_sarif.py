@@ -8,9 +8,11 @@ import pytest
 from helpers_report import RULES, module_result, table, vmlinux_result, with_judgements
 
 from fbt_audit import __version__
-from fbt_audit.model import Finding, Level
-from fbt_audit.report import render
-from fbt_audit.report.sarif import normalise_function, relative_source, render_sarif
+from fbt_audit.gate.identity import normalise_function
+from fbt_audit.input.dwarf import relative_source
+from fbt_audit.model.core import Finding, Level
+from fbt_audit.report.formats import render
+from fbt_audit.report.sarif import render_sarif
 
 # The OASIS SARIF 2.1.0 schema, as GitHub code scanning validates against it (copied from shared/reference).
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
@@ -238,7 +240,7 @@ def test_github_rules_on_synthetic_results():
 
 
 def test_path_map_in_sarif():
-    from fbt_audit.dwarf import PathMap
+    from fbt_audit.input.dwarf import PathMap
 
     r = module_result(source=("/build/reproducible-path/linux-6.1.192/arch/x86/kvm/x86.c", 77))
     plain = log([r])["runs"][0]["results"][0]["locations"][0]["physicalLocation"]

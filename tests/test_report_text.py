@@ -2,7 +2,7 @@
 
 from helpers_report import module_result, vmlinux_result, with_judgements
 
-from fbt_audit.report import render
+from fbt_audit.report.formats import render
 from fbt_audit.report.text import render_text
 
 FINDINGS = [
@@ -46,7 +46,7 @@ def test_clean_image_is_only_a_summary():
 
 
 def test_variant_named_and_tool_errors_counted():
-    from fbt_audit.model import Finding, Level
+    from fbt_audit.model.core import Finding, Level
 
     r = vmlinux_result(errors=["vmlinux: no __mcount_loc: ftrace sites unknown"])
     j = r.judgements[2]

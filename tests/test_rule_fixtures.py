@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fbt_audit import api
-from fbt_audit import table as tables
-from fbt_audit.abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism
-from fbt_audit.registry import REGISTRY
+from fbt_audit.judge.registry import REGISTRY
+from fbt_audit.model.abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism
+from fbt_audit.pipeline import api
+from fbt_audit.table import emulation as tables
 
 SOURCES = Path(__file__).resolve().parent.parent / "fixtures" / "rules"
 

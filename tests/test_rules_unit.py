@@ -6,13 +6,14 @@ import dataclasses
 
 import pytest
 
-from fbt_audit import abi, registry
-from fbt_audit import table as fbt_table
-from fbt_audit.abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism, Target
-from fbt_audit.judge import Judge, judge
-from fbt_audit.model import IC, Insn, Level, Patchpoint, Variant, Verdict
-from fbt_audit.rule import Site
-from fbt_audit.table import EmulationTable
+from fbt_audit.judge import registry
+from fbt_audit.judge.judge import Judge, judge
+from fbt_audit.judge.rule import Site
+from fbt_audit.model import abi
+from fbt_audit.model.abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism, Target
+from fbt_audit.model.core import IC, Insn, Level, Patchpoint, Variant, Verdict
+from fbt_audit.table import emulation as fbt_table
+from fbt_audit.table.emulation import EmulationTable
 
 RULES = registry.all_rules()
 OWN = abi.MATCH_OWN_FIXUPS

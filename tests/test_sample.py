@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from fbt_audit import api
-from fbt_audit.cli import run
+from fbt_audit.cli.main import run
+from fbt_audit.pipeline import api
 
 from .conftest import ROOT, SAMPLE
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 import subprocess
 
-from fbt_audit import api
-from fbt_audit.layouts import choose_alt_layout
-from fbt_audit.sites import read_tables
+from fbt_audit.pipeline import api
+from fbt_audit.sites.layouts import choose_alt_layout
+from fbt_audit.sites.tables import read_tables
 
 SRC = """
 	.text

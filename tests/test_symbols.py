@@ -11,11 +11,11 @@ import click
 import pytest
 from conftest import SAMPLE
 
-from fbt_audit import running, symbols
-from fbt_audit.cli import run
-from fbt_audit.errors import InputError
-from fbt_audit.kernel import Section
-from fbt_audit.loader import SymbolOptions
+from fbt_audit.cli.main import run
+from fbt_audit.input import running, symbols
+from fbt_audit.input.loader import SymbolOptions
+from fbt_audit.model.errors import InputError
+from fbt_audit.model.kernel import Section
 
 TEXT = 0xFFFFFFFF81000000
 SECTIONS = [

@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from fbt_audit import abi, table
-from fbt_audit.abi import Fixup, Handling, Target
-from fbt_audit.errors import TableFormatError
-from fbt_audit.model import IC, Insn
+from fbt_audit.model import abi
+from fbt_audit.model.abi import Fixup, Handling, Target
+from fbt_audit.model.core import IC, Insn
+from fbt_audit.model.errors import TableFormatError
 from fbt_audit.report.table_text import fixup_names, format_table
+from fbt_audit.table import emulation as table
 
 ROOT = Path(__file__).resolve().parent.parent
 KMOD = ROOT / "kmod"
 SOURCES = sorted((KMOD / "tables").glob("*.c"))
-SHIPPED = ROOT / "audit" / "tables"
+SHIPPED = ROOT / "audit" / "table" / "named"
 
 needs_gcc = pytest.mark.skipif(
     shutil.which("gcc") is None or shutil.which("objcopy") is None, reason="needs gcc and objcopy"
@@ -54,7 +55,7 @@ def test_shipped_tables_equal_a_fresh_build(tmp_path):
     for src in SOURCES:
         fresh = (tmp_path / f"{src.stem}.fbt").read_bytes()
         shipped = (SHIPPED / f"{src.stem}.fbt").read_bytes()
-        assert fresh == shipped, f"audit/tables/{src.stem}.fbt is stale: run scripts/build-tables"
+        assert fresh == shipped, f"audit/table/named/{src.stem}.fbt is stale: run scripts/build-tables"
 
 
 @needs_gcc
@@ -78,7 +79,7 @@ def test_long_mnemonic_does_not_compile(tmp_path):
         compile_c(src, tmp_path / "long.o")
 
 
-# --- (b) C sizeof/offsetof and constants agree with audit/abi.py ------------------------------------
+# --- (b) C sizeof/offsetof and constants agree with audit/model/abi.py ------------------------------------
 
 
 @needs_gcc
@@ -438,7 +439,7 @@ def test_legacy_fixups():
 
 def test_decoder_models_bytes_as_the_tables_expect():
     """The hand-built Insns above use the decoder's representation (prefixes, REX, opcode, ModRM)."""
-    decode = pytest.importorskip("fbt_audit.decode").decode
+    decode = pytest.importorskip("fbt_audit.decode.insn").decode
     for name, want in INSNS.items():
         got = decode(want.raw, 0x1000)
         key = (got.prefixes, got.rex, got.opcode, got.modrm_off)

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from fbt_audit import api, modfile
-from fbt_audit.batch import detach, dumps, expand, module_files, run_batch
-from fbt_audit.cli import run
-from fbt_audit.errors import InputError
+from fbt_audit.cli.main import run
+from fbt_audit.input import modfile
+from fbt_audit.model.errors import InputError
+from fbt_audit.pipeline import api
+from fbt_audit.pipeline.batch import detach, dumps, expand, module_files, run_batch
 from fbt_audit.report.gate_formats import render_gated
 from fbt_audit.report.jsonout import render_json
 from fbt_audit.report.listing import render_list

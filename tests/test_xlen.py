@@ -1,4 +1,4 @@
-"""test_xlen.py: the vectorised sweep (audit/xlen.py) finds exactly capstone's instruction boundaries."""
+"""test_xlen.py: the vectorised sweep (audit/decode/lengths.py) finds exactly capstone's instruction boundaries."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from fbt_audit.decode import insn_length, sweep
+from fbt_audit.decode.insn import insn_length, sweep
 
 np = pytest.importorskip("numpy")
-xlen = pytest.importorskip("fbt_audit.xlen")
+xlen = pytest.importorskip("fbt_audit.decode.lengths")
 
 # Bytes that steer random code towards what the length tables decide (prefixes, REX, 0f, ModRM
 # forms with SIB and displacements, immediates) and towards their edges (int3 runs, invalid opcodes).
@@ -82,8 +82,8 @@ def test_every_opcode_and_modrm_form():
 def test_sample_image_returns_match_capstone_sweep():
     from pathlib import Path
 
-    from fbt_audit import api
-    from fbt_audit.returns import return_patchpoints
+    from fbt_audit.patchpoints.returns import return_patchpoints
+    from fbt_audit.pipeline import api
 
     sample = Path(__file__).resolve().parents[1] / "fixtures" / "sample" / "vmlinux-sample"
     fast, st_fast = return_patchpoints(api.load_kernel(sample))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from .. import __version__
-from ..model import Verdict
-from . import ordered
-from .listing import identity_lines
+from fbt_audit import __version__
+from fbt_audit.judge.order import ordered
+from fbt_audit.model.core import Verdict
+from fbt_audit.report.listing import identity_lines
 
 if TYPE_CHECKING:
-    from ..result import AuditResult
+    from fbt_audit.judge.result import AuditResult
 
 # The header is the probe-safety list's (docs/probe-safety-list.md), so `fbt-audit check-list` takes
 # either file; the lines name probes the way kallsyms does, since the FBT module resolves them there.
@@ -27,7 +27,7 @@ def entries(r: AuditResult, keep=None) -> list[str]:
     functions) gets `@file`, the STT_FILE (or DWARF) source file name; when even that repeats, `#N`
     follows, N counting those symbols in address order from 1. `keep(judgement)` picks the patchpoints
     listed (default: those not safe; `fbt-audit bisect` passes its enable and disable sets)."""
-    from ..dwarf import symbol_files
+    from fbt_audit.input.dwarf import symbol_files
 
     js = sorted(r.judgements, key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
     per_name = Counter((m, n) for m, n, _ in {(j.pp.module, j.pp.name, j.pp.sym_addr) for j in js})  # symbols

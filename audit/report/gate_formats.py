@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..baseline import Gate
-    from ..result import AuditResult
+    from fbt_audit.gate.baseline import Gate
+    from fbt_audit.judge.result import AuditResult
 
 
 def render_gated(
@@ -18,19 +18,19 @@ def render_gated(
     statistics: bool = False,
 ) -> str:
     """sarif and github look up DWARF source lines for the patchpoints with findings first."""
-    from ..dwarf import PathMap, annotate
+    from fbt_audit.input.dwarf import PathMap, annotate
 
     if fmt == "denylist":
-        from .denylist import render_denylist
+        from fbt_audit.report.denylist import render_denylist
 
         return render_denylist(results)
     paths = PathMap.parse(path_prefix_map or (), source_root)
     annotate(results)
     active = gate if gate is not None and gate.active else None
     if fmt == "github":
-        from .github import render_github
+        from fbt_audit.report.github import render_github
 
         return render_github(results, gate=active, paths=paths)
-    from .sarif import render_sarif
+    from fbt_audit.report.sarif import render_sarif
 
     return render_sarif(results, gate=active, paths=paths)

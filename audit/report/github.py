@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import rules_by_id
+from fbt_audit.report.common import rules_by_id
 
 if TYPE_CHECKING:
-    from ..baseline import Gate
-    from ..dwarf import PathMap
-    from ..result import AuditResult
+    from fbt_audit.gate.baseline import Gate
+    from fbt_audit.input.dwarf import PathMap
+    from fbt_audit.judge.result import AuditResult
 
 # Actions shows at most 10 annotations of each level per step (50 per job): SARIF upload stays the
 # primary channel; this is for workflows that cannot upload.
@@ -30,14 +30,15 @@ def render_github(results: list[AuditResult], gate: Gate | None = None, paths: P
     """One `::error|warning|notice` command per (patchpoint, rule), the text report's line as its
     message. With a gate: allowlisted results are left out, and with a baseline only new and updated
     ones are annotated. The location is the DWARF source line when known, else none."""
-    from .sarif import items, relative_source, runs_of
+    from fbt_audit.gate.identity import items, run_id, runs_of
+    from fbt_audit.input.dwarf import relative_source
 
     names = rules_by_id(results)
     lines = []
     for kind, flavour, group in runs_of(results):
         its = items(group)
         if gate is not None:
-            its, _, _ = gate.apply(f"fbt-audit/{flavour}/{kind}/", its)
+            its, _, _ = gate.apply(run_id(kind, flavour), its)
             if gate.baseline is not None:
                 its = [it for it in its if it.state in ("new", "updated")]
         for it in its:

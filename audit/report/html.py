@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from . import findings, ordered, rule_counts, rules_by_id
-from .listing import in_order
-from .opmap import data as map_data
-from .text import summary_line
+from fbt_audit.judge.order import findings, ordered
+from fbt_audit.report.common import rule_counts, rules_by_id
+from fbt_audit.report.listing import in_order
+from fbt_audit.report.opmap import data as map_data
+from fbt_audit.report.text import summary_line
 
 if TYPE_CHECKING:
-    from ..result import AuditResult
+    from fbt_audit.judge.result import AuditResult
 
 # Worst verdict by colour; an empty cell stays blank.
 STYLE = """

@@ -1,4 +1,4 @@
-"""jsonout.py: the json report, schema `fbt-audit/1`, described by audit/schema/fbt-audit-report.schema.json."""
+"""jsonout.py: the json report, schema `fbt-audit/1`, described by audit/report/schema/fbt-audit-report.schema.json."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
-from . import findings, judgements, ordered, rule_counts, rules_by_id, verdict_counts
+from fbt_audit import __version__
+from fbt_audit.judge.order import findings, judgements, ordered
+from fbt_audit.report.common import rule_counts, rules_by_id, verdict_counts
 
 if TYPE_CHECKING:
-    from ..model import Judgement
-    from ..result import AuditResult
+    from fbt_audit.judge.result import AuditResult
+    from fbt_audit.model.core import Judgement
 
 SCHEMA = "fbt-audit/1"
 SCHEMA_FILE = "fbt-audit-report.schema.json"
@@ -19,7 +20,7 @@ SCHEMA_FILE = "fbt-audit-report.schema.json"
 
 def schema() -> dict[str, Any]:
     """The JSON Schema the report validates against (shipped as package data)."""
-    return json.loads(resources.files("fbt_audit").joinpath("schema", SCHEMA_FILE).read_text())
+    return json.loads(resources.files("fbt_audit.report").joinpath("schema", SCHEMA_FILE).read_text())
 
 
 def _summary(results: list[AuditResult]) -> dict[str, Any]:

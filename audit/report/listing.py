@@ -7,13 +7,14 @@ from itertools import islice
 from operator import lt
 from typing import TYPE_CHECKING
 
-from .. import __version__
-from ..model import IC
-from . import judgements, ordered, tables
+from fbt_audit import __version__
+from fbt_audit.judge.order import judgements, ordered
+from fbt_audit.model.core import IC
+from fbt_audit.report.common import tables
 
 if TYPE_CHECKING:
-    from ..model import Judgement
-    from ..result import AuditResult
+    from fbt_audit.judge.result import AuditResult
+    from fbt_audit.model.core import Judgement
 
 # The brief fixes the first ten columns and their order; symoff, kind and live follow.
 COLUMNS = (

@@ -6,13 +6,14 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
-from ..model import Verdict
-from . import VERDICT_ORDER, ordered, tables
-from .listing import in_order
+from fbt_audit import __version__
+from fbt_audit.judge.order import ordered
+from fbt_audit.model.core import Verdict
+from fbt_audit.report.common import VERDICT_ORDER, tables
+from fbt_audit.report.listing import in_order
 
 if TYPE_CHECKING:
-    from ..result import AuditResult
+    from fbt_audit.judge.result import AuditResult
 
 SCHEMA = "fbt-audit-opmap/1"
 # One patchpoint in a cell's list: probe, symbol+offset, verdict, rules, hits (null: not merged), bytes, insn.

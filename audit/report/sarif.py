@@ -2,74 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import posixpath
-import re
-from collections import defaultdict
-from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .. import __version__
-from ..model import Level
-from . import findings, judgements, ordered, tables
+from fbt_audit import __version__
+from fbt_audit.gate.identity import PATCHPOINT_KEY, Item, items, pseudo_path, run_id, runs_of
+from fbt_audit.input.dwarf import relative_source
+from fbt_audit.model.core import Level
+from fbt_audit.report.common import tables
 
 if TYPE_CHECKING:
-    from ..baseline import Gate
-    from ..dwarf import PathMap
-    from ..model import Finding, Judgement
-    from ..result import AuditResult
-    from ..rule import Rule
+    from fbt_audit.gate.baseline import Gate
+    from fbt_audit.input.dwarf import PathMap
+    from fbt_audit.judge.result import AuditResult
+    from fbt_audit.judge.rule import Rule
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL_NAME = "fbt-audit"
 # GitHub reads the driver's informationUri only for display; the project has no published home yet.
 MAX_RESULTS = 25_000  # GitHub rejects more per run, and keeps the 5,000 most severe
-FINGERPRINT_KEY = "fbtPatchpoint/v1"  # the versioned fingerprint scheme; hashed into primaryLocationLineHash
-PATCHPOINT_KEY = FINGERPRINT_KEY  # partialFingerprints name of the readable key (SARIF 3.27.17: versioned)
 MAX_DESCRIPTION = 1024  # GitHub's limit on shortDescription/fullDescription text
 DEFAULT_PRECISION = "very-high"  # the rules judge decoded bytes against the table: no heuristics
-
-# GCC/clang clone and outlining suffixes. .isra/.constprop/.part clones are callable copies of the
-# same source function; .cold is the outlined unlikely part of it (not an entry, FBT206), so it
-# keeps a marker: foo.isra.0.cold.12 -> foo.cold, foo.constprop.0 -> foo.
-_CLONE = re.compile(r"\.(?:isra|constprop|part|llvm|lto_priv)\.\d+")
-_COLD = re.compile(r"\.cold(?:\.\d+)?")
-
-# Top-level directories of a kernel tree: where an absolute DWARF path is cut to be repo-relative.
-_TREE_DIRS = (
-    "arch", "block", "certs", "crypto", "drivers", "fs", "include", "init", "io_uring", "ipc", "kernel",
-    "lib", "mm", "net", "rust", "samples", "security", "sound", "tools", "usr", "virt",
-)  # fmt: skip
-
-
-def normalise_function(name: str) -> str:
-    """The source function a symbol stands for: clone suffixes stripped, `.cold` kept as a marker."""
-    cold = bool(_COLD.search(name))
-    base = _COLD.sub("", _CLONE.sub("", name))
-    return base + ".cold" if cold else base
-
-
-def relative_source(path: str) -> str | None:
-    """A repo-relative form of a DWARF file name, or None when it cannot be made relative."""
-    p = posixpath.normpath(path.replace("\\", "/")) if path else ""
-    parts = [s for s in p.split("/") if s and s != "."]
-    if not p.startswith("/") and parts and (parts[0] in _TREE_DIRS or ".." in parts or len(parts) == 1):
-        return "/".join(parts) if ".." not in parts else None
-    # An absolute path, or one under a build directory (Debian's debian/build/build_amd64_none_amd64/):
-    # cut at the first top-level directory of a kernel tree.
-    for i, part in enumerate(parts[:-1]):
-        if part in _TREE_DIRS:
-            return "/".join(parts[i:])
-    return None if p.startswith("/") else ("/".join(parts) or None)
-
-
-def pseudo_path(result: AuditResult) -> str:
-    k = result.kernel
-    return "kernel/vmlinux" if k.kind == "vmlinux" else f"modules/{k.module}.ko"
-
 
 @cache
 def _uri(path: str) -> str:
@@ -121,98 +76,6 @@ def _unknown_rule(rule_id: str, level: Level) -> dict[str, Any]:
         "defaultConfiguration": {"level": _level(level)},
         "properties": {"tags": [], "precision": DEFAULT_PRECISION},
     }
-
-
-# --- identity: the fingerprint of a (patchpoint, rule) -------------------------------------------
-
-
-@dataclass(slots=True)
-class Item:
-    """One SARIF result before rendering: a (patchpoint, rule) and its stable identity."""
-
-    result: AuditResult
-    j: Judgement
-    findings: list[Finding]  # one rule's findings at this patchpoint, worst first
-    key: str  # the fbtPatchpoint/v1 key without the ordinal
-    ordinal: int  # 1-based among items with the same key, in address order
-    level: Level  # the worst of the findings' levels
-    state: str | None = None  # baselineState, when a baseline is given
-    suppressed: str | None = None  # the allowlist justification, when allowlisted
-
-    @property
-    def rule_id(self) -> str:
-        return self.findings[0].rule_id
-
-    @property
-    def fingerprint(self) -> str:
-        """partialFingerprints.primaryLocationLineHash: sha256 of the key, and the ordinal."""
-        return f"{_hash(self.key)}:{self.ordinal}"
-
-    @property
-    def probe_key(self) -> str:
-        """The versioned, readable fbtPatchpoint/v1 key: rule|module|function|site|file#ordinal."""
-        return f"{self.key.split('|', 1)[1]}#{self.ordinal}"
-
-    @property
-    def message(self) -> str:
-        pp, worst = self.j.pp, self.findings[0]
-        message = worst.message or worst.rule_id
-        if worst.variant != "disk":
-            message += f" (variant {worst.variant})"
-        return f"{pp.name}+0x{pp.symoff:x}: {message} [{self.j.verdict.label}]"
-
-
-def disambiguators(result: AuditResult) -> dict[int, str]:
-    """Patchpoint address -> the source file that tells apart functions sharing a normalised name
-    in one image (static functions, clones): the STT_FILE name before the symbol in .symtab (the
-    compilation unit's, for every LOCAL symbol; global names are unique). Names that occur once get
-    none. Never the DWARF line's file: a fingerprint must not depend on whether the image has DWARF
-    (a -dbg vmlinux and the stripped one must give the same alerts)."""
-    from ..dwarf import symbol_files
-
-    counts: dict[str, int] = defaultdict(int)
-    for name, _ in {(j.pp.name, j.pp.sym_addr) for j in result.judgements}:  # symbols, not sites (entry, returns)
-        counts[normalise_function(name)] += 1
-    ambiguous = {j.pp.name for j in result.judgements if counts[normalise_function(j.pp.name)] > 1 and j.findings}
-    if not ambiguous:
-        return {}
-    files = symbol_files(result.kernel, ambiguous)
-    out = {}
-    for j in result.judgements:
-        pp = j.pp
-        if pp.name in ambiguous:
-            out[pp.addr] = files.get((pp.name, pp.sym_addr), "").rsplit("/", 1)[-1]
-    return out
-
-
-def items(results: list[AuditResult]) -> list[Item]:
-    """Every (patchpoint, rule) of the results in report order, with its fingerprint key and ordinal."""
-    out: list[Item] = []
-    for r in ordered(results):
-        files = disambiguators(r)
-        seen: dict[str, int] = defaultdict(int)
-        for j in judgements(r):
-            if not j.findings:
-                continue
-            by_rule: dict[str, list[Finding]] = defaultdict(list)
-            for f in findings(j):
-                by_rule[f.rule_id].append(f)
-            pp = j.pp
-            for rid in sorted(by_rule):
-                key = "|".join(
-                    (FINGERPRINT_KEY, rid, pp.module, normalise_function(pp.name), pp.site, files.get(pp.addr, ""))
-                )
-                # Ordinals tell apart results whose key is the same (static functions sharing a name
-                # and a file name, several clones of one function); they follow address order,
-                # never the address itself.
-                seen[key] += 1
-                fs = by_rule[rid]
-                out.append(Item(r, j, fs, key, seen[key], fs[0].level))  # findings() puts the worst first
-    return out
-
-
-def _hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -295,11 +158,11 @@ def _run(
                 descriptors[rule.id] = rule_descriptor(rule)
 
     keyed = items(group)
-    run_id = f"fbt-audit/{flavour}/{kind}/"
+    rid = run_id(kind, flavour)
     stats: dict[str, Any] = {}
     notes: list[str] = []
     if gate is not None:
-        keyed, stats, notes = gate.apply(run_id, keyed)
+        keyed, stats, notes = gate.apply(rid, keyed)
     for it in keyed:
         if it.rule_id not in descriptors:
             descriptors[it.rule_id] = _unknown_rule(it.rule_id, it.level)
@@ -363,24 +226,12 @@ def _run(
                 "rules": list(descriptors.values()),
             }
         },
-        "automationDetails": {"id": run_id},
+        "automationDetails": {"id": rid},
         "invocations": [invocation],
         "columnKind": "utf16CodeUnits",
         "results": results,
         "properties": properties,
     }
-
-
-def runs_of(results: list[AuditResult]) -> list[tuple[str, str, list[AuditResult]]]:
-    """(kind, flavour, images) per SARIF run: vmlinux runs first."""
-    groups: dict[tuple[str, str], list[AuditResult]] = {}
-    for r in ordered(results):
-        kind = "vmlinux" if r.kernel.kind == "vmlinux" else "modules"
-        groups.setdefault((kind, r.kernel.flavour), []).append(r)
-    return [
-        (kind, flavour, group)
-        for (kind, flavour), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "vmlinux", kv[0]))
-    ]
 
 
 def sarif_log(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..result import AuditResult
+    from fbt_audit.judge.result import AuditResult
 
 
 def table_lines(results: list[AuditResult]) -> list[str]:
     """`vmlinux: kernel tables: altinstructions 4667 (alt_instr/12), ...`, one line per image that
     has any, in the results' order; then any table no known layout fits."""
-    from ..sites import read_tables
+    from fbt_audit.sites.tables import read_tables
 
     out = []
     for r in results:

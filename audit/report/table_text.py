@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import abi
-from ..abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism
-from ..table import EmulationTable
+from fbt_audit.model import abi
+from fbt_audit.model.abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism
+from fbt_audit.table.emulation import EmulationTable
 
 _MECHANISM = {
     StepMechanism.TF: "tf (single-step trap after one instruction)",

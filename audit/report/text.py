@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import findings, ordered, rule_counts, rules_by_id, tables, verdict_counts
-from .listing import in_order
+from fbt_audit.judge.order import findings, ordered
+from fbt_audit.report.common import rule_counts, rules_by_id, tables, verdict_counts
+from fbt_audit.report.listing import in_order
 
 if TYPE_CHECKING:
-    from ..model import Finding, Judgement
-    from ..result import AuditResult
+    from fbt_audit.judge.result import AuditResult
+    from fbt_audit.model.core import Finding, Judgement
 
 
 def finding_line(display: str, j: Judgement, f: Finding) -> str:
@@ -81,7 +82,7 @@ def render_text(results: list[AuditResult], statistics: bool = False) -> str:
         if quiet:
             lines.append(quiet_line(r.kernel.display, quiet))
     if statistics:
-        from .sitestats import table_lines
+        from fbt_audit.report.sitestats import table_lines
 
         stats = statistics_lines(results) + table_lines(results)
         if stats:

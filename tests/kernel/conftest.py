@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from conftest import locked
 
-from fbt_audit import api
+from fbt_audit.pipeline import api
 
 
 @pytest.fixture(scope="session")

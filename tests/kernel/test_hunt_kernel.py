@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 from helpers_sarif import github_violations, validator
 
-from fbt_audit import api
-from fbt_audit.cli import run
+from fbt_audit.cli.main import run
+from fbt_audit.pipeline import api
 from fbt_audit.report.jsonout import schema
 
 pytestmark = pytest.mark.kernel

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fbt_audit import api
-from fbt_audit.model import IC
+from fbt_audit.model.core import IC
+from fbt_audit.pipeline import api
 
 pytestmark = pytest.mark.kernel
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from fbt_audit import api
+from fbt_audit.pipeline import api
 
 from .objdump import module_instructions_at
 

@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from fbt_audit import api
-from fbt_audit.batch import module_files, run_batch
+from fbt_audit.pipeline import api
+from fbt_audit.pipeline.batch import module_files, run_batch
 from fbt_audit.report.gate_formats import render_gated
 from fbt_audit.report.jsonout import render_json
 from fbt_audit.report.listing import render_list

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fbt_audit import api
-from fbt_audit.returns import return_patchpoints
+from fbt_audit.patchpoints.returns import return_patchpoints
+from fbt_audit.pipeline import api
 
 pytest.importorskip("numpy")
 pytestmark = pytest.mark.kernel

@@ -8,7 +8,7 @@ import json
 import pytest
 from helpers_sarif import github_violations, validator
 
-from fbt_audit.cli import run
+from fbt_audit.cli.main import run
 from fbt_audit.report.sarif import MAX_RESULTS
 
 pytestmark = pytest.mark.kernel

@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from fbt_audit import elf, table
-from fbt_audit.enumerate import entry_patchpoints
+from fbt_audit.input import elf
+from fbt_audit.patchpoints.entry import entry_patchpoints
+from fbt_audit.table import emulation as table
 
 from .objdump import instructions_at
 
@@ -61,7 +62,7 @@ def check_image(path):
             continue
         raw, text = oracle[addr]
         if "(bad)" in text and insn.mnemonic in NEWER_THAN_BINUTILS:
-            continue  # decoded by hand (audit/decode.py); bookworm's binutils 2.40 prints (bad)
+            continue  # decoded by hand (audit/decode/insn.py); bookworm's binutils 2.40 prints (bad)
         if insn.length == 0:
             if "(bad)" not in text:
                 bad.append(f"{name}@{addr:x}: we cannot decode {raw.hex()}, objdump says {text}")

@@ -10,8 +10,8 @@ from bisect import bisect_right
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from fbt_audit import api
-from fbt_audit.sites import read_tables
+from fbt_audit.pipeline import api
+from fbt_audit.sites.tables import read_tables
 
 pytestmark = pytest.mark.kernel
 
@@ -346,7 +346,7 @@ def test_61_returns(k61):
 
 
 def test_612_returns_cross_check(k612):
-    from fbt_audit.returns import return_patchpoints
+    from fbt_audit.patchpoints.returns import return_patchpoints
 
     _pps, st = return_patchpoints(k612)
     # the two misses are thunk jumps inside .altinstr_replacement (use_tpause_delay's replacement

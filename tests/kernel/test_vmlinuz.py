@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fbt_audit import api, bzimage, kallsyms_blob
-from fbt_audit.cli import run
-from fbt_audit.symbols import TEXT_TYPES
+from fbt_audit.cli.main import run
+from fbt_audit.input import bzimage
+from fbt_audit.input import kallsyms as kallsyms_blob
+from fbt_audit.input.symbols import TEXT_TYPES
+from fbt_audit.pipeline import api
 
 pytestmark = pytest.mark.kernel
 

@@ -1,0 +1,268 @@
+"""audit.py: the audit verb (also what `fbt-audit PATH...` runs): options -> one AuditSettings -> run -> exit code."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from fbt_audit.cli.common import FAIL_ON, FORMATS, merge_hits, split_ids
+from fbt_audit.model.core import Level
+
+
+@click.command("audit")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, dir_okay=True))
+@click.option(
+    "--table",
+    "table_spec",
+    default="reference",
+    show_default=True,
+    metavar="NAME|PATH",
+    help="Emulation table: a named table (reference, legacy-2011, kprobes-6.1, kprobes-6.12, kprobes) "
+    "or any ELF carrying the .fbt_emu_table section, such as a built fbt.ko.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text: one line per finding; json: versioned schema; sarif: GitHub code scanning; "
+    "list: the probe-safety list, one row per patchpoint; denylist: module:function+0xoff per "
+    "patchpoint that is not safe; github: workflow annotations; html: summary, rules, findings and the "
+    "opcode map in one self-contained page.",
+)
+@click.option(
+    "--hits",
+    "hits_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Runtime hit counts: a /proc/dtrace/fbt dump, or ftrace trace_stat/function* files (or their "
+    "directory), summed; merged by module:function:entry|return into every format (repeatable).",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(("address", "rarity")),
+    default="address",
+    show_default=True,
+    help="Text findings by address, or by rarity as `fbt-audit rank`: hit at least once fewest first, then never hit.",
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the report here.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON),
+    default="error",
+    show_default=True,
+    help="Exit 1 when a finding at or above this level exists (error=unsafe, warning=deny, note=refused).",
+)
+@click.option("--select", multiple=True, metavar="IDS", help="Only these rules: ids or prefixes (FBT1, FBT102).")
+@click.option("--ignore", multiple=True, metavar="IDS", help="Skip these rules: ids or prefixes.")
+@click.option(
+    "--statistics", is_flag=True, help="Add per-rule counts and kernel-table entry counts to the text report."
+)
+@click.option(
+    "--returns",
+    is_flag=True,
+    help="Also audit return patchpoints (ret, ret imm16, jmp __x86_return_thunk; name ends :return), found by "
+    "a linear decode of all text cross-checked with .return_sites. Off by default: entry-only audits stay fast.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="An earlier SARIF: results get baselineState, and only new or updated ones count for --fail-on.",
+)
+@click.option(
+    "--allowlist",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML of accepted findings (rule, module:function, justification): left out of SARIF and --fail-on.",
+)
+@click.option("--source-root", metavar="DIR", help="Build path of the kernel source: cut off DWARF paths.")
+@click.option(
+    "--path-prefix-map",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Rewrite DWARF paths starting with OLD to start with NEW (repeatable; the first match wins).",
+)
+@click.option(
+    "--system-map",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Symbols for a stripped image (vmlinuz, objcopy -S vmlinux): the System.map of the same build. "
+    "An image's own .symtab always wins.",
+)
+@click.option(
+    "--kallsyms",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Symbols from a /proc/kallsyms dump of the running build (read as root: without CAP_SYSLOG every "
+    "address is 0). The KASLR offset is taken off using _text. Without --system-map or --kallsyms, a "
+    "stripped image's embedded kallsyms tables are used.",
+)
+@click.option(
+    "--kallsyms-module",
+    metavar="NAME",
+    help="With --kallsyms: keep the symbols of module NAME ([NAME] in the dump) instead of the kernel's.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for module trees and multiple inputs [default: the number of CPUs]. "
+    "The output is the same for every value.",
+)
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    help="An input that cannot be read stays a tool notification (SARIF, stderr) and the exit code reflects "
+    "findings only; without it, any failed input exits 2 after the report is written.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr [default: when stderr is a terminal].",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Settings file (default: fbt-audit.toml, or [tool.fbt-audit] in pyproject.toml, here or above).",
+)
+@click.pass_context
+def audit_cmd(ctx: click.Context, **params) -> None:
+    """Audit PATH... and report unsafe patchpoints.
+
+    PATH is a vmlinux, a vmlinuz (bzImage: gzip, xz, zstd, lz4, bzip2 or lzma), a module (.ko, .ko.xz,
+    .ko.zst, .ko.gz) or a directory such as /lib/modules/RELEASE, whose modules are all audited in
+    parallel. With no PATH, the running kernel is audited when its image can be found."""
+    run_audit(AuditSettings.from_command(ctx, params))
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Every option of the audit verb, after the settings file filled in what the command line left at its
+    default (flags given on the command line win)."""
+
+    paths: tuple[Path, ...]
+    table_spec: str
+    fmt: str
+    output: Path | None
+    fail_on: str
+    select: list[str] | None
+    ignore: list[str] | None
+    statistics: bool
+    returns: bool
+    baseline: Path | None
+    allowlist: Path | None
+    source_root: str | None
+    path_prefix_map: tuple[str, ...]
+    hits_files: tuple[Path, ...]
+    sort: str
+    system_map: Path | None
+    kallsyms: Path | None
+    kallsyms_module: str | None
+    jobs: int | None
+    keep_going: bool
+    progress: bool
+
+    @classmethod
+    def from_command(cls, ctx: click.Context, params: dict) -> AuditSettings:
+        from fbt_audit.cli import settings as config
+
+        file = config.load(params.pop("config_path"))
+        if file.values:
+            params = config.merge(ctx, file, params)
+        params["select"], params["ignore"] = split_ids(params["select"]), split_ids(params["ignore"])
+        params["progress"] = sys.stderr.isatty() if params["progress"] is None else params["progress"]
+        for key in ("baseline", "allowlist"):  # a settings file gives them as strings
+            params[key] = Path(params[key]) if params[key] is not None else None
+        return cls(**params)
+
+
+def run_audit(s: AuditSettings) -> None:
+    """Audit, render, write, then exit with the code --fail-on and the gate decide."""
+    import gc
+
+    from fbt_audit.gate.baseline import Gate
+
+    # A one-shot process: the cyclic collector could only rescan the audit's acyclic objects (see
+    # patchpoints.entry.gc_paused), and one pass over them after the audit costs as much as rendering the
+    # list. Between images audited in this process, pipeline/batch.py runs one pass and freezes the survivors.
+    gc.disable()
+    if s.sort == "rarity" and s.fmt != "text":
+        raise click.UsageError("--sort rarity orders the text report; `fbt-audit rank` prints the ranking as a table")
+    results, failures = _audit(s)
+    gate = Gate.for_cli(results, s.baseline, s.allowlist)
+    out = _render(s, results, gate)
+    if s.output:
+        s.output.write_text(out)
+    else:
+        sys.stdout.write(out)
+    for failure in failures:
+        click.echo(f"fbt-audit: error: {failure}", err=True)
+    if failures and not s.keep_going:
+        sys.exit(2)
+    sys.exit(_exit_code(s, results, gate))
+
+
+def _audit(s: AuditSettings):
+    from fbt_audit.input.loader import SymbolOptions
+    from fbt_audit.pipeline.api import load_table
+    from fbt_audit.pipeline.batch import run_batch
+
+    symbols = SymbolOptions(s.system_map, s.kallsyms, s.kallsyms_module)
+    paths = s.paths
+    if not paths:
+        from fbt_audit.input.running import running_kernel
+
+        path, symbols = running_kernel(symbols)
+        paths = (path,)
+    table = load_table(s.table_spec)
+    results, failures = run_batch(
+        paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
+        progress=s.progress, sources=s.fmt in ("sarif", "github"),
+    )  # fmt: skip
+    for r in results:
+        source = getattr(r.kernel, "symbol_source", ".symtab")
+        if source != ".symtab":
+            click.echo(f"fbt-audit: {r.kernel.display}: symbols from {source}", err=True)
+    return results, failures
+
+
+def _render(s: AuditSettings, results, gate) -> str:
+    merged_hits = merge_hits(s.hits_files, results)
+    if merged_hits is not None or s.fmt == "html" or s.sort == "rarity":
+        from fbt_audit.investigate.with_hits import render_merged
+
+        return render_merged(s.fmt, results, merged_hits, s.statistics, gate, s.source_root, s.path_prefix_map,
+                             s.sort)  # fmt: skip
+    if s.fmt == "text":
+        from fbt_audit.report.text import render_text
+
+        return render_text(results, s.statistics)
+    if s.fmt == "json":
+        from fbt_audit.report.jsonout import render_json
+
+        return render_json(results)
+    if s.fmt in ("sarif", "github", "denylist"):
+        from fbt_audit.report.gate_formats import render_gated
+
+        return render_gated(s.fmt, results, gate, s.source_root, s.path_prefix_map, s.statistics)
+    from fbt_audit.report.listing import render_list
+
+    return render_list(results)
+
+
+def _exit_code(s: AuditSettings, results, gate) -> int:
+    if s.fail_on == "none":
+        if gate.active:
+            gate.report_stderr()
+        return 0
+    threshold = Level[s.fail_on.upper()]
+    if gate.active:
+        gate.report_stderr()
+        return 1 if gate.fails(threshold) else 0
+    return 1 if any(f.level >= threshold for r in results for j in r.judgements for f in j.findings) else 0

@@ -1,0 +1,116 @@
+"""main.py: the fbt-audit command group (`fbt-audit PATH...` is the audit verb); every failure is one line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from fbt_audit import __version__
+from fbt_audit.model.errors import AuditError, one_line
+
+VERBS = ("audit", "table", "rules", "explain", "check-list", "rank", "map", "bisect")
+
+
+class DefaultGroup(click.Group):
+    """`fbt-audit PATH...` means `fbt-audit audit PATH...`: any first word that is not a verb is a path."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["audit", *args]
+        elif not args:
+            args = ["audit"]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage("fbt-audit", "[OPTIONS] PATH...  |  fbt-audit VERB [ARGS]...")
+
+
+@click.group(
+    cls=DefaultGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="fbt-audit")
+def main():
+    """Audit the function-entry patchpoints of an x86-64 Linux kernel for an int3-based FBT tracer.
+
+    An FBT provider plants int3 on the first instruction of a kernel function; its trap handler must
+    emulate or single-step the displaced instruction. fbt-audit decodes the instruction at every
+    patchpoint and judges it against the emulation table compiled into the C FBT module (kmod/).
+
+    \b
+    Examples:
+      fbt-audit vmlinux                          audit against the reference table
+      fbt-audit vmlinux --table legacy-2011      dtrace4linux 2011: every PUSHF entry is unsafe
+      fbt-audit kvm.ko --format list             the per-kernel probe-safety list
+      fbt-audit /boot/vmlinuz-6.1.0-56-amd64     a stripped image: symbols from its own kallsyms
+      fbt-audit vmlinuz --kallsyms ks.txt        ... or from a /proc/kallsyms dump (KASLR taken off)
+      fbt-audit /lib/modules/$(uname -r) -j 4    every module of a tree, in parallel
+      fbt-audit                                  the running kernel, when its image can be found
+      fbt-audit vmlinux --format sarif -o out.sarif
+      fbt-audit vmlinux --baseline last.sarif    the release gate: exit 1 only for new findings
+      fbt-audit check-list fbt.list vmlinux      does the list belong to this build?
+      fbt-audit table reference                  print an emulation table
+      fbt-audit rules ; fbt-audit explain FBT102 what each rule finds and why
+
+    \b
+    Exit codes: 0 nothing at or above --fail-on, 1 findings, 2 tool or usage error.
+    A file named like a verb is reached as ./table.
+    """
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and map every failure to an exit code; never let a traceback reach the user."""
+    try:
+        main.main(args=argv, prog_name="fbt-audit", standalone_mode=False)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:  # usage errors: click would exit 1 for some of them
+        click.echo(f"fbt-audit: error: {e.format_message()}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("fbt-audit: aborted", err=True)
+        return 2
+    except AuditError as e:
+        click.echo(f"fbt-audit: error: {e}", err=True)
+        return e.exit_code
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        click.echo("fbt-audit: interrupted", err=True)
+        return 130
+    except Exception as e:  # a bug, not bad input: still one line, and a way to see more
+        if os.environ.get("FBT_AUDIT_DEBUG"):
+            raise
+        msg = one_line(f"{type(e).__name__}: {e}")
+        click.echo(f"fbt-audit: internal error: {msg} (FBT_AUDIT_DEBUG=1 shows more)", err=True)
+        return 2
+    return 0
+
+
+def entry() -> None:
+    code = run()
+    # Leave without tearing the heap down: freeing a vmlinux audit's million objects one by one takes
+    # longer than rendering them (mypy exits the same way). Only the buffered output needs a flush.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that went away, or a closed stream
+            pass
+    os._exit(code)
+
+
+def _register() -> None:
+    from fbt_audit.cli import audit, investigate, verbs
+
+    main.add_command(audit.audit_cmd)
+    for cmd in (verbs.table_cmd, verbs.rules_cmd, verbs.explain_cmd, verbs.check_list_cmd):
+        main.add_command(cmd)
+    for cmd in (investigate.rank_cmd, investigate.map_cmd, investigate.bisect_cmd):
+        main.add_command(cmd)
+
+
+_register()

@@ -1,0 +1,270 @@
+"""decode.py: x86-64 bytes -> arch-neutral Insn; the only module that imports capstone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from capstone import CS_ARCH_X86, CS_MODE_64, CS_OPT_SYNTAX_ATT, Cs, CsError
+
+from fbt_audit.model.core import IC, Insn
+
+LEGACY_PREFIXES = frozenset(b"\xf0\xf2\xf3\x2e\x36\x3e\x26\x64\x65\x66\x67")
+# One-byte opcodes that are invalid in 64-bit mode (Intel SDM Vol. 2, Appendix A, "i64").
+INVALID_64 = frozenset(b"\x06\x07\x0e\x16\x17\x1e\x1f\x27\x2f\x37\x3f\x60\x61\x82\x9a\xce\xd4\xd5\xd6\xea")
+STRING_OPS = frozenset(b"\x6c\x6d\x6e\x6f\xa4\xa5\xa6\xa7\xaa\xab\xac\xad\xae\xaf")
+# 0f 01 ModRM forms that only ring 0 or a hypervisor may run, and that a step must not replay.
+PRIV_0F01 = {
+    0xC1: "vmcall",
+    0xC2: "vmlaunch",
+    0xC3: "vmresume",
+    0xC4: "vmxoff",
+    0xC8: "monitor",
+    0xC9: "mwait",
+    0xD8: "vmrun",
+    0xF8: "swapgs",
+    0xFA: "monitorx",
+    0xFB: "mwaitx",
+}
+MAX_INSN = 15
+_ic = IC
+
+_md = Cs(CS_ARCH_X86, CS_MODE_64)
+_md.detail = True  # for the ModRM offset
+_md.syntax = CS_OPT_SYNTAX_ATT  # kernel developers read AT&T, as objdump prints it
+
+
+def split_prefixes(code: bytes) -> tuple[bytes, int, int]:
+    """(legacy prefixes, REX byte or 0, offset of the first opcode byte). By hand: it is four lines
+    and capstone's prefix[] array drops repeated and ordering information."""
+    i = 0
+    while i < len(code) and i < MAX_INSN and code[i] in LEGACY_PREFIXES:
+        i += 1
+    rex = 0
+    if i < len(code) and 0x40 <= code[i] <= 0x4F:
+        rex = code[i]
+        i += 1
+    return bytes(code[:i] if not rex else code[: i - 1]), rex, i
+
+
+def _opcode(code: bytes, i: int) -> bytes:
+    if i >= len(code):
+        return b""
+    if code[i] == 0x0F and i + 1 < len(code):
+        if code[i + 1] in (0x38, 0x3A) and i + 2 < len(code):
+            return bytes(code[i : i + 3])
+        return bytes(code[i : i + 2])
+    return bytes(code[i : i + 1])
+
+
+def invalid(addr: int, code: bytes) -> Insn:
+    """The model of bytes that do not decode: one byte, length 0, class INVALID."""
+    prefixes, rex, i = split_prefixes(code)
+    return Insn(addr, bytes(code[:1]), "(bad)", "", prefixes, rex, _opcode(code, i), -1, IC.INVALID)
+
+
+def classify(raw: bytes, prefixes: bytes, rex: int, opcode: bytes, modrm_off: int) -> int:
+    """Instruction classes from the encoding alone (what rules need, without mnemonics)."""
+    c = 0
+    op = opcode[0]
+    modrm = raw[modrm_off] if modrm_off >= 0 else None
+    reg = (modrm >> 3) & 7 if modrm is not None else -1
+    mod = modrm >> 6 if modrm is not None else -1
+    if modrm is not None and (modrm & 0xC7) == 0x05:
+        c |= _ic.RIP_RELATIVE
+    if len(opcode) == 1:
+        if op == 0x9C:
+            c |= _ic.PUSHES_FLAGS | _ic.READS_FLAGS | _ic.STACK
+        elif op == 0x9D:
+            c |= _ic.WRITES_IF | _ic.WRITES_TF | _ic.STACK
+        elif op in (0xFA, 0xFB):
+            c |= _ic.WRITES_IF
+        elif op == 0xCF:
+            c |= _ic.IRET | _ic.WRITES_IF | _ic.WRITES_TF | _ic.FAR_TRANSFER | _ic.STACK
+        elif op == 0xE8:
+            c |= _ic.REL_CALL | _ic.STACK
+        elif op in (0xE9, 0xEB):
+            c |= _ic.REL_BRANCH
+        elif 0x70 <= op <= 0x7F:
+            c |= _ic.REL_BRANCH | _ic.READS_FLAGS
+        elif 0xE0 <= op <= 0xE3:
+            c |= _ic.REL_BRANCH | (_ic.READS_FLAGS if op < 0xE2 else _ic.NONE)
+        elif op in (0xC3, 0xC2):
+            c |= _ic.RETURN | _ic.STACK
+        elif op in (0xCA, 0xCB):
+            c |= _ic.FAR_TRANSFER | _ic.STACK
+        elif op in (0xCC, 0xCD, 0xF1):
+            c |= _ic.TRAP
+        elif op == 0xF4:
+            c |= _ic.PRIVILEGED
+        elif op == 0x8E and reg == 2:
+            c |= _ic.TRAP_SHADOW
+        elif op == 0xFF:
+            if reg == 2:
+                c |= _ic.INDIRECT_CALL | _ic.STACK
+            elif reg == 4:
+                c |= _ic.INDIRECT_JUMP
+            elif reg in (3, 5):
+                c |= _ic.FAR_TRANSFER | (_ic.STACK if reg == 3 else _ic.NONE)
+            elif reg == 6:
+                c |= _ic.STACK
+        elif op in STRING_OPS and (0xF2 in prefixes or 0xF3 in prefixes):
+            c |= _ic.REP_STRING
+        elif 0x50 <= op <= 0x5F or op in (0x68, 0x6A, 0xC8, 0xC9) or (op == 0x8F and reg == 0):
+            c |= _ic.STACK
+        elif op == 0x90:
+            c |= _ic.NOP
+        elif op == 0x9F or 0x10 <= op <= 0x1D and op & 7 < 6 or (0x80 <= op <= 0x83 and reg in (2, 3)):
+            c |= _ic.READS_FLAGS
+    else:
+        op2 = opcode[1]
+        if op2 == 0x1E and modrm in (0xFA, 0xFB) and 0xF3 in prefixes:
+            c |= _ic.ENDBR
+        elif op2 == 0x1F:
+            c |= _ic.NOP
+            if raw == b"\x66\x0f\x1f\x00":
+                c |= _ic.ENDBR  # the IBT seal's poison: a sealed ENDBR64
+        elif op2 in (0x0B, 0xB9, 0xFF):
+            c |= _ic.TRAP
+        elif 0x80 <= op2 <= 0x8F:
+            c |= _ic.REL_BRANCH | _ic.READS_FLAGS
+        elif 0x90 <= op2 <= 0x9F or 0x40 <= op2 <= 0x4F:
+            c |= _ic.READS_FLAGS
+        elif op2 in (0x07, 0x35, 0x23) or (op2 == 0x01 and modrm in PRIV_0F01):
+            c |= _ic.PRIVILEGED
+    if modrm is not None and mod == 3 and (modrm & 7) == 4 and not rex & 1:
+        c |= _ic.STACK  # register operand %rsp
+    return c
+
+
+_CALL_CLASSES = IC.REL_CALL | IC.STACK
+_REL = IC.REL_BRANCH | IC.REL_CALL
+
+# Decoded shapes by instruction bytes. x86 is decoded front to back and an instruction's length is
+# known once its last byte is read, so bytes b[:n] that decoded to an n-byte instruction decode the
+# same way whatever follows and at any address. A plain relative branch (e9, eb, 7x, 0f 8x) is keyed
+# by its opcode alone: its displacement only moves the target, which its text is. Kernel entries
+# repeat a few thousand encodings ~50,000 times (push %rbp, NOP padding, endbr64, jmp), and a dict
+# probe costs 1/30 of a capstone call. A shape is the Insn fields after addr, with raw and operands
+# None for a relative branch (rebuilt from the bytes and the target) and the displacement width last.
+_SHAPES: dict[bytes, tuple] = {}
+_LENGTHS: list[list[int]] = [[] for _ in range(256)]  # by first byte: the key lengths in _SHAPES, ascending
+_MAX_SHAPES = 1 << 16  # a bound for long-running callers; a full cache only stops growing
+
+
+def _remember(fields: tuple, op_str: str, target: int | None, width: int) -> None:
+    raw, prefixes, rex, opcode = fields[0], fields[3], fields[4], fields[5]
+    if len(prefixes) + (1 if rex else 0) + len(opcode) > len(raw) or len(_SHAPES) >= _MAX_SHAPES:
+        return  # prefixes or opcode read past the instruction: its shape depends on the bytes after it
+    if target is None:
+        key, shape = raw, (*fields, 0)
+    elif prefixes or rex or op_str != hex(target) or len(raw) != len(opcode) + width:
+        return  # only plain rel8/rel32 branches whose operand text is their target
+    else:
+        key, shape = opcode, (None, fields[1], None, *fields[3:], width)
+    _SHAPES[key] = shape
+    lengths = _LENGTHS[key[0]]
+    if len(key) not in lengths:
+        lengths.append(len(key))
+        lengths.sort()
+
+
+def decode_fields(code: bytes, addr: int) -> tuple:
+    """Decode the first instruction of code at addr into the Insn constructor's positional
+    arguments (addr through target), so that a caller adding the target's name builds one Insn."""
+    code = bytes(code[:MAX_INSN])
+    if not code:
+        return _fields(invalid(addr, code))
+    if code[0] == 0xE8 and len(code) >= 5:
+        # call rel32 starts four in five kernel functions (call __fentry__) and has one fixed
+        # encoding in 64-bit mode, so it skips capstone: 20x faster, and the same answer.
+        target = (addr + 5 + int.from_bytes(code[1:5], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
+        return (addr, code[:5], "callq", hex(target), b"", 0, b"\xe8", -1, _CALL_CLASSES, target)
+    shapes = _SHAPES
+    for n in _LENGTHS[code[0]]:
+        s = shapes.get(code[:n])
+        if s is not None:
+            width = s[8]
+            if not width:
+                return (addr, *s[:8], None)
+            end = n + width
+            if len(code) < end:
+                break  # a branch cut off by the end of its section: capstone says what it is
+            raw = code[:end]
+            target = (addr + end + int.from_bytes(raw[n:], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
+            return (addr, raw, s[1], hex(target), *s[3:8], target)
+    try:
+        got = next(_md.disasm(code, addr, 1), None)
+    except CsError:
+        got = None
+    prefixes, rex, i = split_prefixes(code)
+    opcode = _opcode(code, i)
+    if got is None and opcode == b"\x0f\x00" and prefixes == b"\xf2":
+        lkgs = _lkgs(code, addr, rex, i)
+        if lkgs is not None:
+            return lkgs
+    if got is None or not opcode or (len(opcode) == 1 and opcode[0] in INVALID_64):
+        return _fields(invalid(addr, code))
+    raw = code[: got.size]
+    mo = got.modrm_offset
+    modrm_off = mo if mo > 0 else -1
+    classes = classify(raw, prefixes, rex, opcode, modrm_off)
+    target = None
+    width = 0
+    if classes & _REL:
+        width = 1 if (len(opcode) == 1 and opcode[0] not in (0xE8, 0xE9)) else 4
+        rel = int.from_bytes(raw[-width:], "little", signed=True)
+        target = (addr + len(raw) + rel) & 0xFFFFFFFFFFFFFFFF
+    fields = (raw, got.mnemonic, got.op_str, prefixes, rex, opcode, modrm_off, classes)
+    _remember(fields, got.op_str, target, width)
+    return (addr, *fields, target)
+
+
+_REG16 = ("ax", "cx", "dx", "bx", "sp", "bp", "si", "di", "r8w", "r9w", "r10w", "r11w", "r12w", "r13w", "r14w", "r15w")
+
+
+def _lkgs(code: bytes, addr: int, rex: int, i: int) -> tuple | None:
+    """LKGS r16 (f2 0f 00 /6, register form), which 6.12 runs in native_lkgs: newer than capstone 5
+    and binutils 2.40, so it is decoded by hand here; its memory forms stay undecodable."""
+    if len(code) < i + 3 or code[i + 2] & 0xF8 != 0xF0:
+        return None
+    rm = (code[i + 2] & 7) | (8 if rex & 1 else 0)
+    name = _REG16[rm]
+    raw = bytes(code[: i + 3])
+    prefixes = raw[:1]
+    return (addr, raw, "lkgs", "%" + name, prefixes, rex, b"\x0f\x00", i + 2, 0, None)
+
+
+def _fields(insn: Insn) -> tuple:
+    i = insn
+    return (i.addr, i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode, i.modrm_off, i.classes, i.target)
+
+
+def decode(code: bytes, addr: int) -> Insn:
+    """Decode the first instruction of code at addr. Never raises: bad bytes give an INVALID Insn."""
+    return Insn(*decode_fields(code, addr))
+
+
+_md_lite = Cs(CS_ARCH_X86, CS_MODE_64)  # no detail: the linear sweep needs only addresses and sizes
+
+
+def insn_length(code: bytes) -> int:
+    """The length of the first instruction of code as the sweep sees it: 0 when it does not decode."""
+    for _a, size, _m, _o in _md_lite.disasm_lite(code, 0, 1):
+        return size
+    return 0
+
+
+def sweep(code: bytes, addr: int) -> Iterator[tuple[int, int]]:
+    """(address, size) of each instruction of a linear decode of code at addr. Bytes that do not
+    decode are skipped one at a time (a size-0 marker is yielded for each), so the sweep reaches the
+    end; callers start a new sweep at each symbol, which keeps it in sync with symbol boundaries."""
+    at, end = 0, len(code)
+    while at < end:
+        last = at
+        for a, size, _m, _o in _md_lite.disasm_lite(code[at:], addr + at):
+            yield a, size
+            last = a - addr + size
+        if last >= end:
+            return
+        yield addr + last, 0
+        at = last + 1

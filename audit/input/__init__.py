@@ -1,0 +1,1 @@
+"""input/: load: a path -> a Kernel (ELF, vmlinuz, compressed modules, symbol sources, DWARF source lines)."""

@@ -1,0 +1,699 @@
+"""dwarf.py: patchpoint source lines from DWARF .debug_line (only the units needed), STT_FILE names, path maps."""
+
+from __future__ import annotations
+
+import bisect
+import posixpath
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Why not pyelftools' DWARFInfo here: on the 630 MB Debian -dbg vmlinux, get_dwarf_info() copies
+# every debug section into memory (and, with its relocations, processes 270 MB of .rela.debug_info),
+# and its per-CU abbreviation tables and construct-based line-program rows cost milliseconds per CU,
+# seconds for the thousands of units a legacy-2011 audit touches. This reader follows the DWARF 2-5
+# layouts directly over the mmap: .debug_aranges says which unit covers an address, the unit's top DIE
+# gives its DW_AT_stmt_list, and only those line programs are run, looking for rows at exactly the
+# wanted addresses (the row a compiler or assembler emits at a function's first instruction).
+
+SHT_SYMTAB, SHT_RELA, SHT_NOBITS = 2, 4, 8
+SHF_ALLOC = 0x2
+R_X86_64_64, R_X86_64_32 = 1, 10
+STT_FILE = 4
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")
+
+DW_AT_name, DW_AT_stmt_list, DW_AT_comp_dir = 0x03, 0x10, 0x1B
+DW_LNCT_path, DW_LNCT_directory_index = 1, 2
+
+
+class DwarfError(Exception):
+    """Malformed DWARF: the caller falls back to pseudo-paths (never fatal for an audit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLine:
+    file: str  # the path as the build recorded it: comp_dir / include dir / name, joined when relative
+    line: int
+    unit: str  # the compilation unit's primary source file, as recorded (e.g. arch/x86/kernel/irqflags.S)
+
+
+class _Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf, pos: int = 0):
+        self.buf, self.pos = buf, pos
+
+    def u8(self) -> int:
+        v = self.buf[self.pos]
+        self.pos += 1
+        return v
+
+    def u(self, n: int) -> int:
+        v = int.from_bytes(self.buf[self.pos : self.pos + n], "little")
+        if self.pos + n > len(self.buf):
+            raise DwarfError("read past the end of a section")
+        self.pos += n
+        return v
+
+    # LEB128: bits past the 10th byte (64-bit values) are dropped, never accumulated: a hostile
+    # megabyte-long number would otherwise grow one big int per byte, quadratic (a minute per MB).
+    def uleb(self) -> int:
+        buf, pos, shift, out = self.buf, self.pos, 0, 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            if shift < 70:
+                out |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                self.pos = pos
+                return out
+
+    def sleb(self) -> int:
+        buf, pos, shift, out = self.buf, self.pos, 0, 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            if shift < 70:
+                out |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                self.pos = pos
+                return out - (1 << min(shift, 70)) if b & 0x40 else out
+
+    def cstr(self) -> str:
+        end = self.buf.find(b"\0", self.pos) if isinstance(self.buf, bytes | bytearray) else -1
+        if end < 0:
+            end = bytes(self.buf[self.pos : self.pos + 4096]).find(b"\0")
+            end = self.pos + end if end >= 0 else len(self.buf)
+        s = bytes(self.buf[self.pos : end]).decode("utf-8", "replace")
+        self.pos = end + 1
+        return s
+
+
+def _cstr_at(buf, off: int) -> str:
+    if buf is None or off >= len(buf):
+        return ""
+    return _Reader(buf, off).cstr()
+
+
+class _Image:
+    """The section headers and the bits of debug data the lookups read, over the kernel's mmap."""
+
+    def __init__(self, data):
+        self.data = data
+        if len(data) < 64 or bytes(data[:4]) != b"\x7fELF":
+            raise DwarfError("not an ELF file")
+        self.rel = struct.unpack_from("<H", data, 16)[0] == 1
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        if shentsize != _SHDR.size or shoff + shnum * shentsize > len(data):
+            raise DwarfError("bad section headers")
+        self.shdrs = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
+        strs = self.shdrs[shstrndx] if shstrndx < shnum else None
+        names = bytes(data[strs[4] : strs[4] + strs[5]]) if strs else b""
+        self.names = [names[h[0] : names.find(b"\0", h[0])].decode("ascii", "replace") for h in self.shdrs]
+        self.index = {n: i for i, n in enumerate(self.names) if n}
+
+    def raw(self, i: int):
+        h = self.shdrs[i]
+        if h[1] == SHT_NOBITS or h[4] + h[5] > len(self.data):
+            return b""
+        return memoryview(self.data)[h[4] : h[4] + h[5]]
+
+    def section(self, name: str, bases: dict[int, int] | None = None):
+        """A section's contents; in a relocatable object, a copy with its .rela applied (S + A)."""
+        i = self.index.get(name)
+        if i is None:
+            return None
+        if not self.rel:
+            return self.raw(i)
+        buf = bytearray(self.raw(i))
+        for j, h in enumerate(self.shdrs):
+            if h[1] != SHT_RELA or h[7] != i or h[6] >= len(self.shdrs):
+                continue
+            symtab = self.raw(h[6])
+            for off, info, addend in struct.iter_unpack("<QQq", bytes(self.raw(j))[: h[5] // 24 * 24]):
+                si, rtype = info >> 32, info & 0xFFFFFFFF
+                if (si + 1) * _SYM.size > len(symtab):
+                    continue
+                _, _, _, shndx, value, _ = _SYM.unpack_from(symtab, si * _SYM.size)
+                s = (bases or {}).get(shndx, 0) + value + addend
+                if rtype == R_X86_64_64 and off + 8 <= len(buf):
+                    buf[off : off + 8] = (s & (1 << 64) - 1).to_bytes(8, "little")
+                elif rtype == R_X86_64_32 and off + 4 <= len(buf):
+                    buf[off : off + 4] = (s & 0xFFFFFFFF).to_bytes(4, "little")
+        return bytes(buf)
+
+
+# --- .debug_aranges and the unit's top DIE --------------------------------------------------------
+
+
+def _aranges(buf) -> tuple[list[int], list[int], list[int]]:
+    """(starts, ends, unit offsets) sorted by start."""
+    spans = []
+    pos, n = 0, len(buf)
+    while pos + 4 <= n:
+        r = _Reader(buf, pos)
+        length, off_size = r.u(4), 4
+        if length == 0xFFFFFFFF:
+            length, off_size = r.u(8), 8
+        end = r.pos + length
+        if length == 0 or end > n:
+            break
+        r.u(2)  # version
+        cu = r.u(off_size)
+        asize, _seg = r.u8(), r.u8()
+        if asize not in (4, 8):
+            raise DwarfError(f".debug_aranges address size {asize}")
+        r.pos = pos + ((r.pos - pos) + 2 * asize - 1) // (2 * asize) * (2 * asize)
+        while r.pos + 2 * asize <= end:
+            a, size = r.u(asize), r.u(asize)
+            if a == 0 and size == 0:
+                break
+            if size:
+                spans.append((a, a + size, cu))
+        pos = end
+    spans.sort()
+    return [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]
+
+
+# DW_FORM sizes that do not depend on the unit (implicit_const, 0x21, keeps its value in the abbreviation).
+_FIXED = {
+    0x05: 2, 0x06: 4, 0x07: 8, 0x0B: 1, 0x0C: 1, 0x11: 1, 0x12: 2, 0x13: 4, 0x14: 8, 0x19: 0, 0x1E: 16,
+    0x20: 8, 0x21: 0, 0x25: 1, 0x26: 2, 0x27: 3, 0x28: 4, 0x29: 1, 0x2A: 2, 0x2B: 3, 0x2C: 4, 0x1C: 4,
+}  # fmt: skip
+
+
+def _form_value(r: _Reader, form: int, off_size: int, asize: int, version: int, implicit: int | None):
+    """Read one attribute value; strings come back as ('str', offset_or_text, which)."""
+    if form in _FIXED:
+        size = _FIXED[form]
+        return implicit if form == 0x21 else r.u(size)
+    if form == 0x01:
+        return r.u(asize)
+    if form in (0x0E, 0x1F, 0x17, 0x1D):  # strp, line_strp, sec_offset, strp_sup
+        return r.u(off_size)
+    if form == 0x10:  # ref_addr
+        return r.u(off_size if version >= 3 else asize)
+    if form == 0x08:
+        return r.cstr()
+    if form in (0x0F, 0x15, 0x1A, 0x1B, 0x22, 0x23):
+        return r.uleb()
+    if form == 0x0D:
+        return r.sleb()
+    if form in (0x09, 0x18):
+        n = r.uleb()
+        r.pos += n
+        return None
+    if form == 0x0A:
+        r.pos += r.u8()
+        return None
+    if form == 0x03:
+        r.pos += r.u(2)
+        return None
+    if form == 0x04:
+        r.pos += r.u(4)
+        return None
+    if form == 0x16:  # indirect
+        return _form_value(r, r.uleb(), off_size, asize, version, implicit)
+    raise DwarfError(f"unknown DW_FORM 0x{form:x}")
+
+
+class _Dwarf:
+    def __init__(self, img: _Image, bases: dict[int, int] | None):
+        self.img = img
+        self.info = img.section(".debug_info", bases) if img.rel else img.section(".debug_info")
+        self.abbrev = img.section(".debug_abbrev")
+        self.line = img.section(".debug_line", bases)
+        self.str = img.section(".debug_str")
+        self.line_str = img.section(".debug_line_str")
+        ar = img.section(".debug_aranges", bases)
+        self.spans = _aranges(ar) if ar is not None else ([], [], [])
+
+    def stmt_list(self, cu: int) -> int | None:
+        """DW_AT_stmt_list of the unit at .debug_info offset cu, from its top DIE."""
+        if self.info is None or self.abbrev is None:
+            return None
+        r = _Reader(self.info, cu)
+        length, off_size = r.u(4), 4
+        if length == 0xFFFFFFFF:
+            length, off_size = r.u(8), 8
+        version = r.u(2)
+        if version >= 5:
+            _unit_type, asize, abbrev_off = r.u8(), r.u8(), r.u(off_size)
+        else:
+            abbrev_off, asize = r.u(off_size), r.u8()
+        code = r.uleb()
+        # Find the abbreviation by skipping whole entries byte-wise (a ULEB ends at its first byte
+        # below 0x80): a unit's table has hundreds, and its top DIE's is often far down.
+        buf = self.abbrev
+        a = _Reader(buf, abbrev_off)
+        while True:
+            c = a.uleb()
+            if c == 0:
+                return None
+            pos = a.pos
+            while buf[pos] & 0x80:  # tag
+                pos += 1
+            pos += 2  # the tag's last byte, then DW_CHILDREN
+            if c == code:
+                a.pos = pos
+                specs = []
+                while True:
+                    at, form = a.uleb(), a.uleb()
+                    if at == 0 and form == 0:
+                        break
+                    specs.append((at, form, a.sleb() if form == 0x21 else None))
+                break
+            while True:
+                at0 = buf[pos]
+                while buf[pos] & 0x80:
+                    pos += 1
+                form0 = buf[pos + 1]
+                pos += 1
+                while buf[pos] & 0x80:
+                    pos += 1
+                pos += 1
+                if at0 == 0 and form0 == 0:
+                    break
+                if form0 == 0x21:
+                    while buf[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+            a.pos = pos
+        for at, form, implicit in specs:
+            v = _form_value(r, form, off_size, asize, version, implicit)
+            if at == DW_AT_stmt_list:
+                return v
+        return None
+
+    def run(self, offset: int, wanted: set[int], out: dict[int, SourceLine], need: int = -1) -> None:
+        """Run the line program at .debug_line offset. A wanted address gets the first row at exactly
+        that address or, when it has none (a label inside asm() in C, data in text), the last row
+        before it in the same sequence, as addr2line does. Stops once `need` addresses are found
+        (the wanted addresses its unit covers), if given."""
+        buf = self.line
+        r = _Reader(buf, offset)
+        length, off_size = r.u(4), 4
+        if length == 0xFFFFFFFF:
+            length, off_size = r.u(8), 8
+        end = r.pos + length
+        version = r.u(2)
+        if version < 2 or version > 5:
+            raise DwarfError(f".debug_line version {version}")
+        if version >= 5:
+            r.u8()  # address_size
+            r.u8()  # segment selector size
+        header_length = r.u(off_size)
+        prog = r.pos + header_length
+        min_len = r.u8()
+        if version >= 4:
+            r.u8()  # maximum_operations_per_instruction: 1 on x86
+        default_stmt = r.u8()  # noqa: F841 - rows are matched by address alone
+        line_base = r.u8()
+        line_base -= 256 if line_base > 127 else 0
+        line_range = r.u8()
+        opcode_base = r.u8()
+        std_lengths = [r.u8() for _ in range(opcode_base - 1)]
+        if line_range == 0:
+            raise DwarfError(".debug_line line_range is 0")
+        if version >= 5:
+            dirs = [d.get(DW_LNCT_path, "") for d in (self._entry(r, f, off_size) for f in self._entries(r))]
+            comp_dir = dirs[0] if dirs else ""
+            ffmt = [(r.uleb(), r.uleb()) for _ in range(r.u8())]
+            nfiles = r.uleb()
+            files: list[tuple[str, int]] = []
+            fpos = [r.pos]
+
+            def file_entry(i: int) -> tuple[str, int]:
+                # The file table is read only as far as a matched row needs: most of its entries
+                # (headers a unit includes) never name a patchpoint's line.
+                while len(files) <= i and len(files) < nfiles:
+                    fr = _Reader(buf, fpos[0])
+                    f = self._entry(fr, ffmt, off_size)
+                    fpos[0] = fr.pos
+                    files.append((f.get(DW_LNCT_path, ""), f.get(DW_LNCT_directory_index, 0)))
+                return files[i] if 0 <= i < len(files) else ("?", 0)
+
+            first_file = 0
+        else:
+            dirs = [""]
+            while True:
+                d = r.cstr()
+                if not d:
+                    break
+                dirs.append(d)
+            files = [("", 0)]
+            while True:
+                name = r.cstr()
+                if not name:
+                    break
+                di = r.uleb()
+                r.uleb()
+                r.uleb()
+                files.append((name, di))
+            comp_dir, first_file = "", 1
+
+            def file_entry(i: int) -> tuple[str, int]:
+                return files[i] if 0 <= i < len(files) else ("?", 0)
+
+        paths: dict[int, str] = {}
+
+        def path(i: int) -> str:
+            p = paths.get(i)
+            if p is None:
+                name, di = file_entry(i)
+                if name.startswith("/"):
+                    p = name
+                else:
+                    d = dirs[di] if 0 <= di < len(dirs) else ""
+                    if d and not d.startswith("/") and comp_dir:
+                        d = f"{comp_dir}/{d}"
+                    p = f"{d}/{name}" if d else name
+                paths[i] = p
+            return p
+
+        unit_path = ""
+
+        # The state machine (DWARF 5 section 6.2.5): address, file and line only. `ra, rf, rl` is the
+        # last row of the current sequence (ra None before its first); `nxt` the least wanted address
+        # not yet passed, so that each row costs one comparison until a row reaches a wanted address.
+        adv_addr = [0] * 256
+        adv_line = [0] * 256
+        for op in range(opcode_base, 256):
+            adj = op - opcode_base
+            adv_addr[op] = (adj // line_range) * min_len
+            adv_line[op] = line_base + adj % line_range
+        const_add = ((255 - opcode_base) // line_range) * min_len
+        targets = sorted(wanted)
+        never = 1 << 65
+        address, file, line = 0, 1, 1
+        ra, rf, rl = None, 1, 1
+        nxt = targets[0] if targets else never
+        pos = prog
+        data = buf
+        while pos < end:
+            op = data[pos]
+            pos += 1
+            if op >= opcode_base or op == 1:  # a row: special opcode, or DW_LNS_copy
+                address += adv_addr[op]  # 0 for copy
+                line += adv_line[op]
+                if address >= nxt:
+                    i = bisect.bisect_left(targets, nxt)
+                    while i < len(targets) and targets[i] <= address:
+                        t = targets[i]
+                        i += 1
+                        if t in out:
+                            continue
+                        if t == address:
+                            rf_, rl_ = file, line
+                        elif ra is not None and ra <= t:
+                            rf_, rl_ = rf, rl
+                        else:
+                            continue
+                        unit_path = unit_path or path(first_file)
+                        out[t] = SourceLine(path(rf_), rl_, unit_path)
+                        need -= 1
+                        if need == 0:
+                            return
+                    nxt = targets[i] if i < len(targets) else never
+                if ra != address:
+                    ra, rf, rl = address, file, line  # the first row at an address speaks for it
+            elif op == 5:  # set_column: one ULEB, nearly always a single byte
+                if data[pos] < 0x80:
+                    pos += 1
+                else:
+                    r.pos = pos
+                    r.uleb()
+                    pos = r.pos
+            elif op == 0:
+                n = data[pos]
+                if n < 0x80:
+                    pos += 1
+                else:
+                    r.pos = pos
+                    n = r.uleb()
+                    pos = r.pos
+                sub = data[pos]
+                if sub == 1:  # end_sequence: `address` is the first byte past the sequence
+                    if address > nxt and ra is not None:
+                        i = bisect.bisect_left(targets, nxt)
+                        while i < len(targets) and targets[i] < address:
+                            t = targets[i]
+                            i += 1
+                            if t not in out and ra <= t:
+                                unit_path = unit_path or path(first_file)
+                                out[t] = SourceLine(path(rf), rl, unit_path)
+                                need -= 1
+                                if need == 0:
+                                    return
+                    address, file, line = 0, 1, 1
+                    ra = None
+                    nxt = never
+                elif sub == 2:  # set_address: a sequence starts
+                    address = int.from_bytes(data[pos + 1 : pos + n], "little")
+                    i = bisect.bisect_left(targets, address)
+                    nxt = targets[i] if i < len(targets) else never
+                pos += n
+            elif op == 2:
+                b = data[pos]
+                if b < 0x80:
+                    address += b * min_len
+                    pos += 1
+                else:
+                    r.pos = pos
+                    address += r.uleb() * min_len
+                    pos = r.pos
+            elif op == 3:
+                b = data[pos]
+                if b < 0x80:
+                    line += b - 0x80 if b & 0x40 else b
+                    pos += 1
+                else:
+                    r.pos = pos
+                    line += r.sleb()
+                    pos = r.pos
+            elif op == 4:
+                b = data[pos]
+                if b < 0x80:
+                    file = b
+                    pos += 1
+                else:
+                    r.pos = pos
+                    file = r.uleb()
+                    pos = r.pos
+            elif op == 8:
+                address += const_add
+            elif op == 9:
+                address += data[pos] | data[pos + 1] << 8
+                pos += 2
+            else:  # negate_stmt, basic_block, prologue/epilogue, set_isa, unknown
+                r.pos = pos
+                for _ in range(std_lengths[op - 1]):
+                    r.uleb()
+                pos = r.pos
+
+    def _entries(self, r: _Reader):
+        """The v5 entry format, then one format per entry (the same each time)."""
+        fmt = [(r.uleb(), r.uleb()) for _ in range(r.u8())]
+        return [fmt] * r.uleb()
+
+    def _entry(self, r: _Reader, fmt, off_size: int) -> dict[int, object]:
+        out: dict[int, object] = {}
+        for ctype, form in fmt:
+            if form == 0x1F:
+                v: object = _cstr_at(self.line_str, r.u(off_size))
+            elif form == 0x0E:
+                v = _cstr_at(self.str, r.u(off_size))
+            else:
+                v = _form_value(r, form, off_size, 8, 5, None)
+            out[ctype] = v
+        return out
+
+    def all_programs(self) -> list[int]:
+        """Every line program's offset (a module's few units, which need no aranges)."""
+        out, pos, buf = [], 0, self.line
+        while buf is not None and pos + 4 <= len(buf):
+            out.append(pos)
+            length = int.from_bytes(buf[pos : pos + 4], "little")
+            if length == 0xFFFFFFFF:
+                length = int.from_bytes(buf[pos + 4 : pos + 12], "little") + 8
+            if length == 0:
+                break
+            pos += 4 + length
+        return out
+
+
+def _bases(img: _Image, kernel) -> dict[int, int]:
+    """Section index -> the base fbt-audit gave the section in a module (by name, as elf.py does)."""
+    by_name = {s.name: s.addr for s in kernel.sections}
+    return {i: by_name[n] for i, n in enumerate(img.names) if img.shdrs[i][2] & SHF_ALLOC and n in by_name}
+
+
+def has_dwarf(kernel) -> bool:
+    try:
+        return ".debug_line" in _Image(kernel.data).index
+    except DwarfError:
+        return False
+
+
+def source_lines(kernel, addrs: Iterable[int]) -> dict[int, SourceLine]:
+    """The source line of each address that has a line-table row at exactly that address.
+    Addresses without DWARF, or without a row, are absent; malformed DWARF yields what was read."""
+    wanted = set(addrs)
+    out: dict[int, SourceLine] = {}
+    if not wanted:
+        return out
+    try:
+        img = _Image(kernel.data)
+        if ".debug_line" not in img.index:
+            return out
+        dw = _Dwarf(img, _bases(img, kernel) if img.rel else None)
+        starts, ends, cus = dw.spans
+        programs: dict[int, set[int]] = {}  # line program offset -> the wanted addresses its unit covers
+        if starts and not img.rel:
+            units: dict[int, set[int]] = {}
+            for a in wanted:
+                i = bisect.bisect_right(starts, a) - 1
+                if i >= 0 and a < ends[i]:
+                    units.setdefault(cus[i], set()).add(a)
+            for cu in sorted(units):
+                off = dw.stmt_list(cu)
+                if off is not None:
+                    programs.setdefault(off, set()).update(units[cu])
+            for off, mine in sorted(programs.items()):
+                dw.run(off, mine, out, len(mine))
+        else:
+            for off in dw.all_programs():
+                dw.run(off, wanted, out)
+    except Exception:  # noqa: BLE001 - malformed DWARF of any shape: what was found stands, the rest falls back
+        pass
+    return out
+
+
+def symbol_files(kernel, names: Iterable[str]) -> dict[tuple[str, int], str]:
+    """(name, address) -> the STT_FILE name that precedes each LOCAL text symbol of those names in
+    .symtab (the assembler's file symbol: the source's base name, e.g. `irqflags.c`)."""
+    want = set(names)
+    out: dict[tuple[str, int], str] = {}
+    if not want:
+        return out
+    try:
+        img = _Image(kernel.data)
+    except DwarfError:
+        return out
+    si = next((i for i, h in enumerate(img.shdrs) if h[1] == SHT_SYMTAB), None)
+    if si is None or img.shdrs[si][6] >= len(img.shdrs):
+        return out
+    try:
+        return _symbol_files(img, si, kernel, want, out)
+    except Exception:  # noqa: BLE001 - a damaged .symtab: no file names, fingerprints without them
+        return out
+
+
+def _symbol_files(img: _Image, si: int, kernel, want: set[str], out: dict[tuple[str, int], str]):
+    raw = bytes(img.raw(si))
+    strtab = bytes(img.raw(img.shdrs[si][6]))
+    bases = _bases(img, kernel) if img.rel else {}
+    encoded = {n.encode(): n for n in want}
+    current = ""
+    for st_name, info, _other, shndx, value, _size in _SYM.iter_unpack(raw[: len(raw) // 24 * 24]):
+        if info & 0xF == STT_FILE:
+            current = strtab[st_name : strtab.find(b"\0", st_name)].decode("utf-8", "replace")
+            continue
+        if info >> 4 != 0 or info & 0xF not in (0, 2):  # LOCAL NOTYPE/FUNC only: statics
+            continue
+        name = strtab[st_name : strtab.find(b"\0", st_name)]
+        n = encoded.get(name)
+        if n is not None:
+            out[(n, bases.get(shndx, 0) + value)] = current
+    return out
+
+
+@dataclass(frozen=True)
+class PathMap:
+    """Build paths -> paths relative to a kernel source checkout (the repository's root, for GitHub).
+
+    `prefix_map` pairs (OLD, NEW) rewrite a leading OLD as NEW, the first that matches winning, as
+    gcc's -ffile-prefix-map does; `source_root` is then cut off the front. What is still absolute is
+    cut at the first top-level kernel directory (arch/, kernel/, fs/ ...), or gives None."""
+
+    prefix_map: tuple[tuple[str, str], ...] = ()
+    source_root: str | None = None
+
+    @classmethod
+    def parse(cls, maps: Iterable[str] = (), source_root: str | None = None) -> PathMap:
+        from fbt_audit.model.errors import UsageError
+
+        pairs = []
+        for m in maps:
+            old, sep, new = m.partition("=")
+            if not sep or not old:
+                raise UsageError(f"bad --path-prefix-map {m!r}: expected OLD=NEW")
+            pairs.append((old.rstrip("/"), new.rstrip("/")))
+        root = source_root.rstrip("/") if source_root else None
+        return cls(tuple(pairs), root or None)
+
+    def relative(self, path: str) -> str | None:
+        p = path.replace("\\", "/")
+        mapped = False
+        for old, new in self.prefix_map:
+            if p == old or p.startswith(old + "/"):
+                p, mapped = new + p[len(old) :], True
+                p = p.lstrip("/") if not new.startswith("/") else p
+                break
+        if self.source_root and (p == self.source_root or p.startswith(self.source_root + "/")):
+            p, mapped = p[len(self.source_root) :].lstrip("/"), True
+        if mapped and p and not p.startswith("/"):
+            parts = [s for s in posixpath.normpath(p).split("/") if s and s != "."]
+            return "/".join(parts) if parts and ".." not in parts else None
+        return relative_source(p) if p else None
+
+
+def annotate(results, limit: int | None = None) -> None:
+    """Fill Patchpoint.source from DWARF for every patchpoint with findings (the first `limit` per
+    image in address order, when given), where the image has a line table covering it. A `.cold`
+    fragment (outlined by GCC into .text.unlikely, which Debian's .debug_aranges leave out) takes
+    the line of the function it was split from."""
+    for r in results:
+        js = [j for j in r.judgements if j.findings and j.pp.source is None]
+        if limit is not None:
+            js = js[:limit]
+        if not js or not has_dwarf(r.kernel):
+            continue
+        parents: dict[int, int] = {}
+        cold = [j for j in js if ".cold" in j.pp.name]
+        if cold:
+            names = r.kernel.names
+            for j in cold:
+                base = names.get(j.pp.name.split(".cold", 1)[0])
+                if base is not None:
+                    parents[j.pp.addr] = base
+        lines = source_lines(r.kernel, [j.pp.addr for j in js] + list(parents.values()))
+        for j in js:
+            s = lines.get(j.pp.addr) or lines.get(parents.get(j.pp.addr, -1))
+            if s is not None:
+                j.pp.source = (s.file, s.line)
+
+
+# Top-level directories of a kernel tree: where an absolute DWARF path is cut to be repo-relative.
+_TREE_DIRS = (
+    "arch", "block", "certs", "crypto", "drivers", "fs", "include", "init", "io_uring", "ipc", "kernel",
+    "lib", "mm", "net", "rust", "samples", "security", "sound", "tools", "usr", "virt",
+)  # fmt: skip
+
+
+def relative_source(path: str) -> str | None:
+    """A repo-relative form of a DWARF file name, or None when it cannot be made relative."""
+    p = posixpath.normpath(path.replace("\\", "/")) if path else ""
+    parts = [s for s in p.split("/") if s and s != "."]
+    if not p.startswith("/") and parts and (parts[0] in _TREE_DIRS or ".." in parts or len(parts) == 1):
+        return "/".join(parts) if ".." not in parts else None
+    # An absolute path, or one under a build directory (Debian's debian/build/build_amd64_none_amd64/):
+    # cut at the first top-level directory of a kernel tree.
+    for i, part in enumerate(parts[:-1]):
+        if part in _TREE_DIRS:
+            return "/".join(parts[i:])
+    return None if p.startswith("/") else ("/".join(parts) or None)

@@ -1,0 +1,1 @@
+"""investigate/: the investigator's hunt: runtime hit counts, rarity ranking, bisection sets."""

@@ -1,0 +1,1 @@
+"""judge/: judge: patchpoints x table x rules -> findings and one verdict each (the rules live in rules/)."""

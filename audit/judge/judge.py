@@ -1,0 +1,174 @@
+"""judge.py: run the rules over every run-time variant of a patchpoint and collect its findings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from fbt_audit.judge.rule import Rule, Site
+from fbt_audit.model import abi
+from fbt_audit.model.abi import Fixup, Handling
+from fbt_audit.model.core import IC, Finding, Insn, Judgement, Patchpoint, Variant
+from fbt_audit.table.emulation import EmulationTable, Entry
+
+_NO_FIXUPS = Fixup(0)
+_HANDLING_NAMES = {h: h.name.lower() for h in Handling}
+
+# The FBT1xx rules judge the instruction against the table; every other range judges the site.
+_INSN_RANGE = "FBT1"
+_UNDECODABLE, _NOT_IN_TABLE, _REFUSAL = "FBT111", "FBT110", "FBT114"
+
+
+def _lookup_key(insn: Insn) -> tuple:
+    """Everything Entry.matches reads from an Insn; equal keys match the same entry."""
+    modrm = insn.raw[insn.modrm_off] if insn.modrm_off >= 0 else None
+    return (insn.opcode, insn.prefixes, insn.rex, modrm, insn.target_class)
+
+
+class Judge:
+    """The rules and one table, prepared once and applied to many patchpoints.
+
+    The rule list is split once into the plans each kind of variant runs, so the hot loop
+    neither filters rules nor allocates lists; table lookups are memoised on the fields the
+    match reads, because a kernel's ~50,000 entries repeat a few hundred instruction shapes.
+    """
+
+    __slots__ = (
+        "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_memo", "_verdicts",
+    )  # fmt: skip
+
+    def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
+        self._source = rules  # the caller's object, so judge() can tell when to rebuild
+        self.table = table
+        self.rules: tuple[Rule, ...] = tuple(sorted(rules, key=lambda r: r.id))
+        site_rules = tuple(r for r in self.rules if not r.id.startswith(_INSN_RANGE))
+
+        def only(rule_id: str) -> tuple[Rule, ...]:
+            return tuple(r for r in self.rules if r.id == rule_id or r in site_rules)
+
+        self._all = self.rules
+        self._invalid = only(_UNDECODABLE)  # undecodable: no table lookup, FBT111 alone
+        self._ftrace = site_rules  # probed through ftrace: no int3, no FBT1xx rule
+        self._refuse = only(_REFUSAL)  # the table refuses it: FBT114 alone
+        self._unlisted = only(_NOT_IN_TABLE)  # no entry, no default: FBT110 alone
+        self._memo: dict[tuple, tuple[Entry | None, Handling, Fixup]] = {}
+        # Whole judgements by what the FBT1xx rules may read: each variant's label and instruction
+        # (all but its address), and the patchpoint's facts. Site rules may read anything of the
+        # patchpoint (its name, its address), so with any of them selected nothing is memoised,
+        # unless each declares `facts_only` (it reads only the facts, the variant and the table).
+        facts_only = all(getattr(r, "facts_only", False) for r in site_rules)
+        self._verdicts: dict[tuple, tuple[list[Finding], str]] | None = {} if facts_only else None
+
+    def handling(self, insn: Insn) -> tuple[Entry | None, Handling, Fixup]:
+        """The matching entry (or None), the handling and the fixups the table gives insn.
+
+        handling = the entry's, or the header default when nothing matches; fixups = the
+        entry's, plus the header's step_fixups when it is stepped, unless the entry has
+        FBT_M_OWN_FIXUPS; an unmatched instruction under a step default gets step_fixups.
+        """
+        key = _lookup_key(insn)
+        hit = self._memo.get(key)
+        if hit is None:
+            table = self.table
+            entry = table.lookup(insn)
+            if entry is None:
+                h = table.default_handling
+                f = table.step_fixups if h == Handling.STEP else _NO_FIXUPS
+            else:
+                h, f = entry.handling, entry.fixups
+                if h == Handling.STEP and not entry.match_flags & abi.MATCH_OWN_FIXUPS:
+                    f = f | table.step_fixups
+            hit = self._memo[key] = (entry, h, f)
+        return hit
+
+    def __call__(self, pp: Patchpoint) -> Judgement:
+        memo = self._verdicts
+        variants = pp.variants
+        if memo is None or not variants:
+            return self._judge(pp)
+        insn = variants[0].insn
+        if not insn.classes & IC.INVALID:
+            mo = insn.modrm_off  # _lookup_key inlined: this runs once per patchpoint
+            modrm = insn.raw[mo] if mo >= 0 else None
+            hit = self._memo.get((insn.opcode, insn.prefixes, insn.rex, modrm, insn.target_class))
+            if not self._ftrace and (hit or self.handling(insn))[1] == Handling.FTRACE:
+                return Judgement(pp, [], "ftrace")  # what _judge finds when no site rule runs
+        key = (_shape(variants[0]), pp.facts) if len(variants) == 1 else (*map(_shape, variants), pp.facts)
+        hit = memo.get(key)
+        if hit is None:
+            j = self._judge(pp)
+            if len(memo) < _MEMO_MAX:
+                memo[key] = (j.findings[:], j.handling)
+            return j
+        return Judgement(pp, hit[0][:], hit[1])
+
+    def _judge(self, pp: Patchpoint) -> Judgement:
+        table = self.table
+        found: dict[str, Finding] = {}
+        disk_handling = ""
+        variants: Sequence[Variant] = pp.variants or (Variant("disk", pp.insn),)
+        for i, v in enumerate(variants):
+            insn = v.insn
+            if insn.classes & IC.INVALID:
+                entry, h, f = None, Handling.NONE, _NO_FIXUPS
+                plan = self._invalid
+            else:
+                entry, h, f = self.handling(insn)
+                if h == Handling.FTRACE:
+                    plan = self._ftrace
+                elif h == Handling.REFUSE:
+                    plan = self._refuse
+                elif entry is None and h == Handling.NONE:
+                    plan = self._unlisted
+                else:
+                    plan = self._all
+            if i == 0:
+                disk_handling = _HANDLING_NAMES[h]
+            elif disk_handling == "ftrace":
+                break  # the probe goes through ftrace: the int3 never meets the run-time forms
+            site = None
+            for rule in plan:
+                if rule.id in found:  # one finding per rule: the first variant that fired keeps it
+                    continue
+                if site is None:
+                    site = Site(pp, v.label, insn, entry, table, h, f)
+                msg = rule.check(site)
+                if msg is None:
+                    continue
+                found[rule.id] = Finding(rule.id, rule.level, msg, v.label)
+        findings = list(found.values())
+        if len(variants) > 1:
+            findings.sort(key=_rule_id)
+        return Judgement(pp, findings, disk_handling)
+
+
+def _rule_id(f: Finding) -> str:
+    return f.rule_id
+
+
+_REL = IC.REL_BRANCH | IC.REL_CALL
+_MEMO_MAX = 1 << 16
+
+
+def _shape(v: Variant) -> tuple:
+    """A variant's label and every Insn field but the address; a relative branch's bytes are left
+    out too (their displacement is the target minus the address; the target is kept)."""
+    i = v.insn
+    c = i.classes
+    return (
+        v.label, len(i.raw) if c & _REL else i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode,
+        i.modrm_off, c, i.target, i.target_name, i.target_class,
+    )  # fmt: skip
+
+
+# judge() keeps the Judge it built last, so a caller looping over patchpoints with the same
+# table and rule list pays for the preparation once. Pass a new list, not a mutated one.
+_last: Judge | None = None
+
+
+def judge(pp: Patchpoint, table: EmulationTable, rules: Iterable[Rule]) -> Judgement:
+    """Judge one patchpoint: every variant against the table, every rule once, findings by id."""
+    global _last
+    j = _last
+    if j is None or j.table is not table or j._source is not rules:
+        j = _last = Judge(table, rules)
+    return j(pp)

@@ -1,0 +1,35 @@
+"""order.py: the one order of results every report and the gate use: images, then judgements, then findings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fbt_audit.judge.result import AuditResult
+    from fbt_audit.model.core import Finding, Judgement
+
+
+def ordered(results: Iterable[AuditResult]) -> list[AuditResult]:
+    """Images in report order: vmlinux before modules, then by flavour, module and display name.
+    The sort is stable, so images that tie keep the order the caller gave."""
+    return sorted(
+        results,
+        key=lambda r: (
+            r.kernel.kind != "vmlinux",
+            r.kernel.flavour,
+            r.kernel.module,
+            r.kernel.display,
+            r.kernel.release or "",
+        ),
+    )
+
+
+def judgements(result: AuditResult) -> list[Judgement]:
+    """The result's judgements by (address, site, name): the api already sorts them; this makes sure."""
+    return sorted(result.judgements, key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
+
+
+def findings(j: Judgement) -> list[Finding]:
+    """A judgement's findings worst first, then by rule, variant and message, so output is stable."""
+    return sorted(j.findings, key=lambda f: (-f.level, f.rule_id, f.variant, f.message))

@@ -1,0 +1,250 @@
+"""returns.py: return patchpoints (ret, ret imm16, jmp __x86_return_thunk): linear decode checked with .return_sites."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fbt_audit.decode.insn import decode_fields, insn_length, sweep
+from fbt_audit.model.abi import target_class
+from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
+from fbt_audit.model.kernel import Kernel, Section
+from fbt_audit.sites.tables import Tables, read_tables
+
+THUNKS = ("__x86_return_thunk",)
+# The vectorised sweep keeps addresses as int64 offsets from the lowest text symbol: text spread over more
+# than this (only a hostile image: a kernel's text spans megabytes) takes the per-chunk sweep instead.
+_SPAN = 1 << 62
+
+
+@dataclass
+class ReturnStats:
+    """What the sweep found, for --statistics and the cross-check."""
+
+    returns: int = 0  # ret / ret imm16
+    thunk_jumps: int = 0  # jmp __x86_return_thunk
+    tail_calls: int = 0  # jmp to the start of another function: not a return
+    undecodable: int = 0  # bytes skipped to stay in sync
+    return_sites: int = 0  # .return_sites entries
+    return_sites_missed: list[int] = field(default_factory=list)  # entries the decode did not find
+
+
+# One chunk of the sweep: (section, start, end, index in the symbol columns of the symbol that names it)
+Chunk = tuple[Section, int, int, int]
+
+
+def return_patchpoints(kernel: Kernel, *, vectorised: bool = True) -> tuple[list[Patchpoint], ReturnStats]:
+    """Decode each text symbol from its address to the next symbol's (one chunk per symbol, so the
+    sweep restarts at every boundary) and make a `return` patchpoint of every ret and thunk jump.
+    With numpy the chunks are decoded together (audit/decode/lengths.py); without it, or with not vectorised,
+    one capstone sweep per chunk. Both give the same patchpoints and statistics."""
+    st = ReturnStats()
+    t = read_tables(kernel)
+    thunk = {a for n in THUNKS if (a := kernel.symbol_address(n)) is not None}
+    chunks = _chunks(kernel)
+    found: set[int] = set()
+    out: list[Patchpoint] = []
+    xlen = None
+    if vectorised:
+        try:
+            from fbt_audit.decode import lengths as xlen
+        except ImportError:  # numpy missing: the capstone sweep gives the same answer, ten times slower
+            pass
+    cols = kernel.columns
+    if xlen is not None and (not cols.addr or cols.addr[-1] - cols.addr[0] < _SPAN):
+        _vectorised(xlen, kernel, chunks, thunk, t, st, out, found)
+    else:
+        starts, make = set(kernel.columns.addr), _builder(kernel)
+        for chunk in chunks:
+            _sweep_chunk(kernel, chunk, starts, thunk, st, out, found, make)
+    sites = t.s32.get("return_sites", [])
+    st.return_sites = len(sites)
+    st.return_sites_missed = sorted(a for a in sites if a not in found)
+    kernel.__dict__["_fbt_returns"] = st
+    return out, st
+
+
+def _chunks(kernel: Kernel) -> list[Chunk]:
+    cols = kernel.symbol_columns()
+    addrs, kind, size = cols.addr, cols.kind, cols.size
+    n = len(addrs)
+    i = 0
+    chunks: list[Chunk] = []
+    sec, lo, hi = None, 0, -1  # the section that holds [lo, hi)
+    while i < n:
+        a0 = addrs[i]
+        j = i + 1
+        while j < n and addrs[j] == a0:
+            j += 1
+        # the symbol that names this chunk: the sized FUNC among the aliases, else the first
+        k = i if j == i + 1 or kind[i] == "FUNC" else next((x for x in range(i, j) if kind[x] == "FUNC"), i)
+        # to the next symbol, not the size: code after a sized symbol's end with no symbol of its own
+        # (an alias's tail, objtool's unnamed pieces) is still this chunk's
+        end = addrs[j] if j < n else max(a0 + size[x] for x in range(i, j))
+        i = j
+        if not lo <= a0 < hi:
+            sec, lo, hi = kernel.section_span(a0)
+        if sec is None or not sec.executable or end <= a0:
+            continue
+        chunks.append((sec, a0, min(end, sec.addr + sec.size), k))
+    return chunks
+
+
+def _builder(kernel: Kernel):
+    """make(chunk, address, bytes) -> the return Patchpoint: resolve(decode()) with the target names
+    asked once per target, and one Insn built per site. Without relocations (a vmlinux) a jmp rel32's
+    fields after its address and bytes depend on its target alone: 50,000 thunk jumps share them."""
+    cols, module, call_targets, name_at = kernel.columns, kernel.module, kernel.call_targets, kernel.name_at
+    named: dict[int, tuple[str | None, object]] = {}
+    jumps: dict[int, tuple] = {}  # jmp rel32 target -> Insn fields from mnemonic on
+
+    def insn_of(a: int, raw: bytes) -> Insn:
+        f = decode_fields(raw, a)
+        if not f[8] & _REL:
+            return Insn(*f)
+        nm = call_targets.get(a + len(f[1]) - 4) if len(f[1]) >= 5 else None
+        if nm is not None:
+            return Insn(*f, nm, target_class(nm))
+        if f[9] is None:
+            return Insn(*f)
+        hit = named.get(f[9])
+        if hit is None:
+            nm = name_at(f[9])
+            hit = named[f[9]] = (nm, target_class(nm))
+        return Insn(*f, *hit) if hit[0] is not None else Insn(*f)
+
+    def make(chunk: Chunk, a: int, raw: bytes) -> Patchpoint:
+        sec, a0, _end, k = chunk
+        if raw[0] == 0xE9 and not call_targets:
+            target = (a + 5 + int.from_bytes(raw[1:5], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
+            tail = jumps.get(target)
+            if tail is None:
+                i = insn_of(a, raw)
+                tail = jumps[target] = (
+                    i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode, i.modrm_off, i.classes, i.target,
+                    i.target_name, i.target_class,
+                )  # fmt: skip
+            insn = Insn(a, raw, *tail)
+        else:
+            insn = insn_of(a, raw)
+        name, kind, variants = cols.name[k], cols.kind[k], (Variant("disk", insn),)
+        return Patchpoint(module, name, (), kind, "return", a0, a, sec.name, a - sec.addr, insn, variants)
+
+    return make
+
+
+_REL = IC.REL_CALL | IC.REL_BRANCH
+
+
+def _sweep_chunk(kernel: Kernel, chunk: Chunk, starts: set[int], thunk: set[int], st, out, found, make) -> None:
+    """One chunk by capstone's linear sweep (the reference the vectorised decode is tested against)."""
+    sec, a0, end, _k = chunk
+    base = sec.offset - sec.addr
+    code = bytes(kernel.data[base + a0 : base + end])
+    for a, size in sweep(code, a0):
+        if not size:
+            st.undecodable += 1
+            continue
+        b = code[a - a0]
+        if b == 0xC3 or b == 0xC2:
+            st.returns += 1
+        elif b == 0xE9 and size == 5:
+            target = (a + 5 + int.from_bytes(code[a - a0 + 1 : a - a0 + 5], "little", signed=True)) & (2**64 - 1)
+            tname = kernel.call_targets.get(a + 1) if kernel.kind == "module" else None
+            if target in thunk or tname in THUNKS:
+                st.thunk_jumps += 1
+            else:
+                if target in starts and not a0 <= target < end:
+                    st.tail_calls += 1
+                continue
+        elif b == 0xEB and size == 2:
+            target = a + 2 + int.from_bytes(code[a - a0 + 1 : a - a0 + 2], "little", signed=True)
+            if target in starts and not a0 <= target < end:
+                st.tail_calls += 1
+            continue
+        else:
+            continue
+        found.add(a)
+        out.append(make(chunk, a, code[a - a0 : a - a0 + size]))
+
+
+def _hints(t: Tables) -> list[int]:
+    """Addresses the kernel's tables say are instruction starts: where the vectorised sweep's
+    segments start (a wrong one costs a re-walk, never a different answer)."""
+    h = [a.instr for a in t.alts] + [a for a, _n, _t in t.para] + t.jump + [a for a, _tail in t.static_calls]
+    h += t.mcount + t.extable + t.bugs
+    for sites in t.s32.values():
+        h += sites
+    return h
+
+
+def _vectorised(xlen, kernel: Kernel, chunks: list[Chunk], thunk: set[int], t: Tables, st, out, found) -> None:
+    """The sweep of all chunks of each section at once (audit/decode/lengths.py), then its ret, ret imm16 and
+    jmp rel8/rel32 instructions, in address order: the same as _sweep_chunk over every chunk."""
+    np = xlen.np
+    cols = kernel.columns
+    by_sec: dict[int, list[Chunk]] = {}  # by id(section): hashing a Section hashes all its fields
+    for c in chunks:
+        by_sec.setdefault(id(c[0]), []).append(c)
+    g = cols.addr[0] if cols.addr else 0  # addresses as int64 offsets from the lowest symbol
+    starts = np.unique(np.fromiter((a - g for a in cols.addr), dtype=np.int64, count=len(cols.addr)))
+    thunks = np.array(sorted(a - g for a in thunk if -_SPAN <= a - g < _SPAN), dtype=np.int64)
+    hints = _hints(t)
+    hints = [a - g for a in hints if -_SPAN <= a - g < _SPAN]  # a table's hostile entries point anywhere
+    hints = np.fromiter(hints, dtype=np.int64, count=len(hints))
+    module = kernel.kind == "module"
+    make = _builder(kernel)
+    for cs in by_sec.values():
+        sec = cs[0][0]
+        code = kernel.data[sec.offset : sec.offset + sec.size]
+
+        def slow(off: int, chunk_end: int, code=code) -> int:
+            return insn_length(bytes(code[off : min(off + 15, chunk_end)]))
+
+        c_start = np.fromiter((c[1] - sec.addr for c in cs), dtype=np.intp, count=len(cs))
+        c_end = np.fromiter((c[2] - sec.addr for c in cs), dtype=np.intp, count=len(cs))
+        h = hints - (sec.addr - g)
+        h = h[(h >= 0) & (h < sec.size)]
+        marks, bad = xlen.boundaries(code, c_start, c_end, slow, h)
+        st.undecodable += len(bad)
+        tb = np.frombuffer(code, dtype=np.uint8)
+        at = np.flatnonzero(marks == 1)
+        op = tb[at]
+        at = at[(op == 0xC3) | (op == 0xC2) | (op == 0xE9) | (op == 0xEB)]
+        op = tb[at]
+        ci = np.searchsorted(c_start, at, side="right") - 1  # the chunk of each
+        a0, end = c_start[ci], c_end[ci]
+        jmp = op == 0xE9
+        rel = np.zeros(len(at), dtype=np.int64)
+        if jmp.any():
+            rel32 = np.ndarray((max(len(tb) - 3, 0),), dtype="<i4", buffer=tb, strides=(1,))
+            rel[jmp] = rel32[at[jmp] + 1] + 5
+        short = op == 0xEB
+        rel[short] = tb[at[short] + 1].view(np.int8).astype(np.int64) + 2
+        target = at + rel  # section offsets
+        tgt = target + (sec.addr - g)
+        is_start = _member(np, starts, tgt)
+        is_thunk = jmp & _member(np, thunks, tgt)
+        if module and jmp.any():
+            names = kernel.call_targets
+            for i in np.flatnonzero(jmp & ~is_thunk).tolist():
+                if names.get(sec.addr + int(at[i]) + 1) in THUNKS:
+                    is_thunk[i] = True
+        branch = (jmp & ~is_thunk) | short
+        st.tail_calls += int((branch & is_start & ~((a0 <= target) & (target < end))).sum())
+        ret = ~(jmp | short)
+        st.returns += int(ret.sum())
+        st.thunk_jumps += int(is_thunk.sum())
+        keep = np.flatnonzero(ret | is_thunk)
+        size = np.where(op[keep] == 0xC3, 1, np.where(op[keep] == 0xC2, 3, 5))
+        for off, n, c in zip(at[keep].tolist(), size.tolist(), ci[keep].tolist(), strict=True):
+            a = sec.addr + off
+            found.add(a)
+            out.append(make(cs[c], a, bytes(code[off : off + n])))
+
+
+def _member(np, sorted_values, x):
+    """x in sorted_values, elementwise."""
+    if not len(sorted_values):
+        return np.zeros(len(x), dtype=bool)
+    i = np.minimum(np.searchsorted(sorted_values, x), len(sorted_values) - 1)
+    return sorted_values[i] == x

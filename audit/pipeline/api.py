@@ -1,0 +1,57 @@
+"""api.py: the library entry points the CLI and the tests call: load, enumerate, judge one image."""
+
+from __future__ import annotations
+
+from itertools import islice
+from operator import lt
+from pathlib import Path
+
+from fbt_audit.input.loader import SymbolOptions, load_input
+from fbt_audit.judge.result import AuditResult
+from fbt_audit.model.kernel import Kernel
+from fbt_audit.patchpoints.entry import entry_patchpoints, gc_paused
+from fbt_audit.sites.annotate import annotate
+from fbt_audit.table import emulation as tables
+from fbt_audit.table.emulation import EmulationTable
+
+
+def load_table(spec: str | EmulationTable | None) -> EmulationTable:
+    return spec if isinstance(spec, EmulationTable) else tables.load(spec)
+
+
+def load_kernel(path: str | Path, symbols: SymbolOptions | None = None) -> Kernel:
+    return load_input(path, symbols)
+
+
+def audit(
+    path: str | Path | Kernel,
+    table: str | EmulationTable | None = None,
+    *,
+    select: list[str] | None = None,
+    ignore: list[str] | None = None,
+    returns: bool = False,
+    symbols: SymbolOptions | None = None,
+) -> AuditResult:
+    """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
+    with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
+    a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in)."""
+    from fbt_audit.judge.judge import Judge
+    from fbt_audit.judge.registry import select as select_rules
+
+    with gc_paused():  # the collector would rescan the audit's acyclic objects: half of the run time
+        kernel = path if isinstance(path, Kernel) else load_kernel(path, symbols)
+        tab = load_table(table)
+        rules = select_rules(select, ignore)
+        pps = entry_patchpoints(kernel, tab)
+        if returns:
+            from fbt_audit.patchpoints.returns import return_patchpoints
+
+            pps = pps + return_patchpoints(kernel)[0]
+        tables_read = annotate(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
+        judgements = list(map(Judge(tab, rules), pps))
+        addrs = [j.pp.addr for j in judgements]
+        if not all(map(lt, addrs, islice(addrs, 1, None))):  # strictly increasing: already in order
+            judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
+        # a table no known layout fits is said, never guessed: its sites are left out
+        errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
+        return AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors)

@@ -1,0 +1,271 @@
+"""annotate.py: patchpoints + the kernel's tables -> site facts and the boot-time variants each site can take."""
+
+from __future__ import annotations
+
+import bisect
+import struct
+
+from fbt_audit.decode.insn import decode
+from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
+from fbt_audit.model.kernel import Kernel
+from fbt_audit.sites.handler_path import handler_path
+from fbt_audit.sites.tables import Tables, read_tables
+
+# Fact names (Patchpoint.facts). Coarse on purpose: the judge memoises verdicts on (variants, facts).
+RUNTIME_WRITERS = {  # a run-time writer owns the bytes: FBT201 (deny)
+    "jump_table": "jump-label",
+    "static_call_sites": "static-call",
+    "smp_locks": "smp-lock",
+}
+BOOT_REWRITES = {  # final before any probe: judged through variants; the fact names the table
+    "altinstructions": "alternative",
+    "parainstructions": "paravirt",
+    "retpoline_sites": "retpoline",
+    "return_sites": "return-thunk",
+    "call_sites": "call-thunk",
+    "ibt_endbr_seal": "ibt-seal",
+    "cfi_sites": "cfi",
+    "runtime_const": "runtime-const",
+}
+STATIC_CALL_TRAMP = "static-call-tramp"
+IBT_KERNEL = "ibt-kernel"  # an ENDBR patchpoint in an image built for IBT (it has .ibt_endbr_seal)
+EXTABLE, BUG_SITE = "extable", "bug-table"
+DENY = "deny:"  # deny:blacklist | deny:noinstr | deny:entry | deny:kprobes | deny:cpuidle | deny:blacklist-suffix
+NON_ENTRY = "non-entry:"  # non-entry:pfx | non-entry:cfi | non-entry:cold:<function> | non-entry:label:<function>
+INIT = "init-text:"  # init-text:init | init-text:exit | init-text:module-init
+HANDLER_PATH = "handler-path:"  # handler-path:<reason>
+
+# x86 NOPs as apply_alternatives pads a shorter replacement (arch/x86/include/asm/nops.h, BYTES_NOP1..8).
+_NOPS = {
+    1: "90", 2: "6690", 3: "0f1f00", 4: "0f1f4000", 5: "0f1f440000", 6: "660f1f440000",
+    7: "0f1f8000000000", 8: "0f1f840000000000",
+}  # fmt: skip
+SEAL_POISON = bytes.fromhex("660f1f00")  # apply_seal_endbr: ENDBR64 -> 4-byte NOP
+RET_INT3 = bytes.fromhex("c3cc")  # patch_return: `jmp __x86_return_thunk` -> ret; int3
+
+
+def _nops(n: int) -> bytes:
+    out = b""
+    while n > 0:
+        k = min(n, 8)
+        out += bytes.fromhex(_NOPS[k])
+        n -= k
+    return out
+
+
+def _segments(ranges: list[tuple[str, tuple[int, int]]]) -> tuple[list[int], list[frozenset[str]]]:
+    """Boundaries and, for each gap between them, the facts of the ranges covering it: one bisect
+    per patchpoint answers every range (segs[bisect_right(points, a)])."""
+    points = sorted({x for _f, (lo, hi) in ranges for x in (lo, hi)})
+    segs = [frozenset()]
+    for i, lo in enumerate(points):
+        hi = points[i + 1] if i + 1 < len(points) else lo + 1
+        segs.append(frozenset(f for f, (a, b) in ranges if a <= lo and hi <= b))
+    return points, segs
+
+
+def annotate(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
+    """Add site facts and boot-time variants to every patchpoint (in place); return the tables.
+
+    One bisect per patchpoint into all table sites merged, one into the text ranges; the facts
+    set is built only for the patchpoints something applies to (a few thousand of 100,000)."""
+    t = read_tables(kernel)
+    items: list[tuple[int, int, str, int]] = []  # (start, length, kind, payload)
+    for a in t.jump:
+        b = kernel.read(a, 2)
+        items.append((a, 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5, "jump_table", -1))
+    items += [(a, 5, "static_call_sites", -1) for a, _tail in t.static_calls]
+    # The one-field tables (100,000s of sites on 6.12) stay sorted int lists, one bisect each per
+    # patchpoint: cheaper than a tuple per site in the merged list.
+    points_tables = [
+        (key, 1 if key == "smp_locks" else (4 if key == "ibt_endbr_seal" else 5), sorted(sites))
+        for key, sites in t.s32.items()
+        if sites
+    ]
+    # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
+    all_points = sorted(x for _k, _ln, arr in points_tables for x in arr)
+    n_points = len(all_points)
+    max_ln = max((ln for _k, ln, _arr in points_tables), default=1)
+    items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
+    items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
+    items += [(a, 10, "runtime_const", -1) for _s, a in t.runtime_const]
+    items += [(a, 1, EXTABLE, -1) for a in t.extable]
+    items += [(a, 2, BUG_SITE, -1) for a in t.bugs]
+    items.sort()
+    starts = [it[0] for it in items]
+    nitems = len(items)
+    maxlen = max((it[1] for it in items), default=1)
+
+    black = set(t.blacklist)
+    init_key = "module-init" if kernel.kind == "module" else "init"
+    ranges = [(DENY + k, r) for k in ("noinstr", "entry", "kprobes", "cpuidle") for r in t.ranges.get(k, [])]
+    ranges += [(INIT + init_key, r) for r in t.ranges.get("init", [])]
+    if kernel.kind == "vmlinux":
+        ranges += [(INIT + "exit", r) for r in t.ranges.get("exit", [])]
+    points, segs = _segments(ranges)
+    handlers = handler_path()
+    black_names = {pp.name.split(".", 1)[0] for pp in pps if pp.sym_addr in black}
+    containers = _label_containers(kernel)
+    ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
+    bisect_left, bisect_right = bisect.bisect_left, bisect.bisect_right
+    endbr = IC.ENDBR
+
+    for pp in pps:
+        name = pp.name
+        a = pp.addr
+        insn = pp.insn
+        n = insn.length or 1
+        add: list[str] = []
+        extra: list[Variant] = []
+        i = bisect_left(starts, a - maxlen + 1)
+        while i < nitems and starts[i] < a + n:
+            start, ln, kind, payload = items[i]
+            i += 1
+            if start + ln <= a:
+                continue
+            if kind in RUNTIME_WRITERS:
+                add.append(RUNTIME_WRITERS[kind])
+            elif kind in BOOT_REWRITES:
+                add.append(BOOT_REWRITES[kind])
+                v = _boot_variant(kernel, t, kind, payload, start, pp)
+                if isinstance(v, str):
+                    add.append(v)
+                elif v is not None:
+                    extra.append(v)
+            elif start == a:
+                add.append(kind)  # EXTABLE, BUG_SITE: the instruction itself
+        j = bisect_left(all_points, a - max_ln + 1)
+        for kind, ln, arr in points_tables if j < n_points and all_points[j] < a + n else ():
+            j = bisect_left(arr, a - ln + 1)
+            if j < len(arr) and arr[j] < a + n:
+                start = arr[j]
+                if kind in RUNTIME_WRITERS:
+                    add.append(RUNTIME_WRITERS[kind])
+                    continue
+                add.append(BOOT_REWRITES[kind])
+                if start != a and j + 1 < len(arr) and arr[j + 1] == a:
+                    start = a
+                v = _boot_variant(kernel, t, kind, -1, start, pp)
+                if v is not None and not isinstance(v, str):
+                    extra.append(v)
+        if ibt and insn.classes & endbr:
+            add.append(IBT_KERNEL)
+        seg = segs[bisect_right(points, a)]
+        if seg:
+            add.extend(seg)
+        if pp.sym_addr in black:
+            add.append(DENY + "blacklist")
+        if name[:2] == "__":
+            if name.startswith("__SCT__"):
+                add.append(STATIC_CALL_TRAMP)
+            elif name.startswith("__pfx_"):
+                add.append(NON_ENTRY + "pfx")
+            elif name.startswith("__cfi_"):
+                add.append(NON_ENTRY + "cfi")
+        base = name
+        if "." in name:
+            base, _, suffix = name.partition(".")
+            if "cold" in suffix.split("."):
+                add.append(NON_ENTRY + "cold:" + base)  # the name in the fact: judgements are memoised by facts
+            if base in black_names and pp.sym_addr not in black:
+                add.append(DENY + "blacklist-suffix")  # within_kprobe_blacklist maps foo.cold -> foo
+        if pp.sym_addr in containers and not name.startswith(("__pfx_", "__cfi_")):
+            add.append(NON_ENTRY + "label:" + containers[pp.sym_addr])
+        if name in handlers:
+            add.append(f"{HANDLER_PATH}{name}={handlers[name]}")
+        elif base in handlers and not name.endswith(".cold") and ".cold." not in name:
+            add.append(f"{HANDLER_PATH}{base}={handlers[base]}")
+        if add:
+            pp.facts = pp.facts | frozenset(add)
+        if extra:
+            seen = {(v.label, v.insn.raw) for v in pp.variants}
+            uniq = []
+            for v in extra:
+                if (v.label, v.insn.raw) not in seen:
+                    seen.add((v.label, v.insn.raw))
+                    uniq.append(v)
+            pp.variants = (*pp.variants, *uniq)
+    return t
+
+
+def _label_containers(kernel: Kernel) -> dict[int, str]:
+    """Symbol address -> the sized function whose body holds it (SYM_INNER_LABEL and the like):
+    a label inside another function, not an entry. Padding and section markers never hold one."""
+    cols = kernel.symbol_columns()
+    out: dict[int, str] = {}
+    cur_end, cur_name, cur_addr = 0, "", 0
+    for addr, name, size, sized in zip(cols.addr, cols.name, cols.size, cols.sized, strict=True):
+        if cur_addr < addr < cur_end and addr not in out:
+            out[addr] = cur_name
+            continue
+        if sized and addr + size > cur_end and not name.startswith(("__pfx_", "__cfi_")):
+            cur_end, cur_name, cur_addr = addr + size, name, addr
+    return out
+
+
+def _at(kernel: Kernel, insn: Insn, addr: int) -> Insn:
+    """insn moved to addr, keeping its target (alternatives and paravirt fix up relative branches)."""
+    i = insn
+    moved = Insn(addr, i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode, i.modrm_off, i.classes, i.target)
+    return kernel.resolve_target(moved)
+
+
+def _boot_variant(
+    kernel: Kernel, t: Tables, kind: str, payload: int, start: int, pp: Patchpoint
+) -> Variant | str | None:
+    """The instruction at pp.addr once the boot-time rewrite of one site has run; a fact instead
+    when the rewrite leaves no instruction boundary at pp.addr."""
+    a = pp.addr
+    if kind == "altinstructions":
+        alt = t.alts[payload]
+        repl = kernel.read(alt.repl, alt.repllen) if alt.repllen else b""
+        new = repl + _nops(alt.instrlen - len(repl))
+        feat = f"{'!' if alt.negated else ''}{alt.feature >> 5}*32+{alt.feature & 31}"
+        off = a - alt.instr
+        if off < 0:
+            return None  # the site starts inside the displaced instruction: the window overlap is the fact
+        at = 0
+        while at < off:  # the replacement's instruction boundaries up to the patchpoint
+            i = decode(new[at:], alt.repl + at)
+            if i.classes & IC.INVALID:
+                break
+            at += i.length
+        if at != off:  # no instruction starts here once the replacement is in: FBT111's fact
+            return f"mid-instruction:the alt({feat}) replacement"
+        src = alt.repl + off if off < len(repl) else a
+        return Variant(f"alt({feat})", _at(kernel, decode(new[off:], src), a))
+    if kind == "parainstructions":
+        _addr, ln, _ty = t.para[payload]
+        if start != a:
+            return None
+        insn = pp.insn
+        # `call *pv_ops+N(%rip)` becomes a direct call to the op's native function, or NOPs for
+        # paravirt_nop (paravirt_patch): read the pv_ops slot's initial value from the image.
+        if kernel.kind != "vmlinux" or insn.raw[:2] != b"\xff\x15" or len(insn.raw) != 6:
+            return None
+        slot = a + 6 + struct.unpack_from("<i", insn.raw, 2)[0]
+        ptr = kernel.read(slot, 8)
+        if len(ptr) != 8:
+            return None
+        target = struct.unpack("<Q", ptr)[0]
+        tname = kernel.name_at(target)
+        if tname in ("_paravirt_nop", "paravirt_nop"):
+            return Variant("paravirt(nop)", decode(_nops(ln), a))
+        rel = (target - (a + 5)) & 0xFFFFFFFF
+        call = decode(b"\xe8" + struct.pack("<I", rel) + _nops(ln - 5), a)
+        return Variant("paravirt(call)", kernel.resolve_target(call))
+    if kind == "return_sites" and start == a:
+        return Variant("return-thunk(ret)", decode(RET_INT3, a))
+    if kind == "ibt_endbr_seal" and start == a:
+        return Variant("ibt-seal", decode(SEAL_POISON, a))
+    if kind == "retpoline_sites" and start == a:
+        name = pp.insn.target_name or ""
+        reg = name.rsplit("_", 1)[-1] if name.startswith("__x86_indirect_thunk_") else ""
+        regs = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi"]
+        num = regs.index(reg) if reg in regs else (int(reg[1:]) if reg[1:].isdigit() else -1)
+        if num < 0:
+            return None
+        op = 0xD0 if pp.insn.opcode == b"\xe8" else 0xE0  # call *%reg / jmp *%reg
+        raw = (b"\x41" if num >= 8 else b"") + bytes([0xFF, op | (num & 7)])
+        return Variant("retpoline(indirect)", decode(raw, a))
+    return None

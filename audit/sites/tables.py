@@ -1,0 +1,318 @@
+"""sites.py: the kernel's own tables (patched sites, trap sites, deny lists, text ranges) from a vmlinux or .ko."""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from dataclasses import dataclass, field
+
+from fbt_audit.input.elf import section_headers
+from fbt_audit.model.kernel import Kernel
+from fbt_audit.sites.layouts import ALT_LAYOUTS, BUG_ENTRY, choose_alt_layout
+
+SHF_ALLOC = 0x2
+R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S = 1, 2, 4, 11
+SYM = struct.Struct("<IBBHQQ")
+RELA = struct.Struct("<QQq")
+
+# table -> (vmlinux start/stop symbols, section name in a .ko and, when kept, in a vmlinux).
+# A vmlinux merges __jump_table, .static_call_sites, __mcount_loc and _kprobe_blacklist into
+# .rodata/.init.data (vmlinux.lds.h), so the symbols are the only way in; the rest keep a section.
+TABLES: dict[str, tuple[tuple[str, str], str]] = {
+    "altinstructions": (("__alt_instructions", "__alt_instructions_end"), ".altinstructions"),
+    "parainstructions": (("__parainstructions", "__parainstructions_end"), ".parainstructions"),
+    "jump_table": (("__start___jump_table", "__stop___jump_table"), "__jump_table"),
+    "static_call_sites": (("__start_static_call_sites", "__stop_static_call_sites"), ".static_call_sites"),
+    "mcount_loc": (("__start_mcount_loc", "__stop_mcount_loc"), "__mcount_loc"),
+    "smp_locks": (("__smp_locks", "__smp_locks_end"), ".smp_locks"),
+    "retpoline_sites": (("__retpoline_sites", "__retpoline_sites_end"), ".retpoline_sites"),
+    "return_sites": (("__return_sites", "__return_sites_end"), ".return_sites"),
+    "call_sites": (("__call_sites", "__call_sites_end"), ".call_sites"),
+    "ibt_endbr_seal": (("__ibt_endbr_seal", "__ibt_endbr_seal_end"), ".ibt_endbr_seal"),
+    "cfi_sites": (("__cfi_sites", "__cfi_sites_end"), ".cfi_sites"),
+    "ex_table": (("__start___ex_table", "__stop___ex_table"), "__ex_table"),
+    "bug_table": (("__start___bug_table", "__stop___bug_table"), "__bug_table"),
+    "kprobe_blacklist": (("__start_kprobe_blacklist", "__stop_kprobe_blacklist"), "_kprobe_blacklist"),
+}
+# Tables of one self-relative s32 per entry (objtool's create_*_sections).
+S32_TABLES = ("smp_locks", "retpoline_sites", "return_sites", "call_sites", "ibt_endbr_seal", "cfi_sites")
+# vmlinux text ranges (start, end symbols); module equivalents are sections of the same name.
+RANGES = {
+    "noinstr": ("__noinstr_text_start", "__noinstr_text_end", ".noinstr.text"),
+    "entry": ("__entry_text_start", "__entry_text_end", ".entry.text"),
+    "kprobes": ("__kprobes_text_start", "__kprobes_text_end", ".kprobes.text"),
+    "cpuidle": ("__cpuidle_text_start", "__cpuidle_text_end", ".cpuidle.text"),
+    "static_call_text": ("__static_call_text_start", "__static_call_text_end", ".static_call.text"),
+}
+
+
+@dataclass
+class Alt:
+    """One struct alt_instr: `instrlen` bytes at `instr` become the replacement when the feature is (not) set."""
+
+    instr: int
+    repl: int
+    feature: int  # X86_FEATURE_* number (word*32+bit)
+    negated: bool
+    instrlen: int
+    repllen: int
+    flags: int = 0
+
+
+@dataclass
+class Tables:
+    """Every table of one image, decoded: site addresses (link-time for vmlinux, synthetic for a
+    module, as Kernel addresses are), the layouts chosen, entry counts and what could not be read."""
+
+    counts: dict[str, int] = field(default_factory=dict)  # entries per table (present tables only)
+    layouts: dict[str, str] = field(default_factory=dict)  # table -> layout name chosen
+    problems: list[str] = field(default_factory=list)  # a table no known layout fits, and why
+    alts: list[Alt] = field(default_factory=list)
+    para: list[tuple[int, int, int]] = field(default_factory=list)  # (addr, len, type)
+    jump: list[int] = field(default_factory=list)  # jump_entry.code
+    static_calls: list[tuple[int, bool]] = field(default_factory=list)  # (site, tail)
+    mcount: list[int] = field(default_factory=list)
+    s32: dict[str, list[int]] = field(default_factory=dict)  # S32_TABLES -> sites
+    runtime_const: list[tuple[str, int]] = field(default_factory=list)  # (section, site)
+    extable: list[int] = field(default_factory=list)
+    bugs: list[int] = field(default_factory=list)
+    blacklist: list[int] = field(default_factory=list)
+    ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+def _version(release: str | None) -> tuple[int, int] | None:
+    if not release:
+        return None
+    parts = release.split("-", 1)[0].split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _s32_sites(blob: bytes, base: int) -> list[int]:
+    """Self-relative s32 fields at base, base+4, ...: each field's address plus its value."""
+    vals = array("i", blob[: len(blob) - len(blob) % 4])
+    return [base + 4 * i + v for i, v in enumerate(vals)]
+
+
+class _Reader:
+    """The bytes of each table: between its symbols in a vmlinux, its section (relocated) in a module."""
+
+    def __init__(self, kernel: Kernel):
+        self.k = kernel
+        self.module = kernel.kind == "module"
+        self.secs = {s.name: s for s in kernel.sections}
+        # A vmlinux's loader looks one name up without decoding all 130,000 (Kernel.finder)
+        self.sym = kernel.symbol_address
+        if self.module:
+            self._load_module()
+
+    def _load_module(self) -> None:
+        """Section headers (elf.section_headers, as the loader read them), symbols and RELA of the .ko,
+        for the dozen small sections the tables live in."""
+        data = self.k.data
+        hdrs = section_headers(self.k.path, data, len(data))
+        self.hdrs = hdrs
+        self.names = [h.name for h in hdrs]
+        # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
+        alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
+        self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
+        sym = next((h for h in hdrs if h.sh_type == "SHT_SYMTAB"), None)
+        # symbols are decoded when a relocation names them: the tables' relocations name a few
+        self._symtab = bytes(data[sym.sh_offset : sym.sh_offset + sym.sh_size]) if sym is not None else b""
+        self._nsyms = len(self._symtab) // SYM.size
+        self.rela = {h.sh_info: h for h in hdrs if h.sh_type == "SHT_RELA"}
+
+    def sym_addr(self, si: int) -> int:
+        """The address of symbol si (0 when undefined, absolute or past the table)."""
+        if si >= self._nsyms:
+            return 0
+        _n, _i, _o, shndx, value, _s = SYM.unpack_from(self._symtab, si * SYM.size)
+        return self.base.get(shndx, 0) + value if 0 < shndx < 0xFF00 else 0
+
+    def section_bytes(self, name: str) -> tuple[bytes, int] | None:
+        """(relocated contents, address) of a module section, or None."""
+        try:
+            i = self.names.index(name)
+        except ValueError:
+            return None
+        h = self.hdrs[i]
+        if not h.sh_size or i not in self.base:
+            return b"", self.base.get(i, 0)
+        buf = bytearray(self.k.data[h.sh_offset : h.sh_offset + h.sh_size])
+        base = self.base[i]
+        r = self.rela.get(i)
+        if r is not None:
+            blob = bytes(self.k.data[r.sh_offset : r.sh_offset + r.sh_size])
+            for off, info, addend in RELA.iter_unpack(blob[: len(blob) - len(blob) % RELA.size]):
+                si, t = info >> 32, info & 0xFFFFFFFF
+                s = self.sym_addr(si)
+                if t == R_X86_64_64 and off + 8 <= len(buf):
+                    struct.pack_into("<Q", buf, off, (s + addend) & (2**64 - 1))
+                elif t in (R_X86_64_PC32, R_X86_64_PLT32) and off + 4 <= len(buf):
+                    struct.pack_into("<I", buf, off, (s + addend - (base + off)) & 0xFFFFFFFF)
+                elif t == R_X86_64_32S and off + 4 <= len(buf):
+                    struct.pack_into("<I", buf, off, (s + addend) & 0xFFFFFFFF)
+        return bytes(buf), base
+
+    def table(self, key: str) -> tuple[bytes, int] | None:
+        (start, stop), secname = TABLES[key]
+        if self.module:
+            return self.section_bytes(secname)
+        a, b = self.sym(start), self.sym(stop)
+        if a is None or b is None or b < a:
+            s = self.secs.get(secname)
+            if s is None:
+                return None
+            a, b = s.addr, s.addr + s.size
+        return self.k.read(a, b - a), a
+
+    def ranges(self, key: str) -> list[tuple[int, int]]:
+        start, stop, secname = RANGES[key]
+        if self.module:
+            s = self.secs.get(secname)
+            return [(s.addr, s.addr + s.size)] if s is not None and s.size else []
+        a, b = self.sym(start), self.sym(stop)
+        return [(a, b)] if a is not None and b is not None and b > a else []
+
+
+def _in_text(kernel: Kernel, addr: int) -> bool:
+    s = kernel.section_at(addr)
+    return s is not None and s.executable
+
+
+def read_tables(kernel: Kernel) -> Tables:
+    """Decode every table of kernel (cached on it). Layouts are chosen from the release and the
+    table size (audit/sites/layouts.py); a table no layout fits is left out and named in `problems`."""
+    cached = kernel.__dict__.get("_fbt_tables")
+    if cached is not None:
+        return cached
+    t = Tables()
+    if not len(kernel.data):  # an image built in memory (tests): no file, no tables
+        kernel.__dict__["_fbt_tables"] = t
+        return t
+    try:
+        _read(kernel, t)
+    except (struct.error, ValueError, IndexError, KeyError, OverflowError) as e:  # a damaged image: say so
+        t.problems.append(f"kernel tables unreadable ({type(e).__name__}: {e})")
+    kernel.__dict__["_fbt_tables"] = t
+    return t
+
+
+PARA_ENTRY = struct.Struct("<QBB6x")  # struct paravirt_patch_site (6.1): u64 instr, u8 type, u8 len, padded to 16
+JUMP_ENTRY = struct.Struct("<iiq")  # struct jump_entry: s32 code, s32 target, long key
+STATIC_CALL_SITE = struct.Struct("<ii")  # struct static_call_site: s32 addr, s32 key
+EX_ENTRY = struct.Struct("<iii")  # struct exception_table_entry: s32 insn, s32 fixup, s32 data
+
+
+def _fixed(rd, t: Tables, key: str, label: str, st: struct.Struct, ctype: str) -> list[tuple[int, tuple]] | None:
+    """A fixed-size table as (entry address, fields) rows; None when absent, or when its size does not
+    divide by the entry size (then a problem is recorded: never a silent guess)."""
+    got = rd.table(key)
+    if got is None or not got[0]:
+        return None
+    blob, base = got
+    if len(blob) % st.size:
+        t.problems.append(f"{label}: size {len(blob)} is not a multiple of {st.size} (struct {ctype})")
+        return None
+    t.layouts[key] = f"{ctype}/{st.size}"
+    return [(base + st.size * i, rec) for i, rec in enumerate(st.iter_unpack(blob))]
+
+
+def _read(kernel: Kernel, t: Tables) -> None:
+    rd = _Reader(kernel)
+    version = _version(kernel.release)
+
+    got = rd.table("altinstructions")
+    if got is not None and got[0]:
+        blob, base = got
+        layout, why = choose_alt_layout(blob, base, version, lambda a: _in_text(kernel, a))
+        if layout is None:
+            t.problems.append(f".altinstructions: {why}")
+        else:
+            t.layouts["altinstructions"] = layout.name
+            for i, rec in enumerate(layout.struct.iter_unpack(blob)):
+                at = base + i * layout.size
+                fields = dict(zip(layout.fields, rec, strict=True))
+                feat = fields["cpuid"] & 0xFFFF
+                flags = fields["cpuid"] >> 16 if layout.size == 14 else 0
+                negated = bool(flags & 1) if layout.size == 14 else bool(feat & 0x8000)
+                if layout.size != 14:
+                    feat &= 0x7FFF
+                t.alts.append(
+                    Alt(at + fields["instr"], at + 4 + fields["repl"], feat, negated, fields["instrlen"],
+                        fields["repllen"], flags)
+                )  # fmt: skip
+            t.counts["altinstructions"] = len(t.alts)
+
+    rows = _fixed(rd, t, "parainstructions", ".parainstructions", PARA_ENTRY, "paravirt_patch_site")
+    if rows is not None:
+        t.para = [(a, ln, ty) for _at, (a, ty, ln) in rows]
+        t.counts["parainstructions"] = len(t.para)
+
+    rows = _fixed(rd, t, "jump_table", "__jump_table", JUMP_ENTRY, "jump_entry")
+    if rows is not None:
+        t.jump = [at + c for at, (c, _t, _k) in rows]
+        t.counts["jump_table"] = len(t.jump)
+
+    rows = _fixed(rd, t, "static_call_sites", ".static_call_sites", STATIC_CALL_SITE, "static_call_site")
+    if rows is not None:
+        t.static_calls = [(at + a, bool((at + 4 + k) & 1)) for at, (a, k) in rows]
+        t.counts["static_call_sites"] = len(t.static_calls)
+
+    got = rd.table("mcount_loc")
+    if got is not None and got[0]:
+        blob = got[0]
+        t.mcount = [a for a in array("Q", blob[: len(blob) - len(blob) % 8]) if a]
+        t.counts["mcount_loc"] = len(t.mcount)
+
+    for key in S32_TABLES:
+        got = rd.table(key)
+        if got is None or not got[0]:
+            continue
+        blob, base = got
+        # A zero field points at itself: page-alignment padding (.smp_locks) or a site in code the
+        # linker discarded (ld resolves it to 0). The kernel skips those; so do we.
+        vals = array("i", blob[: len(blob) - len(blob) % 4])
+        sites = [base + 4 * i + v for i, v in enumerate(vals) if v]
+        t.s32[key] = sites
+        t.counts[key] = len(sites)
+
+    # runtime-const (6.11+): one section per constant, runtime_ptr_<sym> / runtime_shift_<sym>.
+    for s in kernel.sections:
+        if s.name.startswith(("runtime_ptr_", "runtime_shift_")) and s.size:
+            for a in _s32_sites(kernel.read(s.addr, s.size) if not rd.module else rd.section_bytes(s.name)[0], s.addr):
+                t.runtime_const.append((s.name, a))
+    if t.runtime_const:
+        t.counts["runtime_const"] = len(t.runtime_const)
+
+    rows = _fixed(rd, t, "ex_table", "__ex_table", EX_ENTRY, "exception_table_entry")
+    if rows is not None:
+        t.extable = [at + a for at, (a, _f, _d) in rows]
+        t.counts["ex_table"] = len(t.extable)
+
+    rows = _fixed(rd, t, "bug_table", "__bug_table", BUG_ENTRY, "bug_entry")
+    if rows is not None:
+        t.bugs = [at + r[0] for at, r in rows]
+        t.counts["bug_table"] = len(t.bugs)
+
+    got = rd.table("kprobe_blacklist")
+    if got is not None and got[0]:
+        blob = got[0]
+        t.blacklist = [a for a in array("Q", blob[: len(blob) - len(blob) % 8]) if a]
+        t.counts["kprobe_blacklist"] = len(t.blacklist)
+
+    for key in RANGES:
+        t.ranges[key] = rd.ranges(key)
+    init, exit_ = [], []
+    for s in kernel.sections:
+        if s.executable and s.size and (s.name == ".init.text" or s.name.startswith(".init.text.")):
+            init.append((s.addr, s.addr + s.size))
+        elif s.executable and s.size and s.name == ".exit.text":
+            exit_.append((s.addr, s.addr + s.size))
+    t.ranges["init"] = init
+    t.ranges["exit"] = exit_
+
+
+__all__ = ["ALT_LAYOUTS", "Alt", "Tables", "read_tables", "TABLES"]

@@ -1,0 +1,248 @@
+"""table.py: read an FBT emulation table (from a named table or any ELF carrying its section) and match instructions."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from fbt_audit.model import abi
+from fbt_audit.model.abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism, Target
+from fbt_audit.model.core import Insn
+from fbt_audit.model.errors import InputError, TableFormatError
+
+# Named tables ship as the raw section bytes the C source in kmod/tables/ compiles to.
+NAMED = {
+    "reference": "reference",
+    "legacy-2011": "legacy-2011",
+    "kprobes-6.1": "kprobes-6.1",
+    "kprobes-6.12": "kprobes-6.12",
+    "kprobes": "kprobes-6.12",  # alias: the newest kprobes model
+}
+DEFAULT = "reference"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    index: int
+    prefix: bytes
+    rex_mask: int
+    rex_value: int
+    opcode: bytes
+    opcode_mask: int
+    modrm_mask: int
+    modrm_value: int
+    target: Target
+    handling: Handling
+    match_flags: int
+    fixups: Fixup
+    mnemonic: str
+
+    def matches(self, insn: Insn) -> bool:
+        op = insn.opcode
+        n = len(self.opcode)
+        if len(op) != n or op[: n - 1] != self.opcode[: n - 1]:
+            return False
+        if (op[-1] & self.opcode_mask) != (self.opcode[-1] & self.opcode_mask):
+            return False
+        if (insn.rex & self.rex_mask) != self.rex_value:
+            return False
+        for p in self.prefix:
+            if p not in insn.prefixes:
+                return False
+        if self.match_flags & abi.MATCH_EXACT_PREFIX and any(p not in self.prefix for p in insn.prefixes):
+            return False
+        if self.modrm_mask:
+            m = insn.modrm
+            if m is None or (m & self.modrm_mask) != self.modrm_value:
+                return False
+        if self.target != Target.ANY and insn.target_class != self.target:
+            return False
+        return True
+
+    def describe_match(self) -> str:
+        """The match as readable text: prefixes, opcode (with mask), ModRM and target constraints."""
+        parts = []
+        if self.prefix:
+            parts.append("pfx=" + self.prefix.hex(" ") + ("!" if self.match_flags & abi.MATCH_EXACT_PREFIX else ""))
+        if self.rex_mask:
+            parts.append(f"rex&{self.rex_mask:02x}={self.rex_value:02x}")
+        op = self.opcode.hex(" ")
+        if self.opcode_mask != 0xFF:
+            op += f"/{self.opcode_mask:02x}"
+        parts.append(op)
+        if self.modrm_mask:
+            parts.append(f"modrm&{self.modrm_mask:02x}={self.modrm_value:02x}")
+        if self.target != Target.ANY:
+            parts.append("->" + self.target.name.lower())
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class EmulationTable:
+    name: str
+    source: str  # where it was read from: 'named:reference' or a path
+    raw: bytes
+    default_handling: Handling
+    step_mechanism: StepMechanism
+    step_if: StepIF
+    emu_flags: EmuFlags
+    fault_fixup: bool
+    step_fixups: Fixup
+    entries: tuple[Entry, ...]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+    def lookup(self, insn: Insn) -> Entry | None:
+        """The first entry that matches insn, or None."""
+        cached = _INDEX.get(id(self.entries))
+        if cached is None or cached[0] is not self.entries:
+            cached = _INDEX[id(self.entries)] = (self.entries, _index(self.entries), {})
+        # Memoised on exactly the fields Entry.matches reads: a kernel's entries repeat a few
+        # hundred shapes, and enumeration and judging both ask for every patchpoint.
+        raw, mo = insn.raw, insn.modrm_off
+        if mo < len(raw):
+            key = (insn.opcode, insn.prefixes, insn.rex, raw[mo] if mo >= 0 else None, insn.target_class)
+            memo = cached[2]
+            try:
+                return memo[key]
+            except KeyError:
+                pass
+        else:  # a hand-built Insn whose ModRM lies past its bytes: not memoised
+            memo = None
+        op = insn.opcode
+        found = None
+        for e in cached[1].get(op[-1] if op else -1, ()):
+            if e.matches(insn):
+                found = e
+                break
+        if memo is not None and len(memo) < _MEMO_MAX:
+            memo[key] = found
+        return found
+
+
+# Entries bucketed by the last opcode byte they accept, in table order, and the lookup memo: lookup
+# is the hot path (one call per patchpoint variant, ~100k on a vmlinux), and a linear scan of ~50
+# entries dominated it.
+_INDEX: dict[int, tuple[tuple[Entry, ...], dict[int, tuple[Entry, ...]], dict[tuple, Entry | None]]] = {}
+_MEMO_MAX = 1 << 16
+
+
+def _index(entries: tuple[Entry, ...]) -> dict[int, tuple[Entry, ...]]:
+    buckets: dict[int, list[Entry]] = {}
+    for b in range(256):
+        for e in entries:
+            if (b & e.opcode_mask) == (e.opcode[-1] & e.opcode_mask):
+                buckets.setdefault(b, []).append(e)
+    return {b: tuple(v) for b, v in buckets.items()}
+
+
+def _cstr(b: bytes) -> str:
+    return b.split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def _enum(kind, value: int, what: str):
+    try:
+        return kind(value)
+    except ValueError:
+        raise TableFormatError(f"emulation table: bad {what} value {value}") from None
+
+
+def parse(raw: bytes, source: str) -> EmulationTable:
+    """Parse the section bytes: check magic, ABI version and that size = header + count * entry."""
+    if len(raw) < abi.HEADER_SIZE:
+        raise TableFormatError(f"{source}: emulation table is {len(raw)} bytes, shorter than its header")
+    h = dict(zip((n for n, _ in abi.HEADER_FIELDS), abi.HEADER_STRUCT.unpack_from(raw, 0), strict=True))
+    if h["magic"] != abi.MAGIC:
+        raise TableFormatError(f"{source}: not an emulation table (bad magic {h['magic']!r})")
+    if h["abi_version"] != abi.ABI_VERSION:
+        raise TableFormatError(
+            f"{source}: emulation table ABI version {h['abi_version']}, this fbt-audit reads {abi.ABI_VERSION}"
+        )
+    if h["header_size"] != abi.HEADER_SIZE or h["entry_size"] != abi.ENTRY_SIZE:
+        raise TableFormatError(
+            f"{source}: header/entry size {h['header_size']}/{h['entry_size']}, "
+            f"expected {abi.HEADER_SIZE}/{abi.ENTRY_SIZE}"
+        )
+    want = abi.HEADER_SIZE + h["count"] * abi.ENTRY_SIZE
+    if len(raw) != want:
+        raise TableFormatError(
+            f"{source}: section is {len(raw)} bytes, header says {abi.HEADER_SIZE} + "
+            f"{h['count']} x {abi.ENTRY_SIZE} = {want}"
+        )
+    entries = []
+    names = [n for n, _ in abi.ENTRY_FIELDS]
+    for i in range(h["count"]):
+        e = dict(zip(names, abi.ENTRY_STRUCT.unpack_from(raw, abi.HEADER_SIZE + i * abi.ENTRY_SIZE), strict=True))
+        if not 1 <= e["opcode_len"] <= 3:
+            raise TableFormatError(f"{source}: entry {i} has opcode length {e['opcode_len']}")
+        handling = _enum(Handling, e["handling"], f"entry {i} handling")
+        if handling == Handling.NONE:
+            raise TableFormatError(f"{source}: entry {i} has no handling")
+        entries.append(
+            Entry(
+                index=i,
+                prefix=bytes(p for p in e["prefix"] if p),
+                rex_mask=e["rex_mask"],
+                rex_value=e["rex_value"],
+                opcode=e["opcode"][: e["opcode_len"]],
+                opcode_mask=e["opcode_mask"],
+                modrm_mask=e["modrm_mask"],
+                modrm_value=e["modrm_value"],
+                target=_enum(Target, e["target"], f"entry {i} target"),
+                handling=handling,
+                match_flags=e["match_flags"],
+                fixups=Fixup(e["fixups"]),
+                mnemonic=_cstr(e["mnemonic"]),
+            )
+        )
+    return EmulationTable(
+        name=_cstr(h["name"]) or Path(source).name,
+        source=source,
+        raw=bytes(raw),
+        default_handling=_enum(Handling, h["default_handling"], "default handling"),
+        step_mechanism=_enum(StepMechanism, h["step_mechanism"], "step mechanism"),
+        step_if=_enum(StepIF, h["step_if"], "step IF policy"),
+        emu_flags=_enum(EmuFlags, h["emu_flags"], "emulation flags source"),
+        fault_fixup=bool(h["fault_fixup"]),
+        step_fixups=Fixup(h["step_fixups"]),
+        entries=tuple(entries),
+    )
+
+
+def named_bytes(name: str) -> bytes:
+    return resources.files("fbt_audit.table").joinpath("named", f"{NAMED[name]}.fbt").read_bytes()
+
+
+def read_section(path: Path) -> bytes:
+    """The raw bytes of the table section in any ELF file (object, module or image)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            sec = elf.get_section_by_name(abi.SECTION)
+            if sec is None:
+                raise TableFormatError(f"{path}: no {abi.SECTION} section: not built from kmod/")
+            if sec.header.sh_type == "SHT_NOBITS":
+                raise TableFormatError(f"{path}: {abi.SECTION} has no file contents")
+            return sec.data()
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror}") from None
+    except ELFError as e:
+        raise TableFormatError(f"{path}: not a readable ELF file ({e})") from None
+
+
+def load(spec: str | None) -> EmulationTable:
+    """A table by name (reference, legacy-2011, ...) or by path to an ELF file that carries one."""
+    spec = spec or DEFAULT
+    if spec in NAMED:
+        return parse(named_bytes(spec), f"named:{spec}")
+    p = Path(spec)
+    if not p.exists():
+        raise TableFormatError(f"{spec}: no such table; named tables are {', '.join(sorted(NAMED))}")
+    return parse(read_section(p), str(p))
