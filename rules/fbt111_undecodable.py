@@ -2,8 +2,7 @@
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.core import IC
-
-MID_INSTRUCTION = "mid-instruction:"  # Patchpoint.facts entry: 'mid-instruction:<function>'
+from fbt_audit.model.facts import MID_INSTRUCTION
 
 
 class Undecodable(Rule):

@@ -1,8 +1,7 @@
 """fbt112_exception_table_site.py: FBT112, an instruction with an __ex_table fixup is stepped away from its IP."""
 
 from fbt_audit.judge.rule import Rule, Site
-
-EXTABLE = "extable"  # Patchpoint.facts entry (audit/sites/annotate.py): the instruction's address is in __ex_table
+from fbt_audit.model.facts import EXTABLE
 
 
 class ExceptionTableSite(Rule):

@@ -2,13 +2,14 @@
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.core import Level
+from fbt_audit.model.facts import RUNTIME_WRITERS, STATIC_CALL_TRAMP
 
 # Patchpoint.facts entries (audit/sites/annotate.py) of sites that code rewrites while the kernel runs.
 WRITERS = {
-    "jump-label": "jump label (__jump_table)",
-    "static-call": "static call site (.static_call_sites)",
-    "static-call-tramp": "static-call trampoline (__SCT__*, static_call_update)",
-    "smp-lock": "lock prefix (.smp_locks, CPU hotplug)",
+    RUNTIME_WRITERS["jump_table"]: "jump label (__jump_table)",
+    RUNTIME_WRITERS["static_call_sites"]: "static call site (.static_call_sites)",
+    STATIC_CALL_TRAMP: "static-call trampoline (__SCT__*, static_call_update)",
+    RUNTIME_WRITERS["smp_locks"]: "lock prefix (.smp_locks, CPU hotplug)",
 }
 
 

@@ -3,8 +3,7 @@
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.abi import Handling
 from fbt_audit.model.core import Level
-
-FTRACE_SITE = "ftrace-site"  # Patchpoint.facts entry: the patchpoint is a __mcount_loc site
+from fbt_audit.model.facts import FTRACE_SITE
 
 
 class FtraceSite(Rule):

@@ -2,8 +2,7 @@
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.core import IC
-
-IBT_KERNEL = "ibt-kernel"  # Patchpoint.facts entry: the image has .ibt_endbr_seal, so IBT is enforced
+from fbt_audit.model.facts import IBT_KERNEL
 
 
 class IbtLandingPad(Rule):

@@ -2,8 +2,8 @@
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.core import Level
+from fbt_audit.model.facts import DENY
 
-DENY = "deny:"  # Patchpoint.facts prefix (audit/sites/annotate.py)
 WHY = {
     "blacklist": "NOKPROBE_SYMBOL (_kprobe_blacklist)",
     "blacklist-suffix": "a suffixed copy of a NOKPROBE_SYMBOL function (within_kprobe_blacklist)",

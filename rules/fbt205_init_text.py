@@ -2,8 +2,8 @@
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.core import Level
+from fbt_audit.model.facts import INIT
 
-INIT = "init-text:"  # Patchpoint.facts prefix (audit/sites/annotate.py)
 WHY = {
     "init": ".init.text, freed after boot",
     "exit": ".exit.text, discarded from a built-in kernel",

@@ -2,8 +2,7 @@
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.core import Level
-
-NON_ENTRY = "non-entry:"  # Patchpoint.facts prefix (audit/sites/annotate.py)
+from fbt_audit.model.facts import NON_ENTRY
 
 
 class NotAFunctionEntry(Rule):

@@ -1,8 +1,7 @@
 """fbt207_handler_recursion.py: FBT207, the function is on the trap-handling path: a probe re-enters the handler."""
 
 from fbt_audit.judge.rule import Rule, Site
-
-HANDLER_PATH = "handler-path:"  # Patchpoint.facts prefix (audit/sites/annotate.py): handler-path:<name>=<reason>
+from fbt_audit.model.facts import HANDLER_PATH
 
 
 class HandlerRecursion(Rule):

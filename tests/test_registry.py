@@ -21,7 +21,8 @@ from fbt_audit.model.errors import UsageError
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "rules"
 MODULES = sorted(m.name for m in pkgutil.iter_modules(fbt_audit.rules.__path__) if not m.name.startswith("_"))
-ALLOWED_IMPORTS = {"__future__", "fbt_audit.model.core", "fbt_audit.model.abi", "fbt_audit.judge.rule"}
+ALLOWED_IMPORTS = {"__future__", "fbt_audit.model.core", "fbt_audit.model.abi", "fbt_audit.model.facts",
+                   "fbt_audit.judge.rule"}  # fmt: skip
 VERDICT_OF = {Level.ERROR: "unsafe", Level.WARNING: "deny", Level.NOTE: "refused"}
 
 

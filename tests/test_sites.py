@@ -116,7 +116,7 @@ def test_return_patchpoints(tmp_path):
         ("ret:f_two_returns:return", 7, "jmp __x86_return_thunk", ["disk", "return-thunk(ret)"], []),
         ("ret:f_nokprobe:return", 2, "retq", ["disk"], ["FBT204"]),  # site rules apply to returns
     ]
-    st = r.kernel.__dict__["_fbt_returns"]
+    st = r.kernel.return_stats
     assert (st.returns, st.thunk_jumps, st.tail_calls, st.return_sites_missed) == (2, 1, 1, [])
     # entry-only by default
     assert {j.pp.site for j in api.audit(obj).judgements} == {"entry"}

@@ -17,10 +17,11 @@ import zstandard
 
 from fbt_audit.cli.main import run
 from fbt_audit.input import modfile
+from fbt_audit.input.dwarf import PathMap
 from fbt_audit.model.errors import InputError
 from fbt_audit.pipeline import api
 from fbt_audit.pipeline.batch import detach, dumps, expand, module_files, run_batch
-from fbt_audit.report.gate_formats import render_gated
+from fbt_audit.report.formats import render
 from fbt_audit.report.jsonout import render_json
 from fbt_audit.report.listing import render_list
 from fbt_audit.report.text import render_text
@@ -238,9 +239,9 @@ def test_batch_renders_like_in_process_audits(capsys, tree):
         "text": render_text(full, True),
         "json": render_json(full),
         "list": render_list(full),
-        "denylist": render_gated("denylist", full),
-        "sarif": render_gated("sarif", full, None, str(ROOT)),
-        "github": render_gated("github", full, None, str(ROOT)),
+        "denylist": render("denylist", full),
+        "sarif": render("sarif", full, paths=PathMap.parse((), str(ROOT))),
+        "github": render("github", full, paths=PathMap.parse((), str(ROOT))),
     }
     assert "@a.c" in want["denylist"] and "@b.c" in want["denylist"]
     assert '"uri":"fixtures/gate/gate.S"' in want["sarif"] and "helper|entry|a.c#1" in want["sarif"]

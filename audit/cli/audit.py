@@ -233,27 +233,18 @@ def _audit(s: AuditSettings):
 
 
 def _render(s: AuditSettings, results, gate) -> str:
-    merged_hits = merge_hits(s.hits_files, results)
-    if merged_hits is not None or s.fmt == "html" or s.sort == "rarity":
-        from fbt_audit.investigate.with_hits import render_merged
+    from fbt_audit.input.dwarf import PathMap
+    from fbt_audit.report.formats import render
 
-        return render_merged(s.fmt, results, merged_hits, s.statistics, gate, s.source_root, s.path_prefix_map,
-                             s.sort)  # fmt: skip
-    if s.fmt == "text":
-        from fbt_audit.report.text import render_text
+    merged = merge_hits(s.hits_files, results)
+    hits = merged.for_report() if merged is not None else None
+    order = None
+    if s.sort == "rarity":
+        from fbt_audit.investigate.rank import ranked
 
-        return render_text(results, s.statistics)
-    if s.fmt == "json":
-        from fbt_audit.report.jsonout import render_json
-
-        return render_json(results)
-    if s.fmt in ("sarif", "github", "denylist"):
-        from fbt_audit.report.gate_formats import render_gated
-
-        return render_gated(s.fmt, results, gate, s.source_root, s.path_prefix_map, s.statistics)
-    from fbt_audit.report.listing import render_list
-
-    return render_list(results)
+        order = [(r, j) for r, j, _ in ranked(results, hits.counts if hits is not None else {})]
+    paths = PathMap.parse(s.path_prefix_map or (), s.source_root) if s.fmt in ("sarif", "github") else None
+    return render(s.fmt, results, statistics=s.statistics, gate=gate, paths=paths, hits=hits, order=order)
 
 
 def _exit_code(s: AuditSettings, results, gate) -> int:

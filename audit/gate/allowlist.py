@@ -60,7 +60,7 @@ class Allowlist:
         return [e for e in self.entries if not e.hits]
 
 
-def load(path: str | Path) -> Allowlist:
+def load_allowlist(path: str | Path) -> Allowlist:
     """Parse and check an allowlist; any problem is a one-line UsageError (exit 2)."""
     p = Path(path)
     try:

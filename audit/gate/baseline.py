@@ -35,7 +35,7 @@ class Baseline:
     runs: dict[str, dict[str, Known]]  # automationDetails.id -> primaryLocationLineHash -> result
 
 
-def load(path: str | Path) -> Baseline:
+def load_baseline(path: str | Path) -> Baseline:
     """Read an earlier fbt-audit SARIF; any problem is a one-line UsageError (exit 2)."""
     p = Path(path)
     try:
@@ -164,9 +164,9 @@ class Gate:
     @classmethod
     def for_cli(cls, results: list[AuditResult], baseline: str | Path | None, allowlist: str | Path | None) -> Gate:
         """The gate the command line asked for, evaluated over every run (an inactive gate without either)."""
-        from fbt_audit.gate import allowlist as allowlists
+        from fbt_audit.gate.allowlist import load_allowlist
 
-        gate = cls(load(baseline) if baseline else None, allowlists.load(allowlist) if allowlist else None)
+        gate = cls(load_baseline(baseline) if baseline else None, load_allowlist(allowlist) if allowlist else None)
         if gate.active:
             gate.kept = evaluate(results, gate)
         return gate

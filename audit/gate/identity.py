@@ -99,15 +99,13 @@ def disambiguators(result: AuditResult) -> dict[int, str]:
     compilation unit's, for every LOCAL symbol; global names are unique). Names that occur once get
     none. Never the DWARF line's file: a fingerprint must not depend on whether the image has DWARF
     (a -dbg vmlinux and the stripped one must give the same alerts)."""
-    from fbt_audit.input.dwarf import symbol_files
-
     counts: dict[str, int] = defaultdict(int)
     for name, _ in {(j.pp.name, j.pp.sym_addr) for j in result.judgements}:  # symbols, not sites (entry, returns)
         counts[normalise_function(name)] += 1
     ambiguous = {j.pp.name for j in result.judgements if counts[normalise_function(j.pp.name)] > 1 and j.findings}
     if not ambiguous:
         return {}
-    files = symbol_files(result.kernel, ambiguous)
+    files = result.unit_files(ambiguous)
     out = {}
     for j in result.judgements:
         pp = j.pp

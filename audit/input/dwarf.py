@@ -652,7 +652,7 @@ class PathMap:
         return relative_source(p) if p else None
 
 
-def annotate(results, limit: int | None = None) -> None:
+def add_source_lines(results, limit: int | None = None) -> None:
     """Fill Patchpoint.source from DWARF for every patchpoint with findings (the first `limit` per
     image in address order, when given), where the image has a line table covering it. A `.cold`
     fragment (outlined by GCC into .text.unlikely, which Debian's .debug_aranges leave out) takes

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fbt_audit.model.errors import InputError
+from fbt_audit.report.formats import Hits as ReportHits
 
 if TYPE_CHECKING:
     from fbt_audit.judge.result import AuditResult
@@ -67,6 +68,22 @@ class Merged:
         sample = "; ".join(r.text.strip()[:100] for r in self.unmatched[:SAMPLE])
         n = len(self.unmatched)
         return f"hits: {n} of {self.rows} row{'s' if self.rows != 1 else ''} matched no patchpoint, e.g. {sample}"
+
+    def block(self) -> dict:
+        """The figures of the merge, as the json and sarif reports carry them."""
+        return {
+            "rows": self.rows,
+            "matched": self.matched,
+            "unmatched": len(self.unmatched),
+            "starred": self.starred,
+            "probes": len(self.counts),
+            "shift": f"0x{self.shift:x}" if self.shift is not None else None,
+            "unmatched_sample": [r.text for r in self.unmatched[:5]],
+        }
+
+    def for_report(self) -> ReportHits:
+        """What the reports need of the merge, as plain data (report.formats.Hits)."""
+        return ReportHits(self.counts, self.block(), self.notification(), self.summary())
 
     def summary(self) -> str:
         shift = f"; KASLR shift 0x{self.shift:x}" if self.shift is not None else ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from fbt_audit.judge.rule import Rule, Site
-from fbt_audit.model import abi
 from fbt_audit.model.abi import Fixup, Handling
 from fbt_audit.model.core import IC, Finding, Insn, Judgement, Patchpoint, Variant
 from fbt_audit.table.emulation import EmulationTable, Entry
@@ -18,12 +17,6 @@ _INSN_RANGE = "FBT1"
 _UNDECODABLE, _NOT_IN_TABLE, _REFUSAL = "FBT111", "FBT110", "FBT114"
 
 
-def _lookup_key(insn: Insn) -> tuple:
-    """Everything Entry.matches reads from an Insn; equal keys match the same entry."""
-    modrm = insn.raw[insn.modrm_off] if insn.modrm_off >= 0 else None
-    return (insn.opcode, insn.prefixes, insn.rex, modrm, insn.target_class)
-
-
 class Judge:
     """The rules and one table, prepared once and applied to many patchpoints.
 
@@ -33,7 +26,7 @@ class Judge:
     """
 
     __slots__ = (
-        "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_memo", "_verdicts",
+        "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_verdicts",
     )  # fmt: skip
 
     def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
@@ -50,7 +43,6 @@ class Judge:
         self._ftrace = site_rules  # probed through ftrace: no int3, no FBT1xx rule
         self._refuse = only(_REFUSAL)  # the table refuses it: FBT114 alone
         self._unlisted = only(_NOT_IN_TABLE)  # no entry, no default: FBT110 alone
-        self._memo: dict[tuple, tuple[Entry | None, Handling, Fixup]] = {}
         # Whole judgements by what the FBT1xx rules may read: each variant's label and instruction
         # (all but its address), and the patchpoint's facts. Site rules may read anything of the
         # patchpoint (its name, its address), so with any of them selected nothing is memoised,
@@ -59,26 +51,8 @@ class Judge:
         self._verdicts: dict[tuple, tuple[list[Finding], str]] | None = {} if facts_only else None
 
     def handling(self, insn: Insn) -> tuple[Entry | None, Handling, Fixup]:
-        """The matching entry (or None), the handling and the fixups the table gives insn.
-
-        handling = the entry's, or the header default when nothing matches; fixups = the
-        entry's, plus the header's step_fixups when it is stepped, unless the entry has
-        FBT_M_OWN_FIXUPS; an unmatched instruction under a step default gets step_fixups.
-        """
-        key = _lookup_key(insn)
-        hit = self._memo.get(key)
-        if hit is None:
-            table = self.table
-            entry = table.lookup(insn)
-            if entry is None:
-                h = table.default_handling
-                f = table.step_fixups if h == Handling.STEP else _NO_FIXUPS
-            else:
-                h, f = entry.handling, entry.fixups
-                if h == Handling.STEP and not entry.match_flags & abi.MATCH_OWN_FIXUPS:
-                    f = f | table.step_fixups
-            hit = self._memo[key] = (entry, h, f)
-        return hit
+        """The matching entry (or None), the handling and the fixups the table gives insn (memoised there)."""
+        return self.table.handling(insn)
 
     def __call__(self, pp: Patchpoint) -> Judgement:
         memo = self._verdicts
@@ -87,10 +61,7 @@ class Judge:
             return self._judge(pp)
         insn = variants[0].insn
         if not insn.classes & IC.INVALID:
-            mo = insn.modrm_off  # _lookup_key inlined: this runs once per patchpoint
-            modrm = insn.raw[mo] if mo >= 0 else None
-            hit = self._memo.get((insn.opcode, insn.prefixes, insn.rex, modrm, insn.target_class))
-            if not self._ftrace and (hit or self.handling(insn))[1] == Handling.FTRACE:
+            if not self._ftrace and self.table.handling(insn)[1] == Handling.FTRACE:
                 return Judgement(pp, [], "ftrace")  # what _judge finds when no site rule runs
         key = (_shape(variants[0]), pp.facts) if len(variants) == 1 else (*map(_shape, variants), pp.facts)
         hit = memo.get(key)

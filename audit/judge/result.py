@@ -17,3 +17,14 @@ class AuditResult:
     judgements: list[Judgement]  # sorted by (patchpoint addr, site); one per patchpoint
     rules: list[Rule]  # the rules that ran (instances), ordered by id
     errors: list[str] = field(default_factory=list)  # tool notifications (one line each)
+    # (symbol name, address) -> its compilation unit's STT_FILE name, recorded by the pipeline for the names
+    # that need telling apart before the image is let go (pipeline.batch.detach); None: ask the image.
+    units: dict[tuple[str, int], str] | None = None
+
+    def unit_files(self, names: set[str]) -> dict[tuple[str, int], str]:
+        """The STT_FILE name of each symbol called one of `names`: as recorded, or from the image itself."""
+        if self.units is not None:
+            return {k: v for k, v in self.units.items() if k[0] in names}
+        from fbt_audit.input.dwarf import symbol_files
+
+        return symbol_files(self.kernel, names)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from fbt_audit.model.abi import target_class
+from fbt_audit.model.abi import Target, target_class
 from fbt_audit.model.core import IC, Insn, Symbol
 
 
@@ -75,9 +76,14 @@ class Kernel:
     lazy: dict[str, Callable[[], object]] = field(default_factory=dict, repr=False, compare=False)
     # One name's address without building `names` (a vmlinux's loader looks it up in .symtab by name).
     finder: Callable[[str], int | None] | None = field(default=None, repr=False, compare=False)
+    # What later stages read once and keep with the image: sites.tables.Tables (the kernel's own tables)
+    # and patchpoints.returns.ReturnStats (--returns). Typed loosely: the model comes before those stages.
+    site_tables: Any = field(default=None, repr=False, compare=False)
+    return_stats: Any = field(default=None, repr=False, compare=False)
     _sec_starts: list[int] = field(default_factory=list, repr=False)
     _sec_sorted: list[Section] = field(default_factory=list, repr=False)
     _addr_names: dict[int, str | None] = field(default_factory=dict, repr=False)
+    _targets: dict[int, tuple[str | None, Target]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._sec_sorted = sorted((s for s in self.sections if not s.nobits and s.size), key=lambda s: s.addr)
@@ -166,31 +172,32 @@ class Kernel:
         self._addr_names[addr] = best
         return best
 
+    def name_target(self, addr: int, length: int, target: int | None) -> tuple[str | None, Target]:
+        """The name and class of a direct call/jump's target: the relocation at its rel32 (a module's calls
+        to other modules and the kernel), else the text symbol at the target address. The one call-target
+        namer: enumeration, return sites and boot-time variants all ask it."""
+        if length >= 5 and self.call_targets:
+            nm = self.call_targets.get(addr + length - 4)
+            if nm is not None:
+                return nm, target_class(nm)
+        if target is None:
+            return None, Target.ANY
+        hit = self._targets.get(target)
+        if hit is None:
+            nm = self.name_at(target)
+            hit = self._targets[target] = (nm, target_class(nm))
+        return hit
+
     def resolve_target(self, insn: Insn) -> Insn:
-        """Name a direct call/jump target: from the relocation at the rel32 (modules) or the address."""
+        """insn with its direct call/jump target named (name_target)."""
         if not insn.classes & (IC.REL_CALL | IC.REL_BRANCH):
             return insn
-        name = self.call_targets.get(insn.addr + len(insn.raw) - 4) if len(insn.raw) >= 5 else None
-        if name is None and insn.target is not None:
-            name = self.name_at(insn.target)
+        name, cls = self.name_target(insn.addr, len(insn.raw), insn.target)
         if name is None:
             return insn
         i = insn  # built directly: dataclasses.replace() costs 10 us, and this runs once per call site
-        return Insn(
-            i.addr,
-            i.raw,
-            i.mnemonic,
-            i.operands,
-            i.prefixes,
-            i.rex,
-            i.opcode,
-            i.modrm_off,
-            i.classes,
-            i.target,
-            name,
-            target_class(name),
-        )
-
+        return Insn(i.addr, i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode, i.modrm_off, i.classes,
+                    i.target, name, cls)  # fmt: skip
 
 def _preference(name: str) -> tuple[bool, str]:
     return name.startswith("_"), name

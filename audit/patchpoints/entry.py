@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fbt_audit.decode.insn import decode_fields
-from fbt_audit.model.abi import Handling, Target, target_class
+from fbt_audit.model.abi import Handling, Target
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
+from fbt_audit.model.facts import FTRACE_SITE, MID_INSTRUCTION
 from fbt_audit.model.kernel import Kernel, SymbolColumns
 from fbt_audit.table.emulation import EmulationTable
 
@@ -64,38 +65,21 @@ def _entry_patchpoints(kernel: Kernel, table: EmulationTable) -> list[Patchpoint
     c_addr = [*cols.addr, -1]  # a sentinel ends the last group
     nsyms = len(cols.addr)
     module, mcount, data = kernel.module, kernel.mcount_sites, kernel.data
-    call_targets = kernel.call_targets or None
-    lookup, name_at = table.lookup, kernel.name_at
-    named: dict[int | None, tuple[str | None, Target]] = {None: (None, Target.ANY)}
+    lookup, name_target = table.lookup, kernel.name_target
     nop_tail = decode_fields(FTRACE_NOP, 0)[1:]
     rel, invalid, move, fentry, max_moves = _REL, IC.INVALID, Handling.MOVE, Target.FENTRY, MAX_MOVES
-    # The last opcode bytes a `move` entry accepts: any other instruction cannot move the patchpoint,
-    # so most never need the table lookup (ENDBR is the only move in the shipped tables).
-    movable = {
-        b
-        for e in table.entries
-        if e.handling == move
-        for b in range(256)
-        if (b & e.opcode_mask) == (e.opcode[-1] & e.opcode_mask)
-    }
+    movable = _movable_bytes(table)
     sec, lo, hi, base, sec_end = None, 0, -1, 0, 0  # the section that holds [lo, hi)
     prev: Patchpoint | None = None
     prev_end = 0
     i = 0
     while i < nsyms:
         addr = c_addr[i]
-        j = i + 1
-        if c_addr[j] != addr:
+        if c_addr[i + 1] != addr:
             name, aliases, kind, end, first = c_name[i], (), c_kind[i], addr + c_size[i], i
+            i += 1
         else:
-            while c_addr[j] == addr:
-                j += 1
-            first = _primary(cols, i, j)
-            name = c_name[first]
-            aliases = tuple(c_name[k] for k in range(i, j) if k != first)
-            kind = "FUNC" if "FUNC" in c_kind[i:j] else "NOTYPE"
-            end = max(addr + c_size[k] for k in range(i, j))
-        i = j
+            i, first, name, aliases, kind, end = _aliases(cols, c_addr, i)
         at = addr
         moved: tuple[Insn, ...] = ()
         while True:
@@ -108,18 +92,7 @@ def _entry_patchpoints(kernel: Kernel, table: EmulationTable) -> list[Patchpoint
                 stop = sec_end
             code = data[base + at : base + stop] if sec is not None else b""
             f = decode_fields(code, at)
-            if f[8] & rel:  # name a direct call/jump target: by the relocation at the rel32 (modules), or address
-                nm = call_targets.get(at + len(f[1]) - 4) if call_targets and len(f[1]) >= 5 else None
-                if nm is None:
-                    hit = named.get(f[9])
-                    if hit is None:
-                        nm = name_at(f[9])
-                        hit = named[f[9]] = (nm, target_class(nm))
-                    insn = Insn(*f, *hit) if hit[0] is not None else Insn(*f)
-                else:
-                    insn = Insn(*f, nm, target_class(nm))
-            else:
-                insn = Insn(*f)
+            insn = Insn(*f, *name_target(at, len(f[1]), f[9])) if f[8] & rel else Insn(*f)
             length = 0 if f[8] & invalid else len(f[1])
             if length and f[6][-1] in movable and at + length < end and len(moved) < max_moves:
                 entry = lookup(insn)
@@ -138,21 +111,8 @@ def _entry_patchpoints(kernel: Kernel, table: EmulationTable) -> list[Patchpoint
             sec, lo, hi = kernel.section_span(at)
             if sec is not None:
                 base, sec_end = sec.offset - sec.addr, sec.addr + sec.size
-        pp = Patchpoint(
-            module,
-            name,
-            aliases,
-            kind,
-            "entry",
-            addr,
-            at,
-            sec.name if sec is not None else cols.section[first],
-            at - sec.addr if sec is not None else 0,
-            insn,
-            variants,
-            moved,
-            facts,
-        )
+        section, sec_off = (sec.name, at - sec.addr) if sec is not None else (cols.section[first], 0)
+        pp = Patchpoint(module, name, aliases, kind, "entry", addr, at, section, sec_off, insn, variants, moved, facts)
         if prev_end > addr and prev is not None:
             _overlap(prev, pp)
         out.append(pp)
@@ -160,7 +120,32 @@ def _entry_patchpoints(kernel: Kernel, table: EmulationTable) -> list[Patchpoint
     return out
 
 
-_FTRACE_SITE = frozenset({"ftrace-site"})
+def _movable_bytes(table: EmulationTable) -> set[int]:
+    """The last opcode bytes a `move` entry accepts: any other instruction cannot move the patchpoint, so
+    most never need the table lookup (ENDBR is the only move in the shipped tables)."""
+    return {
+        b
+        for e in table.entries
+        if e.handling == Handling.MOVE
+        for b in range(256)
+        if (b & e.opcode_mask) == (e.opcode[-1] & e.opcode_mask)
+    }
+
+
+def _aliases(cols: SymbolColumns, c_addr: list[int], i: int) -> tuple[int, int, str, tuple[str, ...], str, int]:
+    """Symbols i.. sharing one address: (the index after them, the primary's index, its name, the other
+    names, FUNC if any of them is, the furthest end)."""
+    addr, j = c_addr[i], i + 1
+    while c_addr[j] == addr:
+        j += 1
+    first = _primary(cols, i, j)
+    aliases = tuple(cols.name[k] for k in range(i, j) if k != first)
+    kind = "FUNC" if "FUNC" in cols.kind[i:j] else "NOTYPE"
+    end = max(addr + cols.size[k] for k in range(i, j))
+    return j, first, cols.name[first], aliases, kind, end
+
+
+_FTRACE_SITE = frozenset({FTRACE_SITE})
 _NO_FACTS: frozenset[str] = frozenset()
 _REL = IC.REL_CALL | IC.REL_BRANCH
 
@@ -170,4 +155,4 @@ def _overlap(cur: Patchpoint, nxt: Patchpoint) -> None:
     __x86_return_thunk's `ret` at +1): the later patchpoint is not on an instruction boundary of the
     earlier code, so an int3 there would corrupt it."""
     cur.facts = cur.facts | {f"crosses-symbol:{nxt.name}"}
-    nxt.facts = nxt.facts | {f"mid-instruction:{cur.name}"}
+    nxt.facts = nxt.facts | {f"{MID_INSTRUCTION}{cur.name}"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fbt_audit.decode.insn import decode_fields, insn_length, sweep
-from fbt_audit.model.abi import target_class
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
 from fbt_audit.model.kernel import Kernel, Section
 from fbt_audit.sites.tables import Tables, read_tables
@@ -59,7 +58,7 @@ def return_patchpoints(kernel: Kernel, *, vectorised: bool = True) -> tuple[list
     sites = t.s32.get("return_sites", [])
     st.return_sites = len(sites)
     st.return_sites_missed = sorted(a for a in sites if a not in found)
-    kernel.__dict__["_fbt_returns"] = st
+    kernel.return_stats = st
     return out, st
 
 
@@ -93,24 +92,14 @@ def _builder(kernel: Kernel):
     """make(chunk, address, bytes) -> the return Patchpoint: resolve(decode()) with the target names
     asked once per target, and one Insn built per site. Without relocations (a vmlinux) a jmp rel32's
     fields after its address and bytes depend on its target alone: 50,000 thunk jumps share them."""
-    cols, module, call_targets, name_at = kernel.columns, kernel.module, kernel.call_targets, kernel.name_at
-    named: dict[int, tuple[str | None, object]] = {}
+    cols, module, call_targets, name_target = kernel.columns, kernel.module, kernel.call_targets, kernel.name_target
     jumps: dict[int, tuple] = {}  # jmp rel32 target -> Insn fields from mnemonic on
 
     def insn_of(a: int, raw: bytes) -> Insn:
         f = decode_fields(raw, a)
         if not f[8] & _REL:
             return Insn(*f)
-        nm = call_targets.get(a + len(f[1]) - 4) if len(f[1]) >= 5 else None
-        if nm is not None:
-            return Insn(*f, nm, target_class(nm))
-        if f[9] is None:
-            return Insn(*f)
-        hit = named.get(f[9])
-        if hit is None:
-            nm = name_at(f[9])
-            hit = named[f[9]] = (nm, target_class(nm))
-        return Insn(*f, *hit) if hit[0] is not None else Insn(*f)
+        return Insn(*f, *name_target(a, len(f[1]), f[9]))
 
     def make(chunk: Chunk, a: int, raw: bytes) -> Patchpoint:
         sec, a0, _end, k = chunk

@@ -10,7 +10,7 @@ from fbt_audit.input.loader import SymbolOptions, load_input
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.patchpoints.entry import entry_patchpoints, gc_paused
-from fbt_audit.sites.annotate import annotate
+from fbt_audit.sites.annotate import add_site_facts
 from fbt_audit.table import emulation as tables
 from fbt_audit.table.emulation import EmulationTable
 
@@ -47,7 +47,7 @@ def audit(
             from fbt_audit.patchpoints.returns import return_patchpoints
 
             pps = pps + return_patchpoints(kernel)[0]
-        tables_read = annotate(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
+        tables_read = add_site_facts(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
         judgements = list(map(Judge(tab, rules), pps))
         addrs = [j.pp.addr for j in judgements]
         if not all(map(lt, addrs, islice(addrs, 1, None))):  # strictly increasing: already in order

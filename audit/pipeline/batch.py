@@ -8,7 +8,6 @@ import io
 import os
 import pickle
 import signal
-import struct
 import sys
 from collections import Counter
 from dataclasses import dataclass, fields
@@ -124,91 +123,20 @@ def ambiguous_names(result: AuditResult) -> set[str]:
     return {n for n, _ in syms if by_name[n] > 1 or by_norm[normalise_function(n)] > 1}
 
 
-_EHDR_SHOFF = 0x28
-_SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
-_SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym
-SHT_SYMTAB, SHT_STRTAB, SHT_NOBITS, SHF_ALLOC, STT_FILE = 2, 3, 8, 0x2, 4
-
-
-def symbol_stub(data, names: set[str]) -> bytes:
-    """A small ELF that answers dwarf.symbol_files(kernel, names) as the image does: the same section
-    header indices (allocated sections by name and flags, empty), and a .symtab of just the STT_FILE
-    symbols and the LOCAL text symbols with those names, in their order. No debug sections, so no
-    DWARF lookup runs on it (source lines are looked up before detaching). b"" when nothing is asked."""
-    if not names:
-        return b""
-    from fbt_audit.input.elf import section_headers
-
-    try:
-        shdrs = section_headers("", data, len(data))  # the loader's reader: this image passed it already
-    except InputError:
-        return b""
-    shstrndx = struct.unpack_from("<H", data, 0x3E)[0]
-    si = next((i for i, h in enumerate(shdrs) if h.sh_type == "SHT_SYMTAB"), None)
-    if si is None or not shstrndx < len(shdrs) or si == shstrndx or shdrs[si].sh_link >= len(shdrs):
-        return b""
-
-    def contents(i: int) -> bytes:
-        h = shdrs[i]
-        return b"" if h.sh_type == "SHT_NOBITS" else bytes(data[h.sh_offset : h.sh_offset + h.sh_size])
-
-    strtab, symraw = contents(shdrs[si].sh_link), contents(si)
-    want = {n.encode() for n in names}
-    strs = bytearray(b"\0")
-    name_off = {}
-
-    def intern(s: bytes) -> int:
-        if s not in name_off:
-            name_off[s] = len(strs)
-            strs.extend(s + b"\0")
-        return name_off[s]
-
-    syms = [bytes(_SYM.size)]
-    for st_name, info, other, shndx, value, size in _SYM.iter_unpack(symraw[: len(symraw) // _SYM.size * _SYM.size]):
-        kind = info & 0xF
-        if kind != STT_FILE and (info >> 4 != 0 or kind not in (0, 2)):
-            continue
-        end = strtab.find(b"\0", st_name)
-        name = strtab[st_name : end if end >= 0 else len(strtab)]
-        if kind == STT_FILE or name in want:
-            syms.append(_SYM.pack(intern(name), info, other, shndx, value, size))
-    new = []
-    for i, h in enumerate(shdrs):
-        sname = h.name.encode()
-        if i == si:
-            new.append([intern(sname), SHT_SYMTAB, 0, 0, 0, 0, shstrndx, h.sh_info, 8, _SYM.size])
-        elif i == shstrndx:
-            new.append([intern(sname), SHT_STRTAB, 0, 0, 0, 0, 0, 0, 1, 0])
-        elif h.sh_flags & SHF_ALLOC:
-            new.append([intern(sname), SHT_NOBITS, h.sh_flags, h.sh_addr, 0, 0, 0, 0, h.sh_addralign, 0])
-        else:
-            new.append([0] * 10)
-    symtab = b"".join(syms)
-    sym_off = 64
-    str_off = sym_off + len(symtab)
-    sh_off = (str_off + len(strs) + 7) // 8 * 8
-    new[si][4:6] = [sym_off, len(symtab)]
-    new[shstrndx][4:6] = [str_off, len(strs)]
-    head = bytearray(bytes(data[:64]))
-    struct.pack_into("<Q", head, 0x20, 0)  # e_phoff
-    struct.pack_into("<Q", head, _EHDR_SHOFF, sh_off)
-    struct.pack_into("<H", head, 0x38, 0)  # e_phnum
-    body = bytes(head) + symtab + bytes(strs)
-    return body + bytes(sh_off - len(body)) + b"".join(_SHDR.pack(*h) for h in new)
-
-
 def detach(result: AuditResult, sources: bool = False) -> AuditResult:
-    """The result with a Kernel that holds no mmap and no loader state, for pickling and to free the
-    image: identity, sections and ftrace sites kept; bytes replaced by symbol_stub(); the kernel-table
-    summary (--statistics) and return statistics carried over. With `sources`, DWARF source lines are
-    looked up first (dwarf.annotate, as the SARIF and GitHub reports do). Renders byte-identically."""
+    """The result made self-contained, for pickling and to let the image go: what the reports need from the
+    image is recorded now (the STT_FILE unit names of the symbols a report may have to tell apart; with
+    `sources`, the DWARF source lines of the patchpoints with findings, as the SARIF and GitHub reports
+    show them), and the Kernel keeps identity, sections, ftrace sites, the kernel-table summary
+    (--statistics) and return statistics, but no bytes. Renders byte-identically."""
+    from fbt_audit.input.dwarf import add_source_lines, symbol_files
     from fbt_audit.sites.tables import Tables, read_tables
 
     k = result.kernel
     if sources:
-        from fbt_audit.input.dwarf import annotate
-
-        annotate([result])
+        add_source_lines([result])
+    names = ambiguous_names(result)
+    units = symbol_files(k, names) if names else {}
     t = read_tables(k)
     d = Kernel(
         path=k.path,
@@ -219,16 +147,15 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
         build_id=k.build_id,
         sections=list(k.sections),
         symbols=[],
-        data=symbol_stub(k.data, ambiguous_names(result)),
+        data=b"",
         mcount_sites=k.mcount_sites,
         call_targets={},
         names={},
         symbol_source=k.symbol_source,
+        site_tables=Tables(counts=dict(t.counts), layouts=dict(t.layouts), problems=list(t.problems)),
+        return_stats=k.return_stats,
     )
-    d.__dict__["_fbt_tables"] = Tables(counts=dict(t.counts), layouts=dict(t.layouts), problems=list(t.problems))
-    if "_fbt_returns" in k.__dict__:
-        d.__dict__["_fbt_returns"] = k.__dict__["_fbt_returns"]
-    return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors))
+    return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units)
 
 
 # --- workers ------------------------------------------------------------------------------------

@@ -27,14 +27,12 @@ def entries(r: AuditResult, keep=None) -> list[str]:
     functions) gets `@file`, the STT_FILE (or DWARF) source file name; when even that repeats, `#N`
     follows, N counting those symbols in address order from 1. `keep(judgement)` picks the patchpoints
     listed (default: those not safe; `fbt-audit bisect` passes its enable and disable sets)."""
-    from fbt_audit.input.dwarf import symbol_files
-
     js = sorted(r.judgements, key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
     per_name = Counter((m, n) for m, n, _ in {(j.pp.module, j.pp.name, j.pp.sym_addr) for j in js})  # symbols
     ambiguous = {name for (_, name), n in per_name.items() if n > 1}
     bad = [j for j in js if (keep(j) if keep is not None else j.verdict is not Verdict.SAFE)]
     listed = set(map(id, bad))
-    files = symbol_files(r.kernel, {j.pp.name for j in bad if j.pp.name in ambiguous}) if ambiguous else {}
+    files = r.unit_files({j.pp.name for j in bad if j.pp.name in ambiguous}) if ambiguous else {}
 
     def file_of(j) -> str:
         f = files.get((j.pp.name, j.pp.sym_addr)) or (j.pp.source[0] if j.pp.source else "")

@@ -151,59 +151,26 @@ def _result(item: Item, rule_index: int, paths: PathMap | None) -> dict[str, Any
 def _run(
     group: list[AuditResult], kind: str, flavour: str, max_results: int, gate: Gate | None, paths: PathMap | None
 ) -> dict[str, Any]:
-    descriptors: dict[str, dict[str, Any]] = {}
-    for r in group:
-        for rule in r.rules:
-            if rule.id not in descriptors:
-                descriptors[rule.id] = rule_descriptor(rule)
-
     keyed = items(group)
     rid = run_id(kind, flavour)
     stats: dict[str, Any] = {}
     notes: list[str] = []
     if gate is not None:
         keyed, stats, notes = gate.apply(rid, keyed)
-    for it in keyed:
-        if it.rule_id not in descriptors:
-            descriptors[it.rule_id] = _unknown_rule(it.rule_id, it.level)
-    descriptors = dict(sorted(descriptors.items()))
-    index = {rid: i for i, rid in enumerate(descriptors)}
-
+    descriptors = _descriptors(group, keyed)
+    index = {rule_id: i for i, rule_id in enumerate(descriptors)}
     total = len(keyed)
-    omitted = 0
-    if total > max_results:
-        # Keep the most severe; among equals, the earlier in report order. Then restore report order.
-        ranked = sorted(range(total), key=lambda i: (-keyed[i].level, i))
-        keep = sorted(ranked[:max_results])
-        omitted = total - len(keep)
-        kept = set(keep)
-        # The results left out still belong to the run's identity: a later --baseline of this file must
-        # know them, or they would come back as new. GitHub ignores property bags.
-        dropped = [[it.fingerprint, it.rule_id, it.level.sarif] for i, it in enumerate(keyed) if i not in kept]
-        keyed = [keyed[i] for i in keep]
-
-    results = [_result(it, index[it.rule_id], paths) for it in keyed]
-
-    notifications = []
-    errors = [e for r in group for e in r.errors]
-    for e in errors:
-        notifications.append({"level": "error", "message": {"text": e}})
-    for n in notes:
-        notifications.append({"level": "warning", "message": {"text": n}})
+    keyed, dropped = _capped(keyed, max_results)
+    omitted = len(dropped)
     if omitted:
-        notifications.append(
-            {
-                "level": "warning",
-                "message": {
-                    "text": f"{omitted} of {total} results omitted: GitHub accepts at most {max_results} "
-                    "per run; the most severe are kept"
-                },
-            }
-        )
+        notes = [*notes, f"{omitted} of {total} results omitted: GitHub accepts at most {max_results} per run; "
+                          "the most severe are kept"]  # fmt: skip
+    errors = [e for r in group for e in r.errors]
+    notifications = [{"level": "error", "message": {"text": e}} for e in errors]
+    notifications += [{"level": "warning", "message": {"text": n}} for n in notes]
     invocation: dict[str, Any] = {"executionSuccessful": not errors}
     if notifications:
         invocation["toolExecutionNotifications"] = notifications
-
     properties: dict[str, Any] = {
         "kind": kind,
         "flavour": flavour,
@@ -217,21 +184,40 @@ def _run(
         properties["resultsOmitted"] = omitted
         properties["omittedResults"] = dropped
     properties.update(stats)
-
     return {
-        "tool": {
-            "driver": {
-                "name": TOOL_NAME,
-                "version": __version__,
-                "rules": list(descriptors.values()),
-            }
-        },
+        "tool": {"driver": {"name": TOOL_NAME, "version": __version__, "rules": list(descriptors.values())}},
         "automationDetails": {"id": rid},
         "invocations": [invocation],
         "columnKind": "utf16CodeUnits",
-        "results": results,
+        "results": [_result(it, index[it.rule_id], paths) for it in keyed],
         "properties": properties,
     }
+
+
+def _descriptors(group: list[AuditResult], keyed: list[Item]) -> dict[str, dict[str, Any]]:
+    """The run's rule descriptors by id, in id order: every rule that ran, and any id a result names."""
+    descriptors: dict[str, dict[str, Any]] = {}
+    for r in group:
+        for rule in r.rules:
+            if rule.id not in descriptors:
+                descriptors[rule.id] = rule_descriptor(rule)
+    for it in keyed:
+        if it.rule_id not in descriptors:
+            descriptors[it.rule_id] = _unknown_rule(it.rule_id, it.level)
+    return dict(sorted(descriptors.items()))
+
+
+def _capped(keyed: list[Item], max_results: int) -> tuple[list[Item], list[list[str]]]:
+    """At most max_results: the most severe, among equals the earlier in report order, kept in report order;
+    and (fingerprint, rule, level) of those left out. They still belong to the run's identity: a later
+    --baseline of this file must know them, or they would come back as new. GitHub ignores property bags."""
+    if len(keyed) <= max_results:
+        return keyed, []
+    ranked = sorted(range(len(keyed)), key=lambda i: (-keyed[i].level, i))
+    keep = sorted(ranked[:max_results])
+    kept = set(keep)
+    dropped = [[it.fingerprint, it.rule_id, it.level.sarif] for i, it in enumerate(keyed) if i not in kept]
+    return [keyed[i] for i in keep], dropped
 
 
 def sarif_log(

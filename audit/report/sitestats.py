@@ -21,7 +21,7 @@ def table_lines(results: list[AuditResult]) -> list[str]:
             out.append(f"{r.kernel.display}: kernel tables: " + ", ".join(parts))
         for p in t.problems:
             out.append(f"{r.kernel.display}: kernel table not read: {p}")
-        st = r.kernel.__dict__.get("_fbt_returns")
+        st = r.kernel.return_stats
         if st is not None:
             found = st.return_sites - len(st.return_sites_missed)
             out.append(

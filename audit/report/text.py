@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fbt_audit.judge.order import findings, ordered
@@ -65,31 +66,51 @@ def quiet_line(display: str, n: int) -> str:
     return f"{display}: FBT206 {n} patchpoint{'s' if n != 1 else ''} not a function entry (--statistics counts them)"
 
 
-def render_text(results: list[AuditResult], statistics: bool = False) -> str:
-    """One line per finding (images in report order, patchpoints by address, findings worst first),
-    then with `statistics` the per-rule counts, then one summary line. Ends with a newline."""
-    results = ordered(results)
-    lines = []
-    for r in results:
-        quiet = 0
-        for j in in_order(r):
-            if j.findings:
-                for f in findings(j):
-                    if f.rule_id in QUIET_RULES:
-                        quiet += 1
-                        continue
-                    lines.append(finding_line(r.kernel.display, j, f))
-        if quiet:
-            lines.append(quiet_line(r.kernel.display, quiet))
-    if statistics:
-        from fbt_audit.report.sitestats import table_lines
+def render_text(
+    results: list[AuditResult],
+    statistics: bool = False,
+    *,
+    counts: Mapping[str, int] | None = None,
+    order: list[tuple[AuditResult, Judgement]] | None = None,
+    last: str | None = None,
+) -> str:
+    """One line per finding (images in report order, patchpoints by address, or in `order`; findings worst
+    first; FBT206 summarised per image), then with `statistics` the per-rule and kernel-table counts, then
+    one summary line. With hit `counts`, each finding line ends ` hits N`; `last` is one more closing line
+    (the hits summary). Ends with a newline."""
+    from fbt_audit.report.sitestats import table_lines
 
+    results = ordered(results)
+    lines: list[str] = []
+    quiet: dict[int, int] = {}  # id(result) -> FBT206 findings not listed
+
+    def add(r: AuditResult, j: Judgement) -> None:
+        for f in findings(j):
+            if f.rule_id in QUIET_RULES:
+                quiet[id(r)] = quiet.get(id(r), 0) + 1
+            elif counts is None:
+                lines.append(finding_line(r.kernel.display, j, f))
+            else:
+                lines.append(f"{finding_line(r.kernel.display, j, f)} hits {counts.get(j.pp.probe_name, 0)}")
+
+    if order is None:  # image by image, each followed by its FBT206 summary
+        for r in results:
+            for j in in_order(r):
+                if j.findings:
+                    add(r, j)
+            if quiet.get(id(r)):
+                lines.append(quiet_line(r.kernel.display, quiet[id(r)]))
+    else:  # one order across images (rarity); the summaries after it
+        for r, j in order:
+            add(r, j)
+        lines.extend(quiet_line(r.kernel.display, quiet[id(r)]) for r in results if quiet.get(id(r)))
+    if statistics:
         stats = statistics_lines(results) + table_lines(results)
         if stats:
-            if lines:
-                lines.append("")
-            lines.extend(stats)
+            lines.extend(([""] if lines else []) + stats)
     if lines:
         lines.append("")
     lines.append(summary_line(results))
+    if last:
+        lines.append(last)
     return "\n".join(lines) + "\n"

@@ -7,33 +7,22 @@ import struct
 
 from fbt_audit.decode.insn import decode
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
+from fbt_audit.model.facts import (
+    BOOT_REWRITES,
+    BUG_SITE,
+    DENY,
+    EXTABLE,
+    HANDLER_PATH,
+    IBT_KERNEL,
+    INIT,
+    MID_INSTRUCTION,
+    NON_ENTRY,
+    RUNTIME_WRITERS,
+    STATIC_CALL_TRAMP,
+)
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.sites.handler_path import handler_path
 from fbt_audit.sites.tables import Tables, read_tables
-
-# Fact names (Patchpoint.facts). Coarse on purpose: the judge memoises verdicts on (variants, facts).
-RUNTIME_WRITERS = {  # a run-time writer owns the bytes: FBT201 (deny)
-    "jump_table": "jump-label",
-    "static_call_sites": "static-call",
-    "smp_locks": "smp-lock",
-}
-BOOT_REWRITES = {  # final before any probe: judged through variants; the fact names the table
-    "altinstructions": "alternative",
-    "parainstructions": "paravirt",
-    "retpoline_sites": "retpoline",
-    "return_sites": "return-thunk",
-    "call_sites": "call-thunk",
-    "ibt_endbr_seal": "ibt-seal",
-    "cfi_sites": "cfi",
-    "runtime_const": "runtime-const",
-}
-STATIC_CALL_TRAMP = "static-call-tramp"
-IBT_KERNEL = "ibt-kernel"  # an ENDBR patchpoint in an image built for IBT (it has .ibt_endbr_seal)
-EXTABLE, BUG_SITE = "extable", "bug-table"
-DENY = "deny:"  # deny:blacklist | deny:noinstr | deny:entry | deny:kprobes | deny:cpuidle | deny:blacklist-suffix
-NON_ENTRY = "non-entry:"  # non-entry:pfx | non-entry:cfi | non-entry:cold:<function> | non-entry:label:<function>
-INIT = "init-text:"  # init-text:init | init-text:exit | init-text:module-init
-HANDLER_PATH = "handler-path:"  # handler-path:<reason>
 
 # x86 NOPs as apply_alternatives pads a shorter replacement (arch/x86/include/asm/nops.h, BYTES_NOP1..8).
 _NOPS = {
@@ -64,61 +53,72 @@ def _segments(ranges: list[tuple[str, tuple[int, int]]]) -> tuple[list[int], lis
     return points, segs
 
 
-def annotate(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
+def add_site_facts(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
     """Add site facts and boot-time variants to every patchpoint (in place); return the tables.
 
     One bisect per patchpoint into all table sites merged, one into the text ranges; the facts
     set is built only for the patchpoints something applies to (a few thousand of 100,000)."""
     t = read_tables(kernel)
-    items: list[tuple[int, int, str, int]] = []  # (start, length, kind, payload)
-    for a in t.jump:
-        b = kernel.read(a, 2)
-        items.append((a, 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5, "jump_table", -1))
-    items += [(a, 5, "static_call_sites", -1) for a, _tail in t.static_calls]
-    # The one-field tables (100,000s of sites on 6.12) stay sorted int lists, one bisect each per
-    # patchpoint: cheaper than a tuple per site in the merged list.
-    points_tables = [
-        (key, 1 if key == "smp_locks" else (4 if key == "ibt_endbr_seal" else 5), sorted(sites))
-        for key, sites in t.s32.items()
-        if sites
-    ]
-    # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
-    all_points = sorted(x for _k, _ln, arr in points_tables for x in arr)
-    n_points = len(all_points)
-    max_ln = max((ln for _k, ln, _arr in points_tables), default=1)
-    items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
-    items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
-    items += [(a, 10, "runtime_const", -1) for _s, a in t.runtime_const]
-    items += [(a, 1, EXTABLE, -1) for a in t.extable]
-    items += [(a, 2, BUG_SITE, -1) for a in t.bugs]
-    items.sort()
-    starts = [it[0] for it in items]
-    nitems = len(items)
-    maxlen = max((it[1] for it in items), default=1)
-
-    black = set(t.blacklist)
-    init_key = "module-init" if kernel.kind == "module" else "init"
-    ranges = [(DENY + k, r) for k in ("noinstr", "entry", "kprobes", "cpuidle") for r in t.ranges.get(k, [])]
-    ranges += [(INIT + init_key, r) for r in t.ranges.get("init", [])]
-    if kernel.kind == "vmlinux":
-        ranges += [(INIT + "exit", r) for r in t.ranges.get("exit", [])]
-    points, segs = _segments(ranges)
-    handlers = handler_path()
-    black_names = {pp.name.split(".", 1)[0] for pp in pps if pp.sym_addr in black}
-    containers = _label_containers(kernel)
+    sites = _SiteIndex(kernel, t)
+    names = _NameFacts(kernel, t, pps)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
-    bisect_left, bisect_right = bisect.bisect_left, bisect.bisect_right
     endbr = IC.ENDBR
-
     for pp in pps:
-        name = pp.name
-        a = pp.addr
-        insn = pp.insn
-        n = insn.length or 1
         add: list[str] = []
         extra: list[Variant] = []
-        i = bisect_left(starts, a - maxlen + 1)
-        while i < nitems and starts[i] < a + n:
+        sites.facts(pp, add, extra)
+        if ibt and pp.insn.classes & endbr:
+            add.append(IBT_KERNEL)
+        names.facts(pp, add)
+        if add:
+            pp.facts = pp.facts | frozenset(add)
+        if extra:
+            _add_variants(pp, extra)
+    return t
+
+
+class _SiteIndex:
+    """The kernel's table sites and text ranges, indexed so that a patchpoint costs one bisect into all
+    sites merged and one into the ranges."""
+
+    def __init__(self, kernel: Kernel, t: Tables) -> None:
+        self.kernel, self.t = kernel, t
+        items: list[tuple[int, int, str, int]] = []  # (start, length, kind, payload)
+        for a in t.jump:
+            b = kernel.read(a, 2)
+            items.append((a, 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5, "jump_table", -1))
+        items += [(a, 5, "static_call_sites", -1) for a, _tail in t.static_calls]
+        # The one-field tables (100,000s of sites on 6.12) stay sorted int lists, one bisect each per
+        # patchpoint: cheaper than a tuple per site in the merged list.
+        self.points_tables = [
+            (key, 1 if key == "smp_locks" else (4 if key == "ibt_endbr_seal" else 5), sorted(sites))
+            for key, sites in t.s32.items()
+            if sites
+        ]
+        # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
+        self.all_points = sorted(x for _k, _ln, arr in self.points_tables for x in arr)
+        self.max_ln = max((ln for _k, ln, _arr in self.points_tables), default=1)
+        items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
+        items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
+        items += [(a, 10, "runtime_const", -1) for _s, a in t.runtime_const]
+        items += [(a, 1, EXTABLE, -1) for a in t.extable]
+        items += [(a, 2, BUG_SITE, -1) for a in t.bugs]
+        items.sort()
+        self.items, self.starts = items, [it[0] for it in items]
+        self.maxlen = max((it[1] for it in items), default=1)
+        init_key = "module-init" if kernel.kind == "module" else "init"
+        ranges = [(DENY + k, r) for k in ("noinstr", "entry", "kprobes", "cpuidle") for r in t.ranges.get(k, [])]
+        ranges += [(INIT + init_key, r) for r in t.ranges.get("init", [])]
+        if kernel.kind == "vmlinux":
+            ranges += [(INIT + "exit", r) for r in t.ranges.get("exit", [])]
+        self.points, self.segs = _segments(ranges)
+
+    def facts(self, pp: Patchpoint, add: list[str], extra: list[Variant]) -> None:
+        """The facts and boot-time variants of the sites the displaced instruction overlaps, and its ranges."""
+        a, n = pp.addr, pp.insn.length or 1
+        items, starts = self.items, self.starts
+        i = bisect.bisect_left(starts, a - self.maxlen + 1)
+        while i < len(items) and starts[i] < a + n:
             start, ln, kind, payload = items[i]
             i += 1
             if start + ln <= a:
@@ -127,16 +127,26 @@ def annotate(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
                 add.append(RUNTIME_WRITERS[kind])
             elif kind in BOOT_REWRITES:
                 add.append(BOOT_REWRITES[kind])
-                v = _boot_variant(kernel, t, kind, payload, start, pp)
+                v = _boot_variant(self.kernel, self.t, kind, payload, start, pp)
                 if isinstance(v, str):
                     add.append(v)
                 elif v is not None:
                     extra.append(v)
             elif start == a:
                 add.append(kind)  # EXTABLE, BUG_SITE: the instruction itself
-        j = bisect_left(all_points, a - max_ln + 1)
-        for kind, ln, arr in points_tables if j < n_points and all_points[j] < a + n else ():
-            j = bisect_left(arr, a - ln + 1)
+        if self.all_points:
+            self._point_facts(pp, add, extra)
+        seg = self.segs[bisect.bisect_right(self.points, a)]
+        if seg:
+            add.extend(seg)
+
+    def _point_facts(self, pp: Patchpoint, add: list[str], extra: list[Variant]) -> None:
+        a, n = pp.addr, pp.insn.length or 1
+        j = bisect.bisect_left(self.all_points, a - self.max_ln + 1)
+        if j >= len(self.all_points) or self.all_points[j] >= a + n:
+            return
+        for kind, ln, arr in self.points_tables:
+            j = bisect.bisect_left(arr, a - ln + 1)
             if j < len(arr) and arr[j] < a + n:
                 start = arr[j]
                 if kind in RUNTIME_WRITERS:
@@ -145,15 +155,24 @@ def annotate(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
                 add.append(BOOT_REWRITES[kind])
                 if start != a and j + 1 < len(arr) and arr[j + 1] == a:
                     start = a
-                v = _boot_variant(kernel, t, kind, -1, start, pp)
+                v = _boot_variant(self.kernel, self.t, kind, -1, start, pp)
                 if v is not None and not isinstance(v, str):
                     extra.append(v)
-        if ibt and insn.classes & endbr:
-            add.append(IBT_KERNEL)
-        seg = segs[bisect_right(points, a)]
-        if seg:
-            add.extend(seg)
-        if pp.sym_addr in black:
+
+
+class _NameFacts:
+    """The facts a patchpoint's symbol gives: blacklisted, a static-call trampoline, padding, a .cold part,
+    a label inside another function, the trap-handling path."""
+
+    def __init__(self, kernel: Kernel, t: Tables, pps: list[Patchpoint]) -> None:
+        self.black = set(t.blacklist)
+        self.black_names = {pp.name.split(".", 1)[0] for pp in pps if pp.sym_addr in self.black}
+        self.containers = _label_containers(kernel)
+        self.handlers = handler_path()
+
+    def facts(self, pp: Patchpoint, add: list[str]) -> None:
+        name = pp.name
+        if pp.sym_addr in self.black:
             add.append(DENY + "blacklist")
         if name[:2] == "__":
             if name.startswith("__SCT__"):
@@ -167,25 +186,26 @@ def annotate(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
             base, _, suffix = name.partition(".")
             if "cold" in suffix.split("."):
                 add.append(NON_ENTRY + "cold:" + base)  # the name in the fact: judgements are memoised by facts
-            if base in black_names and pp.sym_addr not in black:
+            if base in self.black_names and pp.sym_addr not in self.black:
                 add.append(DENY + "blacklist-suffix")  # within_kprobe_blacklist maps foo.cold -> foo
-        if pp.sym_addr in containers and not name.startswith(("__pfx_", "__cfi_")):
-            add.append(NON_ENTRY + "label:" + containers[pp.sym_addr])
+        if pp.sym_addr in self.containers and not name.startswith(("__pfx_", "__cfi_")):
+            add.append(NON_ENTRY + "label:" + self.containers[pp.sym_addr])
+        handlers = self.handlers
         if name in handlers:
             add.append(f"{HANDLER_PATH}{name}={handlers[name]}")
         elif base in handlers and not name.endswith(".cold") and ".cold." not in name:
             add.append(f"{HANDLER_PATH}{base}={handlers[base]}")
-        if add:
-            pp.facts = pp.facts | frozenset(add)
-        if extra:
-            seen = {(v.label, v.insn.raw) for v in pp.variants}
-            uniq = []
-            for v in extra:
-                if (v.label, v.insn.raw) not in seen:
-                    seen.add((v.label, v.insn.raw))
-                    uniq.append(v)
-            pp.variants = (*pp.variants, *uniq)
-    return t
+
+
+def _add_variants(pp: Patchpoint, extra: list[Variant]) -> None:
+    """Append the boot-time variants not already there (same label and bytes), in order."""
+    seen = {(v.label, v.insn.raw) for v in pp.variants}
+    uniq = []
+    for v in extra:
+        if (v.label, v.insn.raw) not in seen:
+            seen.add((v.label, v.insn.raw))
+            uniq.append(v)
+    pp.variants = (*pp.variants, *uniq)
 
 
 def _label_containers(kernel: Kernel) -> dict[int, str]:
@@ -231,7 +251,7 @@ def _boot_variant(
                 break
             at += i.length
         if at != off:  # no instruction starts here once the replacement is in: FBT111's fact
-            return f"mid-instruction:the alt({feat}) replacement"
+            return f"{MID_INSTRUCTION}the alt({feat}) replacement"
         src = alt.repl + off if off < len(repl) else a
         return Variant(f"alt({feat})", _at(kernel, decode(new[off:], src), a))
     if kind == "parainstructions":

@@ -185,18 +185,15 @@ def _in_text(kernel: Kernel, addr: int) -> bool:
 def read_tables(kernel: Kernel) -> Tables:
     """Decode every table of kernel (cached on it). Layouts are chosen from the release and the
     table size (audit/sites/layouts.py); a table no layout fits is left out and named in `problems`."""
-    cached = kernel.__dict__.get("_fbt_tables")
-    if cached is not None:
-        return cached
-    t = Tables()
+    if kernel.site_tables is not None:
+        return kernel.site_tables
+    t = kernel.site_tables = Tables()
     if not len(kernel.data):  # an image built in memory (tests): no file, no tables
-        kernel.__dict__["_fbt_tables"] = t
         return t
     try:
         _read(kernel, t)
     except (struct.error, ValueError, IndexError, KeyError, OverflowError) as e:  # a damaged image: say so
         t.problems.append(f"kernel tables unreadable ({type(e).__name__}: {e})")
-    kernel.__dict__["_fbt_tables"] = t
     return t
 
 

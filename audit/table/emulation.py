@@ -98,36 +98,57 @@ class EmulationTable:
 
     def lookup(self, insn: Insn) -> Entry | None:
         """The first entry that matches insn, or None."""
-        cached = _INDEX.get(id(self.entries))
+        return self.handling(insn)[0]
+
+    def handling(self, insn: Insn) -> tuple[Entry | None, Handling, Fixup]:
+        """The matching entry (or None), the handling and the fixups this table gives insn.
+
+        handling = the entry's, or the header default when nothing matches; fixups = the entry's, plus
+        the header's step_fixups when it is stepped, unless the entry has FBT_M_OWN_FIXUPS; an unmatched
+        instruction under a step default gets step_fixups. Memoised on match_key(insn): a kernel's
+        entries repeat a few hundred shapes, and enumeration and judging both ask for every patchpoint."""
+        ident = (id(self.entries), self.default_handling, self.step_fixups)  # all that the answer depends on
+        cached = _INDEX.get(ident)
         if cached is None or cached[0] is not self.entries:
-            cached = _INDEX[id(self.entries)] = (self.entries, _index(self.entries), {})
-        # Memoised on exactly the fields Entry.matches reads: a kernel's entries repeat a few
-        # hundred shapes, and enumeration and judging both ask for every patchpoint.
-        raw, mo = insn.raw, insn.modrm_off
-        if mo < len(raw):
-            key = (insn.opcode, insn.prefixes, insn.rex, raw[mo] if mo >= 0 else None, insn.target_class)
-            memo = cached[2]
-            try:
-                return memo[key]
-            except KeyError:
-                pass
-        else:  # a hand-built Insn whose ModRM lies past its bytes: not memoised
-            memo = None
-        op = insn.opcode
+            cached = _INDEX[ident] = (self.entries, _index(self.entries), {})
+        key = match_key(insn)
+        memo = cached[2]
+        if key is not None:
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
         found = None
+        op = insn.opcode
         for e in cached[1].get(op[-1] if op else -1, ()):
             if e.matches(insn):
                 found = e
                 break
-        if memo is not None and len(memo) < _MEMO_MAX:
-            memo[key] = found
-        return found
+        if found is None:
+            h = self.default_handling
+            f = self.step_fixups if h == Handling.STEP else Fixup(0)
+        else:
+            h, f = found.handling, found.fixups
+            if h == Handling.STEP and not found.match_flags & abi.MATCH_OWN_FIXUPS:
+                f = f | self.step_fixups
+        hit = (found, h, f)
+        if key is not None and len(memo) < _MEMO_MAX:
+            memo[key] = hit
+        return hit
+
+
+def match_key(insn: Insn) -> tuple | None:
+    """Everything Entry.matches reads from an Insn (equal keys match the same entry); None for a hand-built
+    Insn whose ModRM offset lies past its bytes (not memoised)."""
+    raw, mo = insn.raw, insn.modrm_off
+    if mo >= len(raw):
+        return None
+    return (insn.opcode, insn.prefixes, insn.rex, raw[mo] if mo >= 0 else None, insn.target_class)
 
 
 # Entries bucketed by the last opcode byte they accept, in table order, and the lookup memo: lookup
 # is the hot path (one call per patchpoint variant, ~100k on a vmlinux), and a linear scan of ~50
 # entries dominated it.
-_INDEX: dict[int, tuple[tuple[Entry, ...], dict[int, tuple[Entry, ...]], dict[tuple, Entry | None]]] = {}
+_INDEX: dict[tuple, tuple[tuple[Entry, ...], dict[int, tuple[Entry, ...]], dict[tuple, tuple]]] = {}
 _MEMO_MAX = 1 << 16
 
 

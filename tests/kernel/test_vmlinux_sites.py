@@ -324,7 +324,7 @@ def test_kvm_jump_table_and_mcount(kvm):
 
 def test_61_returns(k61):
     r = api.audit(k61, returns=True)
-    st = k61.__dict__["_fbt_returns"]
+    st = k61.return_stats
     # every .return_sites entry is found by the linear decode, at an instruction boundary
     assert st.return_sites == 50858 and st.return_sites_missed == []
     assert (st.returns, st.thunk_jumps) == (13, 50863) and st.tail_calls > 10000
