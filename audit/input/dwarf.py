@@ -8,6 +8,10 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fbt_audit.input.elf import section_headers
+from fbt_audit.input.rela import Relocations
+from fbt_audit.model.errors import ElfFormatError
+
 # Why not pyelftools' DWARFInfo here: on the 630 MB Debian -dbg vmlinux, get_dwarf_info() copies
 # every debug section into memory (and, with its relocations, processes 270 MB of .rela.debug_info),
 # and its per-CU abbreviation tables and construct-based line-program rows cost milliseconds per CU,
@@ -16,11 +20,8 @@ from dataclasses import dataclass
 # gives its DW_AT_stmt_list, and only those line programs are run, looking for rows at exactly the
 # wanted addresses (the row a compiler or assembler emits at a function's first instruction).
 
-SHT_SYMTAB, SHT_RELA, SHT_NOBITS = 2, 4, 8
 SHF_ALLOC = 0x2
-R_X86_64_64, R_X86_64_32 = 1, 10
 STT_FILE = 4
-_SHDR = struct.Struct("<IIQQQQIIQQ")
 _SYM = struct.Struct("<IBBHQQ")
 
 DW_AT_name, DW_AT_stmt_list, DW_AT_comp_dir = 0x03, 0x10, 0x1B
@@ -99,52 +100,34 @@ def _cstr_at(buf, off: int) -> str:
 
 
 class _Image:
-    """The section headers and the bits of debug data the lookups read, over the kernel's mmap."""
+    """The section headers (elf.section_headers) and the bits of debug data the lookups read, over the kernel's mmap."""
 
     def __init__(self, data):
         self.data = data
         if len(data) < 64 or bytes(data[:4]) != b"\x7fELF":
             raise DwarfError("not an ELF file")
         self.rel = struct.unpack_from("<H", data, 16)[0] == 1
-        shoff, = struct.unpack_from("<Q", data, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-        if shentsize != _SHDR.size or shoff + shnum * shentsize > len(data):
-            raise DwarfError("bad section headers")
-        self.shdrs = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
-        strs = self.shdrs[shstrndx] if shstrndx < shnum else None
-        names = bytes(data[strs[4] : strs[4] + strs[5]]) if strs else b""
-        self.names = [names[h[0] : names.find(b"\0", h[0])].decode("ascii", "replace") for h in self.shdrs]
+        try:
+            self.shdrs = section_headers("ELF", data, len(data))
+        except ElfFormatError as e:
+            raise DwarfError(f"bad section headers ({e})") from None
+        self.names = [h.name for h in self.shdrs]
         self.index = {n: i for i, n in enumerate(self.names) if n}
 
     def raw(self, i: int):
         h = self.shdrs[i]
-        if h[1] == SHT_NOBITS or h[4] + h[5] > len(self.data):
+        if h.sh_type == "SHT_NOBITS" or h.sh_offset + h.sh_size > len(self.data):
             return b""
-        return memoryview(self.data)[h[4] : h[4] + h[5]]
+        return memoryview(self.data)[h.sh_offset : h.sh_offset + h.sh_size]
 
-    def section(self, name: str, bases: dict[int, int] | None = None):
-        """A section's contents; in a relocatable object, a copy with its .rela applied (S + A)."""
+    def section(self, name: str, relocs: Relocations | None = None):
+        """A section's contents; with `relocs` (a relocatable object's), a copy with its .rela applied."""
         i = self.index.get(name)
         if i is None:
             return None
-        if not self.rel:
+        if relocs is None:
             return self.raw(i)
-        buf = bytearray(self.raw(i))
-        for j, h in enumerate(self.shdrs):
-            if h[1] != SHT_RELA or h[7] != i or h[6] >= len(self.shdrs):
-                continue
-            symtab = self.raw(h[6])
-            for off, info, addend in struct.iter_unpack("<QQq", bytes(self.raw(j))[: h[5] // 24 * 24]):
-                si, rtype = info >> 32, info & 0xFFFFFFFF
-                if (si + 1) * _SYM.size > len(symtab):
-                    continue
-                _, _, _, shndx, value, _ = _SYM.unpack_from(symtab, si * _SYM.size)
-                s = (bases or {}).get(shndx, 0) + value + addend
-                if rtype == R_X86_64_64 and off + 8 <= len(buf):
-                    buf[off : off + 8] = (s & (1 << 64) - 1).to_bytes(8, "little")
-                elif rtype == R_X86_64_32 and off + 4 <= len(buf):
-                    buf[off : off + 4] = (s & 0xFFFFFFFF).to_bytes(4, "little")
-        return bytes(buf)
+        return relocs.applied(i, self.raw(i), relocs.bases.get(i, 0))
 
 
 # --- .debug_aranges and the unit's top DIE --------------------------------------------------------
@@ -224,12 +207,14 @@ def _form_value(r: _Reader, form: int, off_size: int, asize: int, version: int, 
 class _Dwarf:
     def __init__(self, img: _Image, bases: dict[int, int] | None):
         self.img = img
-        self.info = img.section(".debug_info", bases) if img.rel else img.section(".debug_info")
-        self.abbrev = img.section(".debug_abbrev")
-        self.line = img.section(".debug_line", bases)
-        self.str = img.section(".debug_str")
-        self.line_str = img.section(".debug_line_str")
-        ar = img.section(".debug_aranges", bases)
+        # In a relocatable object (a module, a .o) the debug sections take their .rela first (S + A).
+        relocs = Relocations(img.data, img.shdrs, bases or {}) if img.rel else None
+        self.info = img.section(".debug_info", relocs)
+        self.abbrev = img.section(".debug_abbrev", relocs)
+        self.line = img.section(".debug_line", relocs)
+        self.str = img.section(".debug_str", relocs)
+        self.line_str = img.section(".debug_line_str", relocs)
+        ar = img.section(".debug_aranges", relocs)
         self.spans = _aranges(ar) if ar is not None else ([], [], [])
 
     def stmt_list(self, cu: int) -> int | None:
@@ -529,7 +514,7 @@ class _Dwarf:
 def _bases(img: _Image, kernel) -> dict[int, int]:
     """Section index -> the base fbt-audit gave the section in a module (by name, as elf.py does)."""
     by_name = {s.name: s.addr for s in kernel.sections}
-    return {i: by_name[n] for i, n in enumerate(img.names) if img.shdrs[i][2] & SHF_ALLOC and n in by_name}
+    return {i: by_name[n] for i, n in enumerate(img.names) if img.shdrs[i].sh_flags & SHF_ALLOC and n in by_name}
 
 
 def has_dwarf(kernel) -> bool:
@@ -584,8 +569,8 @@ def symbol_files(kernel, names: Iterable[str]) -> dict[tuple[str, int], str]:
         img = _Image(kernel.data)
     except DwarfError:
         return out
-    si = next((i for i, h in enumerate(img.shdrs) if h[1] == SHT_SYMTAB), None)
-    if si is None or img.shdrs[si][6] >= len(img.shdrs):
+    si = next((i for i, h in enumerate(img.shdrs) if h.sh_type == "SHT_SYMTAB"), None)
+    if si is None or img.shdrs[si].sh_link >= len(img.shdrs):
         return out
     try:
         return _symbol_files(img, si, kernel, want, out)
@@ -595,7 +580,7 @@ def symbol_files(kernel, names: Iterable[str]) -> dict[tuple[str, int], str]:
 
 def _symbol_files(img: _Image, si: int, kernel, want: set[str], out: dict[tuple[str, int], str]):
     raw = bytes(img.raw(si))
-    strtab = bytes(img.raw(img.shdrs[si][6]))
+    strtab = bytes(img.raw(img.shdrs[si].sh_link))
     bases = _bases(img, kernel) if img.rel else {}
     encoded = {n.encode(): n for n in want}
     current = ""

@@ -7,13 +7,11 @@ from array import array
 from dataclasses import dataclass, field
 
 from fbt_audit.input.elf import section_headers
+from fbt_audit.input.rela import Relocations
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.sites.layouts import ALT_LAYOUTS, BUG_ENTRY, choose_alt_layout
 
 SHF_ALLOC = 0x2
-R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S = 1, 2, 4, 11
-SYM = struct.Struct("<IBBHQQ")
-RELA = struct.Struct("<QQq")
 
 # table -> (vmlinux start/stop symbols, section name in a .ko and, when kept, in a vmlinux).
 # A vmlinux merges __jump_table, .static_call_sites, __mcount_loc and _kprobe_blacklist into
@@ -109,8 +107,8 @@ class _Reader:
             self._load_module()
 
     def _load_module(self) -> None:
-        """Section headers (elf.section_headers, as the loader read them), symbols and RELA of the .ko,
-        for the dozen small sections the tables live in."""
+        """Section headers (elf.section_headers, as the loader read them) and relocations (input/rela.py)
+        of the .ko, for the dozen small sections the tables live in."""
         data = self.k.data
         hdrs = section_headers(self.k.path, data, len(data))
         self.hdrs = hdrs
@@ -118,18 +116,7 @@ class _Reader:
         # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
         alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
         self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
-        sym = next((h for h in hdrs if h.sh_type == "SHT_SYMTAB"), None)
-        # symbols are decoded when a relocation names them: the tables' relocations name a few
-        self._symtab = bytes(data[sym.sh_offset : sym.sh_offset + sym.sh_size]) if sym is not None else b""
-        self._nsyms = len(self._symtab) // SYM.size
-        self.rela = {h.sh_info: h for h in hdrs if h.sh_type == "SHT_RELA"}
-
-    def sym_addr(self, si: int) -> int:
-        """The address of symbol si (0 when undefined, absolute or past the table)."""
-        if si >= self._nsyms:
-            return 0
-        _n, _i, _o, shndx, value, _s = SYM.unpack_from(self._symtab, si * SYM.size)
-        return self.base.get(shndx, 0) + value if 0 < shndx < 0xFF00 else 0
+        self.relocs = Relocations(data, hdrs, self.base)
 
     def section_bytes(self, name: str) -> tuple[bytes, int] | None:
         """(relocated contents, address) of a module section, or None."""
@@ -140,21 +127,8 @@ class _Reader:
         h = self.hdrs[i]
         if not h.sh_size or i not in self.base:
             return b"", self.base.get(i, 0)
-        buf = bytearray(self.k.data[h.sh_offset : h.sh_offset + h.sh_size])
         base = self.base[i]
-        r = self.rela.get(i)
-        if r is not None:
-            blob = bytes(self.k.data[r.sh_offset : r.sh_offset + r.sh_size])
-            for off, info, addend in RELA.iter_unpack(blob[: len(blob) - len(blob) % RELA.size]):
-                si, t = info >> 32, info & 0xFFFFFFFF
-                s = self.sym_addr(si)
-                if t == R_X86_64_64 and off + 8 <= len(buf):
-                    struct.pack_into("<Q", buf, off, (s + addend) & (2**64 - 1))
-                elif t in (R_X86_64_PC32, R_X86_64_PLT32) and off + 4 <= len(buf):
-                    struct.pack_into("<I", buf, off, (s + addend - (base + off)) & 0xFFFFFFFF)
-                elif t == R_X86_64_32S and off + 4 <= len(buf):
-                    struct.pack_into("<I", buf, off, (s + addend) & 0xFFFFFFFF)
-        return bytes(buf), base
+        return self.relocs.applied(i, self.k.data[h.sh_offset : h.sh_offset + h.sh_size], base), base
 
     def table(self, key: str) -> tuple[bytes, int] | None:
         (start, stop), secname = TABLES[key]
