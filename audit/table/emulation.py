@@ -1,4 +1,4 @@
-"""table.py: read an FBT emulation table (from a named table or any ELF carrying its section) and match instructions."""
+"""emulation.py: read an FBT emulation table (named, or from any ELF carrying its section) and match instructions."""
 
 from __future__ import annotations
 
