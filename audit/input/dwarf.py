@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fbt_audit.input.elf import section_headers
-from fbt_audit.input.rela import Relocations
+from fbt_audit.input.rela import SYM, Relocations
 from fbt_audit.model.errors import ElfFormatError
 
 # Why not pyelftools' DWARFInfo here: on the 630 MB Debian -dbg vmlinux, get_dwarf_info() copies
@@ -22,7 +22,6 @@ from fbt_audit.model.errors import ElfFormatError
 
 SHF_ALLOC = 0x2
 STT_FILE = 4
-_SYM = struct.Struct("<IBBHQQ")
 
 DW_AT_name, DW_AT_stmt_list, DW_AT_comp_dir = 0x03, 0x10, 0x1B
 DW_LNCT_path, DW_LNCT_directory_index = 1, 2
@@ -642,7 +641,7 @@ def _symbol_files(img: _Image, si: int, kernel, want: set[str], out: dict[tuple[
     bases = _bases(img, kernel) if img.rel else {}
     encoded = {n.encode(): n for n in want}
     current = ""
-    for st_name, info, _other, shndx, value, _size in _SYM.iter_unpack(raw[: len(raw) // 24 * 24]):
+    for st_name, info, _other, shndx, value, _size in SYM.iter_unpack(raw[: len(raw) // SYM.size * SYM.size]):
         if info & 0xF == STT_FILE:
             current = strtab[st_name : strtab.find(b"\0", st_name)].decode("utf-8", "replace")
             continue

@@ -14,7 +14,7 @@ from itertools import compress, islice, repeat
 from operator import eq
 from pathlib import Path
 
-from fbt_audit.input.rela import R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, Relocations
+from fbt_audit.input.rela import R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, SYM, Relocations
 from fbt_audit.input.symbols import TEXT_TYPES, ExternalSymbols
 from fbt_audit.model.errors import ElfFormatError, InputError, one_line
 from fbt_audit.model.kernel import Kernel, Section, SymbolColumns
@@ -27,7 +27,6 @@ SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
 STT_NOTYPE, STT_FUNC, STT_SECTION = 0, 2, 3
 BINDS = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK"}
 NT_GNU_BUILD_ID = 3
-SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym
 MODULE_BASE = 0x1000  # first synthetic section base in a module
 MODULE_SPACE = 1 << 40  # where a module's synthetic sections must end (x86-64 gives modules 1.5 GiB)
 _INDEX_FROM = 20_000  # symbols from which address_of indexes st_name at once (a vmlinux; not a module)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 # whole sections, and the loader, the table reader and the DWARF reader need only these five types.
 R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32, R_X86_64_32S = 1, 2, 4, 10, 11
 RELA = struct.Struct("<QQq")  # Elf64_Rela: r_offset, r_info (symbol << 32 | type), r_addend
-SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym
+SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym: the loader, the DWARF reader and the relocations read it
 SHN_UNDEF, SHN_LORESERVE, SHN_ABS = 0, 0xFF00, 0xFFF1
 _MASK64 = (1 << 64) - 1
 
