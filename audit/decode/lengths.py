@@ -1,4 +1,4 @@
-"""xlen.py: the linear sweep's instruction boundaries over whole text sections, vectorised with numpy.
+"""lengths.py: the linear sweep's instruction boundaries over whole text sections, vectorised with numpy.
 
 What `decode.sweep` yields, restarted at every chunk, without calling capstone per instruction:
 through its Python binding capstone sweeps ~1.7 million instructions a second, and bookworm's 6.1
@@ -54,12 +54,30 @@ _SEG_OR_66 = b"\x26\x2e\x36\x3e\x64\x65\x66"  # prefixes that change no length b
 
 
 def _tables() -> tuple[np.ndarray, ...]:
+    """(prefix, rep-able, lockable, length, length with 66, prefix-able) tables the walk indexes."""
+    info = _opcode_info()
+    pfx, rep_ok, lock_regs = _prefix_tables()
+    lock_ok, tabs = _length_tables(info, lock_regs)
+    pfx_ok = (info & _SLOWPFX) == 0
+    return pfx, rep_ok, lock_ok.reshape(-1), tabs[0].reshape(-1), tabs[1].reshape(-1), pfx_ok
+
+
+def _opcode_info() -> np.ndarray:
+    """INFO bits of each opcode (0-255: one-byte map, 256-511: 0f xx); _SLOW unless listed here."""
     info = np.full(512, _SLOW, dtype=np.uint32)
 
     def one(ops, imm=_NONE, modrm=False, regs=0xFF, flags=0):
         for op in ops:
             info[op] = (_MODRM if modrm else 0) | (imm << _IMM_SHIFT) | (regs << _REG_SHIFT) | flags
 
+    _one_byte_map(one)
+    _two_byte_map(one)
+    info[0xCC] = 0  # int3: the caller measures runs of them
+    return info
+
+
+def _one_byte_map(one: Callable[..., None]) -> None:
+    """The one-byte map: its general-purpose instructions."""
     for base in range(0x00, 0x40, 8):  # add or adc sbb and sub xor cmp
         one(range(base, base + 4), modrm=True)
         one([base + 4], _IB)
@@ -108,7 +126,10 @@ def _tables() -> tuple[np.ndarray, ...]:
     one(range(0xF8, 0xFE))  # clc stc cli sti cld std
     one([0xFE], modrm=True, regs=0x03)
     one([0xFF], modrm=True, regs=0x57)  # inc dec call jmp push (not far, not /7)
-    # 0f xx: general-purpose instructions only; 66 makes most of this map SSE
+
+
+def _two_byte_map(one: Callable[..., None]) -> None:
+    """0f xx: general-purpose instructions only; 66 makes most of this map SSE."""
     two = 256
 
     def two_byte(ops, imm=_NONE, modrm=True, regs=0xFF, flags=0):
@@ -123,8 +144,10 @@ def _tables() -> tuple[np.ndarray, ...]:
     two_byte([0xA4, 0xAC], _IB)  # shld/shrd imm8
     two_byte([0xBA], _IB, regs=0xF0)  # bt* imm8
     two_byte(range(0xC8, 0xD0), modrm=False)  # bswap
-    info[0xCC] = 0  # int3: the caller measures runs of them
 
+
+def _prefix_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The prefixes measured here; the opcodes f3 is valid on; the ModRM.reg values f0 is valid on."""
     pfx = np.zeros(256, dtype=bool)
     pfx[list(_SEG_OR_66 + b"\xf0\xf3")] = True
     rep_ok = np.zeros(512, dtype=bool)  # f3: rep ins outs movs cmps stos lods scas, and pause
@@ -136,9 +159,14 @@ def _tables() -> tuple[np.ndarray, ...]:
     lock_regs[[0xFE, 0xFF]] = 0x03  # inc dec
     lock_regs[[256 + 0xB0, 256 + 0xB1, 256 + 0xC0, 256 + 0xC1, 256 + 0xAB, 256 + 0xB3, 256 + 0xBB]] = 0xFF
     lock_regs[256 + 0xBA] = 0xE0  # bts btr btc imm8
-    # By (opcode, ModRM byte): bits 0-4 the length from the opcode byte on (ModRM, SIB, displacement,
-    # immediate), 0 when capstone decides; bit 5: a SIB with mod=0, whose base 5 adds a disp32;
-    # bit 6: REX.W adds 4 (mov $imm64). One table without and one with a 66 prefix.
+    return pfx, rep_ok, lock_regs
+
+
+def _length_tables(info: np.ndarray, lock_regs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which (opcode, ModRM byte) take f0; and by (opcode, ModRM byte), one table without and one with
+    a 66 prefix: bits 0-4 the length from the opcode byte on (ModRM, SIB, displacement, immediate),
+    0 when capstone decides; bit 5: a SIB with mod=0, whose base 5 adds a disp32; bit 6: REX.W adds 4
+    (mov $imm64)."""
     m = np.arange(256)
     mod, rm, reg = m >> 6, m & 7, (m >> 3) & 7
     sib = (mod != 3) & (rm == 4)
@@ -164,8 +192,7 @@ def _tables() -> tuple[np.ndarray, ...]:
             tabs[o66, op] = np.where(ok, 1 + mlen + imms, 0) | np.where(ok, sib0, 0)
         if kind == _IV:
             tabs[0, op] |= 1 << 6
-    pfx_ok = (info & _SLOWPFX) == 0
-    return pfx, rep_ok, lock_ok.reshape(-1), tabs[0].reshape(-1), tabs[1].reshape(-1), pfx_ok
+    return lock_ok, tabs
 
 
 _PFX, _REP_OK, _LOCK_OK, _LEN, _LEN66, _PFX_OK = _tables()

@@ -8,6 +8,10 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fbt_audit.input.elf import section_headers
+from fbt_audit.input.rela import SYM, Relocations
+from fbt_audit.model.errors import ElfFormatError
+
 # Why not pyelftools' DWARFInfo here: on the 630 MB Debian -dbg vmlinux, get_dwarf_info() copies
 # every debug section into memory (and, with its relocations, processes 270 MB of .rela.debug_info),
 # and its per-CU abbreviation tables and construct-based line-program rows cost milliseconds per CU,
@@ -16,12 +20,8 @@ from dataclasses import dataclass
 # gives its DW_AT_stmt_list, and only those line programs are run, looking for rows at exactly the
 # wanted addresses (the row a compiler or assembler emits at a function's first instruction).
 
-SHT_SYMTAB, SHT_RELA, SHT_NOBITS = 2, 4, 8
 SHF_ALLOC = 0x2
-R_X86_64_64, R_X86_64_32 = 1, 10
 STT_FILE = 4
-_SHDR = struct.Struct("<IIQQQQIIQQ")
-_SYM = struct.Struct("<IBBHQQ")
 
 DW_AT_name, DW_AT_stmt_list, DW_AT_comp_dir = 0x03, 0x10, 0x1B
 DW_LNCT_path, DW_LNCT_directory_index = 1, 2
@@ -29,6 +29,11 @@ DW_LNCT_path, DW_LNCT_directory_index = 1, 2
 
 class DwarfError(Exception):
     """Malformed DWARF: the caller falls back to pseudo-paths (never fatal for an audit)."""
+
+
+# What malformed DWARF or symbols raise, and nothing else (a bug must surface): DwarfError (a read past a
+# section, an unknown form), IndexError (a byte read past a buffer, or at an offset too large for an index).
+MALFORMED = (DwarfError, IndexError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,16 @@ class _Reader:
                 self.pos = pos
                 return out - (1 << min(shift, 70)) if b & 0x40 else out
 
+    def uleb_at(self, pos: int) -> tuple[int, int]:
+        """uleb() at `pos`: (value, the position after it)."""
+        self.pos = pos
+        return self.uleb(), self.pos
+
+    def sleb_at(self, pos: int) -> tuple[int, int]:
+        """sleb() at `pos`: (value, the position after it)."""
+        self.pos = pos
+        return self.sleb(), self.pos
+
     def cstr(self) -> str:
         end = self.buf.find(b"\0", self.pos) if isinstance(self.buf, bytes | bytearray) else -1
         if end < 0:
@@ -99,52 +114,34 @@ def _cstr_at(buf, off: int) -> str:
 
 
 class _Image:
-    """The section headers and the bits of debug data the lookups read, over the kernel's mmap."""
+    """The section headers (elf.section_headers) and the bits of debug data the lookups read, over the kernel's mmap."""
 
     def __init__(self, data):
         self.data = data
         if len(data) < 64 or bytes(data[:4]) != b"\x7fELF":
             raise DwarfError("not an ELF file")
         self.rel = struct.unpack_from("<H", data, 16)[0] == 1
-        shoff, = struct.unpack_from("<Q", data, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-        if shentsize != _SHDR.size or shoff + shnum * shentsize > len(data):
-            raise DwarfError("bad section headers")
-        self.shdrs = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
-        strs = self.shdrs[shstrndx] if shstrndx < shnum else None
-        names = bytes(data[strs[4] : strs[4] + strs[5]]) if strs else b""
-        self.names = [names[h[0] : names.find(b"\0", h[0])].decode("ascii", "replace") for h in self.shdrs]
+        try:
+            self.shdrs = section_headers("ELF", data, len(data))
+        except ElfFormatError as e:
+            raise DwarfError(f"bad section headers ({e})") from None
+        self.names = [h.name for h in self.shdrs]
         self.index = {n: i for i, n in enumerate(self.names) if n}
 
     def raw(self, i: int):
         h = self.shdrs[i]
-        if h[1] == SHT_NOBITS or h[4] + h[5] > len(self.data):
+        if h.sh_type == "SHT_NOBITS" or h.sh_offset + h.sh_size > len(self.data):
             return b""
-        return memoryview(self.data)[h[4] : h[4] + h[5]]
+        return memoryview(self.data)[h.sh_offset : h.sh_offset + h.sh_size]
 
-    def section(self, name: str, bases: dict[int, int] | None = None):
-        """A section's contents; in a relocatable object, a copy with its .rela applied (S + A)."""
+    def section(self, name: str, relocs: Relocations | None = None):
+        """A section's contents; with `relocs` (a relocatable object's), a copy with its .rela applied."""
         i = self.index.get(name)
         if i is None:
             return None
-        if not self.rel:
+        if relocs is None:
             return self.raw(i)
-        buf = bytearray(self.raw(i))
-        for j, h in enumerate(self.shdrs):
-            if h[1] != SHT_RELA or h[7] != i or h[6] >= len(self.shdrs):
-                continue
-            symtab = self.raw(h[6])
-            for off, info, addend in struct.iter_unpack("<QQq", bytes(self.raw(j))[: h[5] // 24 * 24]):
-                si, rtype = info >> 32, info & 0xFFFFFFFF
-                if (si + 1) * _SYM.size > len(symtab):
-                    continue
-                _, _, _, shndx, value, _ = _SYM.unpack_from(symtab, si * _SYM.size)
-                s = (bases or {}).get(shndx, 0) + value + addend
-                if rtype == R_X86_64_64 and off + 8 <= len(buf):
-                    buf[off : off + 8] = (s & (1 << 64) - 1).to_bytes(8, "little")
-                elif rtype == R_X86_64_32 and off + 4 <= len(buf):
-                    buf[off : off + 4] = (s & 0xFFFFFFFF).to_bytes(4, "little")
-        return bytes(buf)
+        return relocs.applied(i, self.raw(i), relocs.bases.get(i, 0))
 
 
 # --- .debug_aranges and the unit's top DIE --------------------------------------------------------
@@ -188,6 +185,8 @@ _FIXED = {
 
 def _form_value(r: _Reader, form: int, off_size: int, asize: int, version: int, implicit: int | None):
     """Read one attribute value; strings come back as ('str', offset_or_text, which)."""
+    while form == 0x16:  # indirect: the form is in the data (a loop: a hostile chain of them is long)
+        form = r.uleb()
     if form in _FIXED:
         size = _FIXED[form]
         return implicit if form == 0x21 else r.u(size)
@@ -216,20 +215,171 @@ def _form_value(r: _Reader, form: int, off_size: int, asize: int, version: int, 
     if form == 0x04:
         r.pos += r.u(4)
         return None
-    if form == 0x16:  # indirect
-        return _form_value(r, r.uleb(), off_size, asize, version, implicit)
     raise DwarfError(f"unknown DW_FORM 0x{form:x}")
+
+
+_NEVER = 1 << 65  # past every address: no wanted address is ahead
+
+
+def _count(r: _Reader) -> int:
+    """A DWARF 5 directory count: each entry has a DW_LNCT_path, at least one byte, so a count past the
+    bytes left is malformed (and would be a list of up to 2^64 entries)."""
+    n = r.uleb()
+    if n > len(r.buf) - r.pos:
+        raise DwarfError(f"{n} entries in the {len(r.buf) - r.pos} bytes left of .debug_line")
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class _LineHeader:
+    """A line program's header fields the state machine needs (DWARF 2-5 section 6.2.4)."""
+
+    version: int
+    off_size: int
+    end: int  # the first byte past the program
+    prog: int  # the first opcode
+    min_len: int
+    line_base: int
+    line_range: int
+    opcode_base: int
+    std_lengths: list[int]
+
+    def advances(self) -> tuple[list[int], list[int], int]:
+        """Address and line advance of each special opcode, and DW_LNS_const_add_pc's address advance."""
+        adv_addr = [0] * 256
+        adv_line = [0] * 256
+        for op in range(self.opcode_base, 256):
+            adj = op - self.opcode_base
+            adv_addr[op] = (adj // self.line_range) * self.min_len
+            adv_line[op] = self.line_base + adj % self.line_range
+        return adv_addr, adv_line, ((255 - self.opcode_base) // self.line_range) * self.min_len
+
+
+class _Files:
+    """A line program's include directories and file names, and the path of each file index. DWARF 5's
+    file table is read only as far as a matched row needs: most of its entries (headers a unit
+    includes) never name a patchpoint's line."""
+
+    def __init__(self, dw: _Dwarf, r: _Reader, h: _LineHeader) -> None:
+        self.dw, self.off_size = dw, h.off_size
+        self.paths: dict[int, str] = {}
+        self.files: list[tuple[str, int]] = []
+        if h.version >= 5:
+            entries = (dw._entry(r, f, h.off_size) for f in dw._entries(r))
+            self.dirs = [d.get(DW_LNCT_path, "") for d in entries]
+            self.comp_dir = self.dirs[0] if self.dirs else ""
+            self.fmt = [(r.uleb(), r.uleb()) for _ in range(r.u8())]
+            self.nfiles = r.uleb()  # read lazily, so not bounded like the directories
+            self.fpos = r.pos
+            self.first = 0  # the unit's primary source file
+            return
+        self.dirs = [""]
+        while d := r.cstr():
+            self.dirs.append(d)
+        self.files.append(("", 0))
+        while name := r.cstr():
+            di = r.uleb()
+            r.uleb()  # mtime
+            r.uleb()  # length
+            self.files.append((name, di))
+        self.comp_dir, self.first, self.nfiles = "", 1, len(self.files)
+
+    def entry(self, i: int) -> tuple[str, int]:
+        """(name, directory index) of file i; ('?', 0) past the table."""
+        files = self.files
+        while len(files) <= i and len(files) < self.nfiles:
+            fr = _Reader(self.dw.line, self.fpos)
+            f = self.dw._entry(fr, self.fmt, self.off_size)
+            files.append((f.get(DW_LNCT_path, ""), f.get(DW_LNCT_directory_index, 0)))
+            if fr.pos == self.fpos:  # an entry of no bytes (a format of none, or strings past the end):
+                return files[-1] if i < self.nfiles else ("?", 0)  # every later one is the same
+            self.fpos = fr.pos
+        return files[i] if 0 <= i < len(files) else ("?", 0)
+
+    def path(self, i: int) -> str:
+        """File i's path: the name when absolute, else under its directory (itself under comp_dir when relative)."""
+        p = self.paths.get(i)
+        if p is None:
+            name, di = self.entry(i)
+            if not isinstance(name, str) or not isinstance(di, int):  # a DW_LNCT form of another class
+                raise DwarfError(f"file {i}: name {name!r}, directory {di!r}")
+            if name.startswith("/"):
+                p = name
+            else:
+                d = self.dirs[di] if 0 <= di < len(self.dirs) else ""
+                if d and not isinstance(d, str):
+                    raise DwarfError(f"directory {di}: {d!r}")
+                if d and not d.startswith("/") and self.comp_dir:
+                    d = f"{self.comp_dir}/{d}"
+                p = f"{d}/{name}" if d else name
+            self.paths[i] = p
+        return p
+
+
+class _Hits:
+    """The wanted addresses of one line program run, and the rows found for them into `out` (shared by
+    the runs of one lookup); `need` counts down to 0 when the run may stop (-1: never)."""
+
+    def __init__(self, wanted: set[int], out: dict[int, SourceLine], need: int, files: _Files) -> None:
+        self.targets = sorted(wanted)
+        self.out, self.need, self.files = out, need, files
+        self.unit = ""
+
+    def first_from(self, address: int) -> int:
+        """The least wanted address at or after `address`."""
+        i = bisect.bisect_left(self.targets, address)
+        return self.targets[i] if i < len(self.targets) else _NEVER
+
+    def _found(self, t: int, file: int, line: int) -> bool:
+        self.unit = self.unit or self.files.path(self.files.first)
+        self.out[t] = SourceLine(self.files.path(file), line, self.unit)
+        self.need -= 1
+        return self.need == 0
+
+    def row(self, nxt: int, address: int, file: int, line: int, ra: int | None, rf: int, rl: int) -> int | None:
+        """A row at `address` >= `nxt`: the wanted addresses up to it take this row (at exactly it) or
+        the sequence's last row before it. The next wanted address, or None when the run is done."""
+        targets = self.targets
+        i = bisect.bisect_left(targets, nxt)
+        while i < len(targets) and targets[i] <= address:
+            t = targets[i]
+            i += 1
+            if t in self.out:
+                continue
+            if t == address:
+                f, ln = file, line
+            elif ra is not None and ra <= t:
+                f, ln = rf, rl
+            else:
+                continue
+            if self._found(t, f, ln):
+                return None
+        return targets[i] if i < len(targets) else _NEVER
+
+    def end(self, nxt: int, address: int, ra: int, rf: int, rl: int) -> bool:
+        """end_sequence at `address`: the wanted addresses from `nxt` up to it take the sequence's last
+        row. True when the run is done."""
+        targets = self.targets
+        i = bisect.bisect_left(targets, nxt)
+        while i < len(targets) and targets[i] < address:
+            t = targets[i]
+            i += 1
+            if t not in self.out and ra <= t and self._found(t, rf, rl):
+                return True
+        return False
 
 
 class _Dwarf:
     def __init__(self, img: _Image, bases: dict[int, int] | None):
         self.img = img
-        self.info = img.section(".debug_info", bases) if img.rel else img.section(".debug_info")
-        self.abbrev = img.section(".debug_abbrev")
-        self.line = img.section(".debug_line", bases)
-        self.str = img.section(".debug_str")
-        self.line_str = img.section(".debug_line_str")
-        ar = img.section(".debug_aranges", bases)
+        # In a relocatable object (a module, a .o) the debug sections take their .rela first (S + A).
+        relocs = Relocations(img.data, img.shdrs, bases or {}) if img.rel else None
+        self.info = img.section(".debug_info", relocs)
+        self.abbrev = img.section(".debug_abbrev", relocs)
+        self.line = img.section(".debug_line", relocs)
+        self.str = img.section(".debug_str", relocs)
+        self.line_str = img.section(".debug_line_str", relocs)
+        ar = img.section(".debug_aranges", relocs)
         self.spans = _aranges(ar) if ar is not None else ([], [], [])
 
     def stmt_list(self, cu: int) -> int | None:
@@ -294,8 +444,12 @@ class _Dwarf:
         that address or, when it has none (a label inside asm() in C, data in text), the last row
         before it in the same sequence, as addr2line does. Stops once `need` addresses are found
         (the wanted addresses its unit covers), if given."""
-        buf = self.line
-        r = _Reader(buf, offset)
+        h, r = self._header(offset)
+        self._rows(h, r, _Hits(wanted, out, need, _Files(self, r, h)))
+
+    def _header(self, offset: int) -> tuple[_LineHeader, _Reader]:
+        """The line program header up to its standard opcode lengths, and a reader at its directory table."""
+        r = _Reader(self.line, offset)
         length, off_size = r.u(4), 4
         if length == 0xFFFFFFFF:
             length, off_size = r.u(8), 8
@@ -311,7 +465,7 @@ class _Dwarf:
         min_len = r.u8()
         if version >= 4:
             r.u8()  # maximum_operations_per_instruction: 1 on x86
-        default_stmt = r.u8()  # noqa: F841 - rows are matched by address alone
+        r.u8()  # default_is_stmt: rows are matched by address alone
         line_base = r.u8()
         line_base -= 256 if line_base > 127 else 0
         line_range = r.u8()
@@ -319,81 +473,19 @@ class _Dwarf:
         std_lengths = [r.u8() for _ in range(opcode_base - 1)]
         if line_range == 0:
             raise DwarfError(".debug_line line_range is 0")
-        if version >= 5:
-            dirs = [d.get(DW_LNCT_path, "") for d in (self._entry(r, f, off_size) for f in self._entries(r))]
-            comp_dir = dirs[0] if dirs else ""
-            ffmt = [(r.uleb(), r.uleb()) for _ in range(r.u8())]
-            nfiles = r.uleb()
-            files: list[tuple[str, int]] = []
-            fpos = [r.pos]
+        return _LineHeader(version, off_size, end, prog, min_len, line_base, line_range, opcode_base, std_lengths), r
 
-            def file_entry(i: int) -> tuple[str, int]:
-                # The file table is read only as far as a matched row needs: most of its entries
-                # (headers a unit includes) never name a patchpoint's line.
-                while len(files) <= i and len(files) < nfiles:
-                    fr = _Reader(buf, fpos[0])
-                    f = self._entry(fr, ffmt, off_size)
-                    fpos[0] = fr.pos
-                    files.append((f.get(DW_LNCT_path, ""), f.get(DW_LNCT_directory_index, 0)))
-                return files[i] if 0 <= i < len(files) else ("?", 0)
-
-            first_file = 0
-        else:
-            dirs = [""]
-            while True:
-                d = r.cstr()
-                if not d:
-                    break
-                dirs.append(d)
-            files = [("", 0)]
-            while True:
-                name = r.cstr()
-                if not name:
-                    break
-                di = r.uleb()
-                r.uleb()
-                r.uleb()
-                files.append((name, di))
-            comp_dir, first_file = "", 1
-
-            def file_entry(i: int) -> tuple[str, int]:
-                return files[i] if 0 <= i < len(files) else ("?", 0)
-
-        paths: dict[int, str] = {}
-
-        def path(i: int) -> str:
-            p = paths.get(i)
-            if p is None:
-                name, di = file_entry(i)
-                if name.startswith("/"):
-                    p = name
-                else:
-                    d = dirs[di] if 0 <= di < len(dirs) else ""
-                    if d and not d.startswith("/") and comp_dir:
-                        d = f"{comp_dir}/{d}"
-                    p = f"{d}/{name}" if d else name
-                paths[i] = p
-            return p
-
-        unit_path = ""
-
-        # The state machine (DWARF 5 section 6.2.5): address, file and line only. `ra, rf, rl` is the
-        # last row of the current sequence (ra None before its first); `nxt` the least wanted address
-        # not yet passed, so that each row costs one comparison until a row reaches a wanted address.
-        adv_addr = [0] * 256
-        adv_line = [0] * 256
-        for op in range(opcode_base, 256):
-            adj = op - opcode_base
-            adv_addr[op] = (adj // line_range) * min_len
-            adv_line[op] = line_base + adj % line_range
-        const_add = ((255 - opcode_base) // line_range) * min_len
-        targets = sorted(wanted)
-        never = 1 << 65
+    def _rows(self, h: _LineHeader, r: _Reader, hits: _Hits) -> None:
+        """The state machine (DWARF 5 section 6.2.5): address, file and line only. `ra, rf, rl` is the
+        last row of the current sequence (ra None before its first); `nxt` the least wanted address
+        not yet passed, so that each row costs one comparison until a row reaches a wanted address.
+        A one-byte LEB128 operand (nearly all of them) is read inline; a longer one by `r`."""
+        adv_addr, adv_line, const_add = h.advances()
+        opcode_base, min_len, std_lengths = h.opcode_base, h.min_len, h.std_lengths
         address, file, line = 0, 1, 1
         ra, rf, rl = None, 1, 1
-        nxt = targets[0] if targets else never
-        pos = prog
-        data = buf
+        nxt = hits.first_from(0)
+        pos, end, data = h.prog, h.end, self.line
         while pos < end:
             op = data[pos]
             pos += 1
@@ -401,104 +493,48 @@ class _Dwarf:
                 address += adv_addr[op]  # 0 for copy
                 line += adv_line[op]
                 if address >= nxt:
-                    i = bisect.bisect_left(targets, nxt)
-                    while i < len(targets) and targets[i] <= address:
-                        t = targets[i]
-                        i += 1
-                        if t in out:
-                            continue
-                        if t == address:
-                            rf_, rl_ = file, line
-                        elif ra is not None and ra <= t:
-                            rf_, rl_ = rf, rl
-                        else:
-                            continue
-                        unit_path = unit_path or path(first_file)
-                        out[t] = SourceLine(path(rf_), rl_, unit_path)
-                        need -= 1
-                        if need == 0:
-                            return
-                    nxt = targets[i] if i < len(targets) else never
+                    nxt = hits.row(nxt, address, file, line, ra, rf, rl)
+                    if nxt is None:
+                        return
                 if ra != address:
                     ra, rf, rl = address, file, line  # the first row at an address speaks for it
-            elif op == 5:  # set_column: one ULEB, nearly always a single byte
-                if data[pos] < 0x80:
-                    pos += 1
-                else:
-                    r.pos = pos
-                    r.uleb()
-                    pos = r.pos
+            elif op == 5:  # set_column
+                pos = pos + 1 if data[pos] < 0x80 else r.uleb_at(pos)[1]
             elif op == 0:
-                n = data[pos]
-                if n < 0x80:
-                    pos += 1
-                else:
-                    r.pos = pos
-                    n = r.uleb()
-                    pos = r.pos
+                n, pos = (data[pos], pos + 1) if data[pos] < 0x80 else r.uleb_at(pos)
                 sub = data[pos]
                 if sub == 1:  # end_sequence: `address` is the first byte past the sequence
-                    if address > nxt and ra is not None:
-                        i = bisect.bisect_left(targets, nxt)
-                        while i < len(targets) and targets[i] < address:
-                            t = targets[i]
-                            i += 1
-                            if t not in out and ra <= t:
-                                unit_path = unit_path or path(first_file)
-                                out[t] = SourceLine(path(rf), rl, unit_path)
-                                need -= 1
-                                if need == 0:
-                                    return
+                    if address > nxt and ra is not None and hits.end(nxt, address, ra, rf, rl):
+                        return
                     address, file, line = 0, 1, 1
                     ra = None
-                    nxt = never
+                    nxt = _NEVER
                 elif sub == 2:  # set_address: a sequence starts
                     address = int.from_bytes(data[pos + 1 : pos + n], "little")
-                    i = bisect.bisect_left(targets, address)
-                    nxt = targets[i] if i < len(targets) else never
+                    nxt = hits.first_from(address)
                 pos += n
-            elif op == 2:
+            elif op == 2:  # advance_pc
+                v, pos = (data[pos], pos + 1) if data[pos] < 0x80 else r.uleb_at(pos)
+                address += v * min_len
+            elif op == 3:  # advance_line
                 b = data[pos]
-                if b < 0x80:
-                    address += b * min_len
-                    pos += 1
-                else:
-                    r.pos = pos
-                    address += r.uleb() * min_len
-                    pos = r.pos
-            elif op == 3:
-                b = data[pos]
-                if b < 0x80:
-                    line += b - 0x80 if b & 0x40 else b
-                    pos += 1
-                else:
-                    r.pos = pos
-                    line += r.sleb()
-                    pos = r.pos
-            elif op == 4:
-                b = data[pos]
-                if b < 0x80:
-                    file = b
-                    pos += 1
-                else:
-                    r.pos = pos
-                    file = r.uleb()
-                    pos = r.pos
+                v, pos = (b - 0x80 if b & 0x40 else b, pos + 1) if b < 0x80 else r.sleb_at(pos)
+                line += v
+            elif op == 4:  # set_file
+                file, pos = (data[pos], pos + 1) if data[pos] < 0x80 else r.uleb_at(pos)
             elif op == 8:
                 address += const_add
             elif op == 9:
                 address += data[pos] | data[pos + 1] << 8
                 pos += 2
             else:  # negate_stmt, basic_block, prologue/epilogue, set_isa, unknown
-                r.pos = pos
                 for _ in range(std_lengths[op - 1]):
-                    r.uleb()
-                pos = r.pos
+                    pos = r.uleb_at(pos)[1]
 
     def _entries(self, r: _Reader):
         """The v5 entry format, then one format per entry (the same each time)."""
         fmt = [(r.uleb(), r.uleb()) for _ in range(r.u8())]
-        return [fmt] * r.uleb()
+        return [fmt] * _count(r)
 
     def _entry(self, r: _Reader, fmt, off_size: int) -> dict[int, object]:
         out: dict[int, object] = {}
@@ -529,7 +565,7 @@ class _Dwarf:
 def _bases(img: _Image, kernel) -> dict[int, int]:
     """Section index -> the base fbt-audit gave the section in a module (by name, as elf.py does)."""
     by_name = {s.name: s.addr for s in kernel.sections}
-    return {i: by_name[n] for i, n in enumerate(img.names) if img.shdrs[i][2] & SHF_ALLOC and n in by_name}
+    return {i: by_name[n] for i, n in enumerate(img.names) if img.shdrs[i].sh_flags & SHF_ALLOC and n in by_name}
 
 
 def has_dwarf(kernel) -> bool:
@@ -547,30 +583,36 @@ def source_lines(kernel, addrs: Iterable[int]) -> dict[int, SourceLine]:
     if not wanted:
         return out
     try:
-        img = _Image(kernel.data)
-        if ".debug_line" not in img.index:
-            return out
-        dw = _Dwarf(img, _bases(img, kernel) if img.rel else None)
-        starts, ends, cus = dw.spans
-        programs: dict[int, set[int]] = {}  # line program offset -> the wanted addresses its unit covers
-        if starts and not img.rel:
-            units: dict[int, set[int]] = {}
-            for a in wanted:
-                i = bisect.bisect_right(starts, a) - 1
-                if i >= 0 and a < ends[i]:
-                    units.setdefault(cus[i], set()).add(a)
-            for cu in sorted(units):
-                off = dw.stmt_list(cu)
-                if off is not None:
-                    programs.setdefault(off, set()).update(units[cu])
-            for off, mine in sorted(programs.items()):
-                dw.run(off, mine, out, len(mine))
-        else:
-            for off in dw.all_programs():
-                dw.run(off, wanted, out)
-    except Exception:  # noqa: BLE001 - malformed DWARF of any shape: what was found stands, the rest falls back
+        _find_lines(kernel, wanted, out)
+    except MALFORMED:  # what was found stands, the rest falls back
         pass
     return out
+
+
+def _find_lines(kernel, wanted: set[int], out: dict[int, SourceLine]) -> None:
+    """source_lines into `out`: in a linked image, only the units .debug_aranges says cover a wanted
+    address; in a relocatable object (a few units, no aranges), every line program."""
+    img = _Image(kernel.data)
+    if ".debug_line" not in img.index:
+        return
+    dw = _Dwarf(img, _bases(img, kernel) if img.rel else None)
+    starts, ends, cus = dw.spans
+    if not starts or img.rel:
+        for off in dw.all_programs():
+            dw.run(off, wanted, out)
+        return
+    units: dict[int, set[int]] = {}
+    for a in wanted:
+        i = bisect.bisect_right(starts, a) - 1
+        if i >= 0 and a < ends[i]:
+            units.setdefault(cus[i], set()).add(a)
+    programs: dict[int, set[int]] = {}  # line program offset -> the wanted addresses its unit covers
+    for cu in sorted(units):
+        off = dw.stmt_list(cu)
+        if off is not None:
+            programs.setdefault(off, set()).update(units[cu])
+    for off, mine in sorted(programs.items()):
+        dw.run(off, mine, out, len(mine))
 
 
 def symbol_files(kernel, names: Iterable[str]) -> dict[tuple[str, int], str]:
@@ -584,22 +626,22 @@ def symbol_files(kernel, names: Iterable[str]) -> dict[tuple[str, int], str]:
         img = _Image(kernel.data)
     except DwarfError:
         return out
-    si = next((i for i, h in enumerate(img.shdrs) if h[1] == SHT_SYMTAB), None)
-    if si is None or img.shdrs[si][6] >= len(img.shdrs):
+    si = next((i for i, h in enumerate(img.shdrs) if h.sh_type == "SHT_SYMTAB"), None)
+    if si is None or img.shdrs[si].sh_link >= len(img.shdrs):
         return out
     try:
         return _symbol_files(img, si, kernel, want, out)
-    except Exception:  # noqa: BLE001 - a damaged .symtab: no file names, fingerprints without them
+    except MALFORMED:  # a damaged .symtab: no file names, fingerprints without them
         return out
 
 
 def _symbol_files(img: _Image, si: int, kernel, want: set[str], out: dict[tuple[str, int], str]):
     raw = bytes(img.raw(si))
-    strtab = bytes(img.raw(img.shdrs[si][6]))
+    strtab = bytes(img.raw(img.shdrs[si].sh_link))
     bases = _bases(img, kernel) if img.rel else {}
     encoded = {n.encode(): n for n in want}
     current = ""
-    for st_name, info, _other, shndx, value, _size in _SYM.iter_unpack(raw[: len(raw) // 24 * 24]):
+    for st_name, info, _other, shndx, value, _size in SYM.iter_unpack(raw[: len(raw) // SYM.size * SYM.size]):
         if info & 0xF == STT_FILE:
             current = strtab[st_name : strtab.find(b"\0", st_name)].decode("utf-8", "replace")
             continue

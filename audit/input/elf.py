@@ -14,6 +14,7 @@ from itertools import compress, islice, repeat
 from operator import eq
 from pathlib import Path
 
+from fbt_audit.input.rela import R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, SYM, Relocations
 from fbt_audit.input.symbols import TEXT_TYPES, ExternalSymbols
 from fbt_audit.model.errors import ElfFormatError, InputError, one_line
 from fbt_audit.model.kernel import Kernel, Section, SymbolColumns
@@ -25,10 +26,7 @@ SHF_EXECINSTR = 0x4
 SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
 STT_NOTYPE, STT_FUNC, STT_SECTION = 0, 2, 3
 BINDS = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK"}
-R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32 = 1, 2, 4
 NT_GNU_BUILD_ID = 3
-SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym
-RELA = struct.Struct("<QQq")  # Elf64_Rela
 MODULE_BASE = 0x1000  # first synthetic section base in a module
 MODULE_SPACE = 1 << 40  # where a module's synthetic sections must end (x86-64 gives modules 1.5 GiB)
 _INDEX_FROM = 20_000  # symbols from which address_of indexes st_name at once (a vmlinux; not a module)
@@ -322,7 +320,47 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
     e = _Elf(path, data)
     rel = e.type == "ET_REL"
     secs = e.sections
-    # Section bases: link-time addresses for vmlinux, disjoint synthetic bases for a module.
+    bases, model_secs = _section_bases(path, secs, rel)
+    symtab = next((s for s in secs if s.header.sh_type == "SHT_SYMTAB"), None)
+    if symtab is None:
+        return _load_external(path, e, model_secs, symbols)
+    if symtab.header.sh_link >= len(secs):
+        raise ElfFormatError(f"{path}: symbol table links to a missing string table")
+    st = _Symtab(bytes(e.contents(symtab)), bytes(e.contents(secs[symtab.header.sh_link])), secs, bases, rel)
+    columns = _text_columns(st, secs, bases)
+    if rel:
+        call_targets, mcount = _module_relocations(e, st, bases)
+        info = _modinfo(e)
+        module = info.get("name") or path.name.split(".", 1)[0].replace("-", "_")
+        release = info.get("vermagic", "").split(" ", 1)[0] or None
+        display = f"{module}.ko"
+    else:
+        call_targets, mcount = {}, _mcount_sites(model_secs, st.address_of, e.data)
+        module, display = "kernel", path.name
+        release = _release_from_banner(model_secs, st.address_of("linux_banner"), e.data)
+    return Kernel(
+        path=str(path),
+        display=display,
+        kind="module" if rel else "vmlinux",
+        module=module,
+        release=release,
+        build_id=_build_id(e),
+        sections=model_secs,
+        symbols=None,
+        columns=columns,
+        data=e.data,
+        mcount_sites=frozenset(mcount),  # the same object when it is one already
+        call_targets=call_targets,
+        names=None,
+        lazy={"names": st.names},
+        finder=st.address_of,
+        symbol_source=".symtab",
+    )
+
+
+def _section_bases(path: Path, secs: list[_Shdr], rel: bool) -> tuple[dict[int, int], list[Section]]:
+    """Section index -> base, and the model's sections, for the SHF_ALLOC sections: link-time addresses
+    in a vmlinux, disjoint synthetic bases from MODULE_BASE up in a module."""
     bases: dict[int, int] = {}
     nxt = MODULE_BASE
     model_secs = []
@@ -353,58 +391,44 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
                 nobits=h.sh_type == "SHT_NOBITS",
             )
         )
+    return bases, model_secs
 
-    symtab = next((s for s in secs if s.header.sh_type == "SHT_SYMTAB"), None)
-    if symtab is None:
-        return _load_external(path, e, model_secs, symbols)
-    if symtab.header.sh_link >= len(secs):
-        raise ElfFormatError(f"{path}: symbol table links to a missing string table")
-    st = _Symtab(bytes(e.contents(symtab)), bytes(e.contents(secs[symtab.header.sh_link])), secs, bases, rel)
-    n, shndx, st_info, addrs = st.n, st.shndx, st.info, st.addrs
-    lo, hi = st.raw[6::24], st.raw[7::24]
 
-    # Text symbols: FUNC/NOTYPE in an executable section, within it (section end markers such as
-    # _etext and __*_text_end label no instruction), sorted by (addr, name).
+def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> SymbolColumns:
+    """Text symbols: FUNC/NOTYPE in an executable section, within it (section end markers such as
+    _etext and __*_text_end label no instruction), sorted by (addr, name); an unsized one runs to the
+    next text symbol or its section's end."""
     ranges = [range(0)] * len(secs)
     execs = set()
     for i, sec in enumerate(secs):
         if i in bases and sec.header.sh_flags & SHF_EXECINSTR:
             ranges[i] = range(bases[i], bases[i] + sec.header.sh_size)
             execs.add(i)
-    cand = st.valid & _in(lo, hi, execs) & int.from_bytes(st_info.translate(_TEXT_TYPE), "little")
+    n, st_info = st.n, st.info
+    cand = st.valid & _in(st.raw[6::24], st.raw[7::24], execs) & int.from_bytes(st_info.translate(_TEXT_TYPE), "little")
     cidx = list(compress(range(n), cand.to_bytes(n, "little")))
     # Below, lists run over the candidates (position p for symbol cidx[p]); only their names are decoded.
-    c_addr, c_shndx, c_name = _pick(addrs, cidx), _pick(shndx, cidx), st.names_of(cidx)
+    c_addr, c_shndx, c_name = _pick(st.addrs, cidx), _pick(st.shndx, cidx), st.names_of(cidx)
     keep = [
         p
         for p, (a, x, name) in enumerate(zip(c_addr, c_shndx, c_name, strict=True))
         if a in ranges[x] and name and not name.startswith(_LOCAL)
     ]
     keep.sort(key=c_addr.__getitem__)
+    _sort_aliases(keep, _pick(c_addr, keep), c_name)
     t_addr = _pick(c_addr, keep)
-    # Equal addresses (aliases) go by name; the sort by address alone is stable, so this is (addr, name).
-    dup = list(compress(range(len(t_addr) - 1), map(eq, t_addr, islice(t_addr, 1, None))))
-    j = 0
-    while j < len(dup):
-        k = j
-        while k + 1 < len(dup) and dup[k + 1] == dup[k] + 1:
-            k += 1
-        first, last = dup[j], dup[k] + 1
-        keep[first : last + 1] = sorted(keep[first : last + 1], key=c_name.__getitem__)
-        j = k + 1
     t_idx = _pick(cidx, keep)
     t_shndx = _pick(c_shndx, keep)
     t_size = _pick(st.sizes, t_idx)
     t_sized = list(map(bool, t_size))
     for p in compress(range(len(keep)), map(eq, t_size, repeat(0))):
-        # An unsized symbol runs to the next text symbol's address or its section's end.
         addr = t_addr[p]
         end = ranges[t_shndx[p]].stop
         q = bisect.bisect_right(t_addr, addr)
         t_size[p] = max((min(t_addr[q], end) if q < len(t_addr) else end) - addr, 1)
     sec_names = [sec.name for sec in secs]
     t_info = bytes(_pick(st_info, t_idx))
-    columns = SymbolColumns(
+    return SymbolColumns(
         t_addr,
         _pick(c_name, keep),
         t_size,
@@ -414,63 +438,48 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
         t_sized,
     )
 
-    call_targets: dict[int, str] = {}
-    mcount: set[int] | frozenset[int] = set()
-    if rel:
-        all_names, values = st.names_of(range(n)), st.values
-        for rs in secs:
-            h = rs.header
-            if h.sh_type != "SHT_RELA" or h.sh_info >= len(secs) or h.sh_info not in bases:
-                continue
-            target = secs[h.sh_info]
-            tbase = bases[h.sh_info]
-            is_text = bool(target.header.sh_flags & SHF_EXECINSTR)
-            is_mcount = target.name == "__mcount_loc"
-            if not (is_text or is_mcount):
-                continue
-            blob = e.contents(rs)
-            blob = blob[: len(blob) - len(blob) % RELA.size]
-            for r_offset, r_info, addend in RELA.iter_unpack(blob):
-                si, rtype = r_info >> 32, r_info & 0xFFFFFFFF
-                if si >= n:
-                    continue
-                sname, sinfo, sshndx, svalue = all_names[si], st_info[si], shndx[si], values[si]
-                if is_mcount and rtype == R_X86_64_64:
-                    if sshndx in bases:
-                        mcount.add(bases[sshndx] + svalue + addend)
-                elif is_text and rtype in (R_X86_64_PC32, R_X86_64_PLT32):
-                    if sinfo & 0xF == STT_SECTION or not sname:
-                        continue  # intra-module branch: the target is resolved from the bytes
-                    call_targets[tbase + r_offset] = sname
-    else:
-        mcount = _mcount_sites(model_secs, st.address_of, e.data)
 
-    info = _modinfo(e) if rel else {}
-    if rel:
-        module = info.get("name") or path.name.split(".", 1)[0].replace("-", "_")
-        release = info.get("vermagic", "").split(" ", 1)[0] or None
-        display = f"{module}.ko"
-    else:
-        module, display = "kernel", path.name
-        release = _release_from_banner(model_secs, st.address_of("linux_banner"), e.data)
-    return Kernel(
-        path=str(path),
-        display=display,
-        kind="module" if rel else "vmlinux",
-        module=module,
-        release=release,
-        build_id=_build_id(e),
-        sections=model_secs,
-        symbols=None,
-        columns=columns,
-        data=e.data,
-        mcount_sites=frozenset(mcount),  # the same object when it is one already
-        call_targets=call_targets,
-        names=None,
-        lazy={"names": st.names},
-        finder=st.address_of,
-        symbol_source=".symtab",
-    )
+def _sort_aliases(keep: list[int], t_addr: list[int], c_name: list[str]) -> None:
+    """Sort each run of equal addresses (aliases) in `keep` by name: after the stable sort by address
+    alone, that orders the text symbols by (addr, name)."""
+    dup = list(compress(range(len(t_addr) - 1), map(eq, t_addr, islice(t_addr, 1, None))))
+    j = 0
+    while j < len(dup):
+        k = j
+        while k + 1 < len(dup) and dup[k + 1] == dup[k] + 1:
+            k += 1
+        first, last = dup[j], dup[k] + 1
+        keep[first : last + 1] = sorted(keep[first : last + 1], key=c_name.__getitem__)
+        j = k + 1
+
+
+def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int]) -> tuple[dict[int, str], set[int]]:
+    """A module's relocated call targets (PC32/PLT32 in text naming a symbol, not a section: a call out
+    of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A)."""
+    call_targets: dict[int, str] = {}
+    mcount: set[int] = set()
+    secs = e.sections
+    relocs = Relocations(e.data, secs, bases, st.raw)
+    all_names, st_info = st.names_of(range(st.n)), st.info
+    for i in relocs.patching:
+        if i not in bases:
+            continue
+        is_text = bool(secs[i].header.sh_flags & SHF_EXECINSTR)
+        is_mcount = secs[i].name == "__mcount_loc"
+        if not (is_text or is_mcount):
+            continue
+        tbase = bases[i]
+        for r_offset, si, rtype, addend in relocs.of(i):
+            if si >= st.n:
+                continue
+            if is_mcount and rtype == R_X86_64_64:
+                if st.shndx[si] in bases:  # a site in a section the module loads
+                    mcount.add(relocs.symbol(si) + addend)
+            elif is_text and rtype in (R_X86_64_PC32, R_X86_64_PLT32):
+                if st_info[si] & 0xF == STT_SECTION or not all_names[si]:
+                    continue  # intra-module branch: the target is resolved from the bytes
+                call_targets[tbase + r_offset] = all_names[si]
+    return call_targets, mcount
 
 
 def _mcount_sites(secs: list[Section], address_of, data) -> frozenset[int]:

@@ -7,6 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
+from fbt_audit.input.inflate import Corrupt, PastCap, Truncated, inflate
 from fbt_audit.model.errors import InputError
 
 # The largest module Debian ships is amdgpu.ko (20 MB in 6.1, 28 MB in 6.12); one built with -g can be
@@ -19,9 +20,8 @@ SIG_INFO = struct.Struct(">BBBBB3xI")
 PKEY_ID_PKCS7 = 2  # the only id_type the kernel accepts (mod_check_sig)
 _MAGICS = {b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"\x1f\x8b": "gzip"}
 # Kbuild compresses modules with `xz --lzma2=dict=1MiB`; a header asking for a 3 GiB dictionary is refused
-# by liblzma ("Memory usage limit was exceeded") instead of being allocated.
-_XZ_MEMLIMIT = 1 << 28
-_ZSTD_FEED = 1 << 10  # zstd input per step: one step can expand to ~32 MB, so the cap holds within that
+# by liblzma ("Memory usage limit was exceeded", inflate.LZMA_MEMLIMIT) instead of being allocated.
+_SAID_AS_IS = (lzma.LZMAError, zlib.error, EOFError, ValueError)  # the stdlib's errors; others (ZstdError) are named
 
 
 def is_module_name(name: str) -> bool:
@@ -37,47 +37,20 @@ def compression(head: bytes) -> str | None:
     return None
 
 
-def _zstd(blob: bytes) -> tuple[bytes, bool]:
-    """Decompress one zstd frame, feeding the input in small steps so that a bomb stops near the cap.
-    (zstandard's stream_reader returns what it has at a truncated end without saying so; the
-    decompressobj's `eof` says whether the frame was complete.)"""
-    import zstandard
-
-    d = zstandard.ZstdDecompressor().decompressobj()
-    out, total = [], 0
-    for i in range(0, len(blob), _ZSTD_FEED):
-        chunk = d.decompress(blob[i : i + _ZSTD_FEED])
-        out.append(chunk)
-        total += len(chunk)
-        if total > MAX_MODULE or d.eof:
-            break
-    return b"".join(out), d.eof
-
-
 def _bounded(path: Path, kind: str, blob: bytes) -> bytes:
     """Decompress at most MAX_MODULE bytes: a bomb stops at the cap, never allocating far past it."""
     try:
-        if kind == "xz":
-            d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
-            out = d.decompress(blob, max_length=MAX_MODULE + 1)
-            done = d.eof
-        elif kind == "gzip":
-            d = zlib.decompressobj(wbits=31)
-            out = d.decompress(blob, MAX_MODULE + 1)
-            done = d.eof
-        else:
-            out, done = _zstd(blob)
-    except (lzma.LZMAError, zlib.error, EOFError, ValueError) as e:
-        raise InputError(f"{path}: corrupt {kind} stream ({e})") from None
+        return inflate(kind, blob, MAX_MODULE)
+    except PastCap:
+        raise InputError(f"{path}: decompresses to more than {MAX_MODULE >> 20} MiB; refused") from None
+    except Truncated:
+        raise InputError(f"{path}: truncated {kind} stream") from None
+    except Corrupt as c:
+        e = c.cause
+        said = str(e) if isinstance(e, _SAID_AS_IS) else f"{type(e).__name__}: {e}"
+        raise InputError(f"{path}: corrupt {kind} stream ({said})") from None
     except MemoryError:
         raise InputError(f"{path}: {kind} stream needs more memory than is available; refused") from None
-    except Exception as e:  # zstandard.ZstdError and friends
-        raise InputError(f"{path}: corrupt {kind} stream ({type(e).__name__}: {e})") from None
-    if len(out) > MAX_MODULE:
-        raise InputError(f"{path}: decompresses to more than {MAX_MODULE >> 20} MiB; refused")
-    if not done:
-        raise InputError(f"{path}: truncated {kind} stream")
-    return out
 
 
 def strip_signature(blob: bytes) -> bytes:

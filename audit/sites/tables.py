@@ -1,19 +1,18 @@
-"""sites.py: the kernel's own tables (patched sites, trap sites, deny lists, text ranges) from a vmlinux or .ko."""
+"""tables.py: the kernel's own tables (patched sites, trap sites, deny lists, text ranges) from a vmlinux or .ko."""
 
 from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fbt_audit.input.elf import section_headers
+from fbt_audit.input.rela import Relocations
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.sites.layouts import ALT_LAYOUTS, BUG_ENTRY, choose_alt_layout
 
 SHF_ALLOC = 0x2
-R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S = 1, 2, 4, 11
-SYM = struct.Struct("<IBBHQQ")
-RELA = struct.Struct("<QQq")
 
 # table -> (vmlinux start/stop symbols, section name in a .ko and, when kept, in a vmlinux).
 # A vmlinux merges __jump_table, .static_call_sites, __mcount_loc and _kprobe_blacklist into
@@ -109,8 +108,8 @@ class _Reader:
             self._load_module()
 
     def _load_module(self) -> None:
-        """Section headers (elf.section_headers, as the loader read them), symbols and RELA of the .ko,
-        for the dozen small sections the tables live in."""
+        """Section headers (elf.section_headers, as the loader read them) and relocations (input/rela.py)
+        of the .ko, for the dozen small sections the tables live in."""
         data = self.k.data
         hdrs = section_headers(self.k.path, data, len(data))
         self.hdrs = hdrs
@@ -118,18 +117,7 @@ class _Reader:
         # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
         alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
         self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
-        sym = next((h for h in hdrs if h.sh_type == "SHT_SYMTAB"), None)
-        # symbols are decoded when a relocation names them: the tables' relocations name a few
-        self._symtab = bytes(data[sym.sh_offset : sym.sh_offset + sym.sh_size]) if sym is not None else b""
-        self._nsyms = len(self._symtab) // SYM.size
-        self.rela = {h.sh_info: h for h in hdrs if h.sh_type == "SHT_RELA"}
-
-    def sym_addr(self, si: int) -> int:
-        """The address of symbol si (0 when undefined, absolute or past the table)."""
-        if si >= self._nsyms:
-            return 0
-        _n, _i, _o, shndx, value, _s = SYM.unpack_from(self._symtab, si * SYM.size)
-        return self.base.get(shndx, 0) + value if 0 < shndx < 0xFF00 else 0
+        self.relocs = Relocations(data, hdrs, self.base)
 
     def section_bytes(self, name: str) -> tuple[bytes, int] | None:
         """(relocated contents, address) of a module section, or None."""
@@ -140,21 +128,8 @@ class _Reader:
         h = self.hdrs[i]
         if not h.sh_size or i not in self.base:
             return b"", self.base.get(i, 0)
-        buf = bytearray(self.k.data[h.sh_offset : h.sh_offset + h.sh_size])
         base = self.base[i]
-        r = self.rela.get(i)
-        if r is not None:
-            blob = bytes(self.k.data[r.sh_offset : r.sh_offset + r.sh_size])
-            for off, info, addend in RELA.iter_unpack(blob[: len(blob) - len(blob) % RELA.size]):
-                si, t = info >> 32, info & 0xFFFFFFFF
-                s = self.sym_addr(si)
-                if t == R_X86_64_64 and off + 8 <= len(buf):
-                    struct.pack_into("<Q", buf, off, (s + addend) & (2**64 - 1))
-                elif t in (R_X86_64_PC32, R_X86_64_PLT32) and off + 4 <= len(buf):
-                    struct.pack_into("<I", buf, off, (s + addend - (base + off)) & 0xFFFFFFFF)
-                elif t == R_X86_64_32S and off + 4 <= len(buf):
-                    struct.pack_into("<I", buf, off, (s + addend) & 0xFFFFFFFF)
-        return bytes(buf), base
+        return self.relocs.applied(i, self.k.data[h.sh_offset : h.sh_offset + h.sh_size], base), base
 
     def table(self, key: str) -> tuple[bytes, int] | None:
         (start, stop), secname = TABLES[key]
@@ -218,52 +193,67 @@ def _fixed(rd, t: Tables, key: str, label: str, st: struct.Struct, ctype: str) -
 
 
 def _read(kernel: Kernel, t: Tables) -> None:
+    """Every table into t, in this order (the order of t.counts, t.layouts and t.problems)."""
     rd = _Reader(kernel)
-    version = _version(kernel.release)
+    _read_alts(rd, t, kernel)
+    _read_fixed(rd, t, ("parainstructions", "jump_table", "static_call_sites"))
+    t.mcount = _u64_sites(rd, t, "mcount_loc")
+    _read_s32(rd, t, kernel)
+    _read_fixed(rd, t, ("ex_table", "bug_table"))
+    t.blacklist = _u64_sites(rd, t, "kprobe_blacklist")
+    _read_ranges(rd, t, kernel)
 
+
+def _read_alts(rd: _Reader, t: Tables, kernel: Kernel) -> None:
+    """.altinstructions, by the layout its size, the release and its sites fit (layouts.py)."""
     got = rd.table("altinstructions")
-    if got is not None and got[0]:
-        blob, base = got
-        layout, why = choose_alt_layout(blob, base, version, lambda a: _in_text(kernel, a))
-        if layout is None:
-            t.problems.append(f".altinstructions: {why}")
-        else:
-            t.layouts["altinstructions"] = layout.name
-            for i, rec in enumerate(layout.struct.iter_unpack(blob)):
-                at = base + i * layout.size
-                fields = dict(zip(layout.fields, rec, strict=True))
-                feat = fields["cpuid"] & 0xFFFF
-                flags = fields["cpuid"] >> 16 if layout.size == 14 else 0
-                negated = bool(flags & 1) if layout.size == 14 else bool(feat & 0x8000)
-                if layout.size != 14:
-                    feat &= 0x7FFF
-                t.alts.append(
-                    Alt(at + fields["instr"], at + 4 + fields["repl"], feat, negated, fields["instrlen"],
-                        fields["repllen"], flags)
-                )  # fmt: skip
-            t.counts["altinstructions"] = len(t.alts)
+    if got is None or not got[0]:
+        return
+    blob, base = got
+    layout, why = choose_alt_layout(blob, base, _version(kernel.release), lambda a: _in_text(kernel, a))
+    if layout is None:
+        t.problems.append(f".altinstructions: {why}")
+        return
+    t.layouts["altinstructions"] = layout.name
+    for i, rec in enumerate(layout.struct.iter_unpack(blob)):
+        at = base + i * layout.size
+        fields = dict(zip(layout.fields, rec, strict=True))
+        feat = fields["cpuid"] & 0xFFFF
+        flags = fields["cpuid"] >> 16 if layout.size == 14 else 0
+        negated = bool(flags & 1) if layout.size == 14 else bool(feat & 0x8000)
+        if layout.size != 14:
+            feat &= 0x7FFF
+        t.alts.append(
+            Alt(at + fields["instr"], at + 4 + fields["repl"], feat, negated, fields["instrlen"],
+                fields["repllen"], flags)
+        )  # fmt: skip
+    t.counts["altinstructions"] = len(t.alts)
 
-    rows = _fixed(rd, t, "parainstructions", ".parainstructions", PARA_ENTRY, "paravirt_patch_site")
-    if rows is not None:
-        t.para = [(a, ln, ty) for _at, (a, ty, ln) in rows]
-        t.counts["parainstructions"] = len(t.para)
 
-    rows = _fixed(rd, t, "jump_table", "__jump_table", JUMP_ENTRY, "jump_entry")
-    if rows is not None:
-        t.jump = [at + c for at, (c, _t, _k) in rows]
-        t.counts["jump_table"] = len(t.jump)
+def _read_fixed(rd: _Reader, t: Tables, keys: tuple[str, ...]) -> None:
+    """The fixed-size tables among keys: each entry's site, from the entry's address and its fields."""
+    for key in keys:
+        label, st, ctype, field_name, sites = _FIXED[key]
+        rows = _fixed(rd, t, key, label, st, ctype)
+        if rows is not None:
+            got = sites(rows)
+            setattr(t, field_name, got)
+            t.counts[key] = len(got)
 
-    rows = _fixed(rd, t, "static_call_sites", ".static_call_sites", STATIC_CALL_SITE, "static_call_site")
-    if rows is not None:
-        t.static_calls = [(at + a, bool((at + 4 + k) & 1)) for at, (a, k) in rows]
-        t.counts["static_call_sites"] = len(t.static_calls)
 
-    got = rd.table("mcount_loc")
-    if got is not None and got[0]:
-        blob = got[0]
-        t.mcount = [a for a in array("Q", blob[: len(blob) - len(blob) % 8]) if a]
-        t.counts["mcount_loc"] = len(t.mcount)
+def _u64_sites(rd: _Reader, t: Tables, key: str) -> list[int]:
+    """A table of u64 addresses (zeros left out), counted when present."""
+    got = rd.table(key)
+    if got is None or not got[0]:
+        return []
+    blob = got[0]
+    sites = [a for a in array("Q", blob[: len(blob) - len(blob) % 8]) if a]
+    t.counts[key] = len(sites)
+    return sites
 
+
+def _read_s32(rd: _Reader, t: Tables, kernel: Kernel) -> None:
+    """objtool's tables of self-relative s32 sites, then runtime-const's sections (6.11+)."""
     for key in S32_TABLES:
         got = rd.table(key)
         if got is None or not got[0]:
@@ -275,7 +265,6 @@ def _read(kernel: Kernel, t: Tables) -> None:
         sites = [base + 4 * i + v for i, v in enumerate(vals) if v]
         t.s32[key] = sites
         t.counts[key] = len(sites)
-
     # runtime-const (6.11+): one section per constant, runtime_ptr_<sym> / runtime_shift_<sym>.
     for s in kernel.sections:
         if s.name.startswith(("runtime_ptr_", "runtime_shift_")) and s.size:
@@ -284,22 +273,9 @@ def _read(kernel: Kernel, t: Tables) -> None:
     if t.runtime_const:
         t.counts["runtime_const"] = len(t.runtime_const)
 
-    rows = _fixed(rd, t, "ex_table", "__ex_table", EX_ENTRY, "exception_table_entry")
-    if rows is not None:
-        t.extable = [at + a for at, (a, _f, _d) in rows]
-        t.counts["ex_table"] = len(t.extable)
 
-    rows = _fixed(rd, t, "bug_table", "__bug_table", BUG_ENTRY, "bug_entry")
-    if rows is not None:
-        t.bugs = [at + r[0] for at, r in rows]
-        t.counts["bug_table"] = len(t.bugs)
-
-    got = rd.table("kprobe_blacklist")
-    if got is not None and got[0]:
-        blob = got[0]
-        t.blacklist = [a for a in array("Q", blob[: len(blob) - len(blob) % 8]) if a]
-        t.counts["kprobe_blacklist"] = len(t.blacklist)
-
+def _read_ranges(rd: _Reader, t: Tables, kernel: Kernel) -> None:
+    """The deny text ranges (RANGES), and init/exit text by section."""
     for key in RANGES:
         t.ranges[key] = rd.ranges(key)
     init, exit_ = [], []
@@ -310,6 +286,19 @@ def _read(kernel: Kernel, t: Tables) -> None:
             exit_.append((s.addr, s.addr + s.size))
     t.ranges["init"] = init
     t.ranges["exit"] = exit_
+
+
+# Fixed-size table -> (label, entry struct, C type, Tables field, the field's value from (entry address, fields) rows)
+_FIXED: dict[str, tuple[str, struct.Struct, str, str, Callable[[list], list]]] = {
+    "parainstructions": (".parainstructions", PARA_ENTRY, "paravirt_patch_site", "para",
+                         lambda rows: [(a, ln, ty) for _at, (a, ty, ln) in rows]),
+    "jump_table": ("__jump_table", JUMP_ENTRY, "jump_entry", "jump", lambda rows: [at + c for at, (c, _t, _k) in rows]),
+    "static_call_sites": (".static_call_sites", STATIC_CALL_SITE, "static_call_site", "static_calls",
+                          lambda rows: [(at + a, bool((at + 4 + k) & 1)) for at, (a, k) in rows]),
+    "ex_table": ("__ex_table", EX_ENTRY, "exception_table_entry", "extable",
+                 lambda rows: [at + a for at, (a, _f, _d) in rows]),
+    "bug_table": ("__bug_table", BUG_ENTRY, "bug_entry", "bugs", lambda rows: [at + r[0] for at, r in rows]),
+}  # fmt: skip
 
 
 __all__ = ["ALT_LAYOUTS", "Alt", "Tables", "read_tables", "TABLES"]

@@ -1,16 +1,18 @@
-"""table.py: read an FBT emulation table (from a named table or any ELF carrying its section) and match instructions."""
+"""emulation.py: read an FBT emulation table (named, or from any ELF carrying its section) and match instructions."""
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from fbt_audit.input.elf import section_headers
 from fbt_audit.model import abi
 from fbt_audit.model.abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism, Target
 from fbt_audit.model.core import Insn
-from fbt_audit.model.errors import InputError, TableFormatError
+from fbt_audit.model.errors import ElfFormatError, InputError, TableFormatError
 
 # Named tables ship as the raw section bytes the C source in kmod/tables/ compiles to.
 NAMED = {
@@ -239,23 +241,38 @@ def named_bytes(name: str) -> bytes:
 
 
 def read_section(path: Path) -> bytes:
-    """The raw bytes of the table section in any ELF file (object, module or image)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
+    """The raw bytes of the table section in any x86-64 ELF file (object, module or image), its section
+    headers read by the loader's reader (input/elf.section_headers) over a read-only map of the file."""
     try:
         with open(path, "rb") as f:
-            elf = ELFFile(f)
-            sec = elf.get_section_by_name(abi.SECTION)
-            if sec is None:
-                raise TableFormatError(f"{path}: no {abi.SECTION} section: not built from kmod/")
-            if sec.header.sh_type == "SHT_NOBITS":
-                raise TableFormatError(f"{path}: {abi.SECTION} has no file contents")
-            return sec.data()
+            head = f.read(64)
+            why = _not_elf64(head)
+            if why:
+                raise TableFormatError(f"{path}: not a readable ELF file ({why})")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                try:
+                    secs = section_headers(path, data, len(data))
+                except ElfFormatError as e:
+                    raise TableFormatError(f"{path}: not a readable ELF file ({e})") from None
+                sec = next((s for s in secs if s.name == abi.SECTION), None)
+                if sec is None:
+                    raise TableFormatError(f"{path}: no {abi.SECTION} section: not built from kmod/")
+                if sec.sh_type == "SHT_NOBITS":
+                    raise TableFormatError(f"{path}: {abi.SECTION} has no file contents")
+                return data[sec.sh_offset : sec.sh_offset + sec.sh_size]
     except OSError as e:
         raise InputError(f"{path}: {e.strerror}") from None
-    except ELFError as e:
-        raise TableFormatError(f"{path}: not a readable ELF file ({e})") from None
+
+
+def _not_elf64(head: bytes) -> str | None:
+    """Why an ELF header is not one of a 64-bit little-endian file (the only kind a table is built into)."""
+    if head[:4] != b"\x7fELF":
+        return "Magic number does not match"
+    if len(head) < 64:
+        return "truncated ELF header"
+    if head[4] != 2 or head[5] != 1:
+        return "not a 64-bit little-endian ELF"
+    return None
 
 
 def load(spec: str | None) -> EmulationTable:

@@ -1,0 +1,84 @@
+"""test_rela.py: the one relocation applier (input/rela.py): types, symbol values, what it skips; the loader agrees."""
+
+from __future__ import annotations
+
+import struct
+from types import SimpleNamespace
+
+import pytest
+
+from fbt_audit.input import elf
+from fbt_audit.input.rela import RELA, SYM, Relocations, entries
+
+SHN_ABS, SHN_UNDEF = 0xFFF1, 0
+TEXT_BASE = 0x1000
+
+
+def _object(relocs: list[tuple[int, int, int, int]]):
+    """(data, headers) of a minimal object: section 1 is 32 bytes of 0x11 at TEXT_BASE, its symbols are
+    null, .text (section symbol, value 0), `abs` (SHN_ABS, 0x5000), `ext` (undefined), `f` (.text+0x10)."""
+    syms = [(0, 0, 0, 0, 0, 0), (0, 3, 0, 1, 0, 0), (1, 0x10, 0, SHN_ABS, 0x5000, 0), (2, 0x10, 0, SHN_UNDEF, 0, 0),
+            (3, 0x12, 0, 1, 0x10, 4)]  # fmt: skip
+    symtab = b"".join(SYM.pack(*s) for s in syms)
+    rela = b"".join(RELA.pack(off, si << 32 | t, a) for off, si, t, a in relocs)
+    text = b"\x11" * 32
+    data = text + symtab + rela
+    hdrs = [
+        SimpleNamespace(sh_type="SHT_NULL", sh_info=0, sh_offset=0, sh_size=0),
+        SimpleNamespace(sh_type="SHT_PROGBITS", sh_info=0, sh_offset=0, sh_size=32),
+        SimpleNamespace(sh_type="SHT_SYMTAB", sh_info=0, sh_offset=32, sh_size=len(symtab)),
+        SimpleNamespace(sh_type="SHT_RELA", sh_info=1, sh_offset=32 + len(symtab), sh_size=len(rela)),
+    ]
+    return data, hdrs
+
+
+def test_entries_split_r_info_and_drop_a_partial_entry():
+    blob = RELA.pack(8, 5 << 32 | 2, -4) + b"\xff" * 10
+    assert list(entries(blob)) == [(8, 5, 2, -4)]
+
+
+@pytest.mark.parametrize(
+    "reloc, at, want",
+    [
+        ((0, 4, 1, 8), 0, struct.pack("<Q", TEXT_BASE + 0x18)),  # R_X86_64_64: S + A
+        ((0, 1, 2, -4), 0, struct.pack("<i", TEXT_BASE - 4 - TEXT_BASE)),  # PC32: S + A - P
+        ((4, 4, 4, -4), 4, struct.pack("<I", 0x10 - 4 - 4)),  # PLT32 to f, at .text+4
+        ((0, 2, 10, 1), 0, struct.pack("<I", 0x5001)),  # R_X86_64_32 to an absolute symbol: its value
+        ((0, 3, 11, 7), 0, struct.pack("<I", 7)),  # 32S to an undefined symbol: 0 + A
+        ((0, 9, 1, 7), 0, b"\x11" * 8),  # a symbol past the table: not applied
+        ((30, 1, 1, 7), 30, b"\x11" * 2),  # a field past the section: not applied
+        ((0, 1, 24, 7), 0, b"\x11" * 8),  # a type it does not know: not applied
+    ],
+)
+def test_applied(reloc, at, want):
+    data, hdrs = _object([reloc])
+    r = Relocations(data, hdrs, {1: TEXT_BASE})
+    out = r.applied(1, data[:32], TEXT_BASE)
+    assert out[at : at + len(want)] == want
+    assert len(out) == 32 and out[:at] == b"\x11" * at
+
+
+def test_symbol_values():
+    data, hdrs = _object([])
+    r = Relocations(data, hdrs, {1: TEXT_BASE})
+    assert [r.symbol(i) for i in range(6)] == [0, TEXT_BASE, 0x5000, 0, TEXT_BASE + 0x10, None]
+    assert list(r.patching) == [1] and list(r.of(2)) == []
+
+
+def test_module_call_targets_and_tables_come_from_it(fixtures_built):
+    """elf.load's call targets (PC32/PLT32 naming a symbol) are exactly the applier's relocations of the
+    text sections that name a non-section symbol."""
+    path = fixtures_built / "rules" / "FBT202" / "fail.o"
+    k = elf.load(path)
+    data = path.read_bytes()
+    hdrs = elf.section_headers(path, data, len(data))
+    bases = {i: s.addr for i, s in zip([i for i, h in enumerate(hdrs) if h.sh_flags & 2], k.sections, strict=False)}
+    r = Relocations(data, hdrs, bases)
+    want = set()
+    for i in r.patching:
+        if i in bases and hdrs[i].sh_flags & 4:
+            for off, si, t, _a in r.of(i):
+                info = SYM.unpack_from(r.symtab, si * SYM.size)[1]
+                if t in (2, 4) and info & 0xF != 3:
+                    want.add(bases[i] + off)
+    assert set(k.call_targets) == want and want
