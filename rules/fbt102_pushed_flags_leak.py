@@ -21,14 +21,15 @@ class PushedFlagsLeak(Rule):
     expecting it. Emulating PUSHF from the handler's own flags pushes the same wrong word.
 
     Example:
-    Under `legacy-2011` (TF step, IF masked, PUSHF stepped without repair):
+    Under `legacy-2011` (TF step, IF masked, PUSHF stepped without repair), on the locked 6.1
+    vmlinux (tests/kernels.lock `dbg-6.1`):
 
         native_save_fl:
             9c                      pushfq          # FBT102
             58                      popq %rax
-            c3                      retq
+            e9 39 bd 3b 00          jmp __x86_return_thunk
 
-    vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 pushfq stepped without flags repair [unsafe]
+    vmlinux-6.1.0-56-amd64: native_save_fl+0x0 (.text+0xa45ff0): FBT102 pushfq stepped without flags repair [unsafe]
 
     The same function in the rule's fixture:
 

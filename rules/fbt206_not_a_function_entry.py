@@ -29,7 +29,10 @@ class NotAFunctionEntry(Rule):
         __pfx_f_padded:
             90                      nop             # FBT206
 
-    FBT206_fail.ko: __pfx_f_padded+0x0 (.text+0x0): FBT206 not a function entry: __pfx_ padding [refused]
+    The text report folds these notes into one line per image (json, sarif and the list carry each
+    one: here `__pfx_f_padded`, `f_padded.cold` and the inner label `f_inner`):
+
+    FBT206_fail.ko: FBT206 3 patchpoints not a function entry (--statistics counts them)
 
     Fix:
     Leave these out of the provider's probe list (dtrace4linux skips names with a `.`; a

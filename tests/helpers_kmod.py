@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -13,8 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 KMOD = ROOT / "kmod"
 CSRC = Path(__file__).resolve().parent / "c"
 ENGINE_SOURCES = (KMOD / "fbt_engine.c", KMOD / "fbt_listing.c", CSRC / "fbt_shim.c")
-
-HAVE_GCC = shutil.which("gcc") is not None
 
 # RFLAGS bits (kmod/fbt_engine.h)
 CF, PF, AF, ZF, SF, TF, IF, DF, OF = 0x1, 0x4, 0x10, 0x40, 0x80, 0x100, 0x200, 0x400, 0x800

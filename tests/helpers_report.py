@@ -1,14 +1,15 @@
-"""helpers_report.py: builders of synthetic AuditResults (kernel, table, patchpoints, findings) for the report tests."""
+"""helpers_report.py: synthetic AuditResults for the report tests: kernel, table, patchpoints, judged by real rules."""
 
 from __future__ import annotations
 
 import dataclasses
 
+from fbt_audit.judge import registry
+from fbt_audit.judge.judge import Judge
 from fbt_audit.judge.result import AuditResult
-from fbt_audit.judge.rule import Rule
 from fbt_audit.model import abi
-from fbt_audit.model.abi import EmuFlags, Handling, StepIF, StepMechanism
-from fbt_audit.model.core import IC, Finding, Insn, Judgement, Level, Patchpoint, Variant
+from fbt_audit.model.abi import EmuFlags, Handling, StepIF, StepMechanism, Target
+from fbt_audit.model.core import IC, Insn, Judgement, Patchpoint, Variant
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.table.emulation import EmulationTable, parse
 
@@ -19,14 +20,38 @@ MODULE_BUILD_ID = "77aa55cc33ee1100ffddbb99775533110022aabb"
 RELEASE = "6.1.0-56-amd64"
 
 
+# The four rules the report tests exercise: the registry's own objects, so their levels, names, summaries,
+# tags and docstrings are the ones every report shows.
+RULES = [registry.get(rid) for rid in ("FBT102", "FBT110", "FBT202", "FBT204")]
+
+
+def _entry(opcode: str, mnemonic: str, mask: int = 0xFF) -> bytes:
+    op = bytes.fromhex(opcode)
+    return abi.ENTRY_STRUCT.pack(
+        b"", 0, 0, op, len(op), mask, 0, 0, Target.ANY, Handling.STEP, 0, 0, 0, mnemonic.encode(),
+    )  # fmt: skip
+
+
+# Steps push (50-57), mov (8b), call rel32 (e8), the 5-byte nop and pushf with no fixups; no default handling,
+# so swapgs is not in the table.
+ENTRIES = (_entry("50", "push", 0xF8), _entry("8b", "mov"), _entry("e8", "call"), _entry("0f1f", "nop"),
+           _entry("9c", "pushf"))  # fmt: skip
+
+
 def table(name: str = "legacy-2011") -> EmulationTable:
-    """A valid table with no entries: the header alone, packed with abi.HEADER_STRUCT."""
+    """A valid table packed with abi.HEADER_STRUCT and abi.ENTRY_STRUCT: TF step, IF masked, no default."""
     raw = abi.HEADER_STRUCT.pack(
-        abi.MAGIC, abi.ABI_VERSION, abi.HEADER_SIZE, abi.ENTRY_SIZE, 0,
-        Handling.STEP, StepMechanism.TF, StepIF.MASKED, EmuFlags.LIVE, 0, b"\0" * 3, 0, 0,
+        abi.MAGIC, abi.ABI_VERSION, abi.HEADER_SIZE, abi.ENTRY_SIZE, len(ENTRIES),
+        Handling.NONE, StepMechanism.TF, StepIF.MASKED, EmuFlags.LIVE, 0, b"\0" * 3, 0, 0,
         name.encode(),
     )  # fmt: skip
-    return parse(raw, f"named:{name}")
+    return parse(raw + b"".join(ENTRIES), f"named:{name}")
+
+
+def judged(pps: list[Patchpoint]) -> list[Judgement]:
+    """The real judge with the real rules (RULES) under table()."""
+    judge = Judge(table(), RULES)
+    return [judge(pp) for pp in pps]
 
 
 def kernel(
@@ -102,81 +127,6 @@ def patchpoint(
     )
 
 
-class PushedFlagsLeak(Rule):
-    """PUSHF is stepped without the pushed-flags repair.
-
-    What it finds:
-    PUSHF stepped without the PUSHED_FLAGS fixup.
-
-    Why it is unsafe:
-    The pushed word carries the handler's flags.
-
-    Example:
-        native_save_fl:
-            9c                      pushfq          # FBT102
-
-    Fix:
-    Emulate PUSHF on the saved flags.
-
-    References:
-    - dtrace4linux commit aa60b7f
-    """
-
-    id = "FBT102"
-    name = "pushed-flags-leak"
-    level = Level.ERROR
-    summary = "pushf stores the handler's flags instead of the interrupted context's"
-    tags = ("flags", "interrupts", "step")
-
-
-class NotInTable(Rule):
-    """No entry matches.
-
-    What it finds:
-    An instruction no entry matches, under a table with no default.
-
-    Fix:
-    Add an entry.
-    """
-
-    id = "FBT110"
-    name = "not-in-table"
-    level = Level.NOTE
-    summary = "no table entry matches and the table has no default handling"
-    tags = ("table",)
-
-
-class FtraceSite(Rule):
-    """A __mcount_loc site.
-
-    What it finds:
-    A patchpoint on an ftrace site the table does not route through ftrace.
-    """
-
-    id = "FBT202"
-    name = "ftrace-site"
-    level = Level.WARNING
-    summary = "the patchpoint is an ftrace site"
-    tags = ("site", "ftrace")
-
-
-class DenyRegion(Rule):
-    """Deny region.
-
-    What it finds:
-    noinstr, entry, kprobes or cpuidle text.
-    """
-
-    id = "FBT204"
-    name = "deny-region"
-    level = Level.WARNING
-    summary = "the function is in a region no probe may touch"
-    tags = ("site",)
-
-
-RULES = [PushedFlagsLeak(), NotInTable(), FtraceSite(), DenyRegion()]
-
-
 def vmlinux_result(
     shift: int = 0, release: str | None = RELEASE, display: str = "vmlinux", errors: list[str] | None = None
 ) -> AuditResult:
@@ -194,38 +144,19 @@ def vmlinux_result(
     nop = insn(a_fentry, "0f 1f 44 00 00", "nop", "dword ptr [rax + rax]", opcode=b"\x0f\x1f", modrm_off=2,
                classes=IC.NOP)  # fmt: skip
     pushf = insn(a_pushf, "9c", "pushfq", classes=IC.PUSHES_FLAGS | IC.READS_FLAGS | IC.STACK)
-    j = [
-        Judgement(patchpoint("do_one_initcall", a_push, insn(a_push, "55", "push", "rbp"), sec_base=base),
-                  handling="step"),
-        Judgement(
-            patchpoint("read_tsc", a_mov,
-                       insn(a_mov, "48 8b 05 10 20 30 00", "mov", "rax, qword ptr [rip + 0x302010]", rex=0x48,
-                            modrm_off=2, classes=IC.RIP_RELATIVE),
-                       sec_base=base),
-            handling="step",
-        ),
-        Judgement(
-            patchpoint("vfs_read", a_fentry, fentry, sec_base=base, live=(Variant("ftrace-nop", nop),),
-                       facts=frozenset({"ftrace-site"})),
-            findings=[Finding("FBT202", Level.WARNING, "call __fentry__ is an ftrace site, stepped with int3")],
-            handling="step",
-        ),
-        Judgement(
-            patchpoint("native_save_fl", a_pushf, pushf, sec_base=base),
-            findings=[
-                Finding("FBT204", Level.WARNING, "native_save_fl is in .noinstr.text"),
-                Finding("FBT102", Level.ERROR, "pushfq stepped without flags repair"),
-            ],
-            handling="step",
-        ),
-        Judgement(
-            patchpoint("entry_SYSCALL_64", a_entry, insn(a_entry, "0f 01 f8", "swapgs", opcode=b"\x0f\x01",
-                                                          modrm_off=2, classes=IC.PRIVILEGED),
-                       sec_base=base, kind="NOTYPE"),
-            findings=[Finding("FBT110", Level.NOTE, "no table entry for swapgs, no default handling")],
-            handling="refuse",
-        ),
-    ]  # fmt: skip
+    j = judged([
+        patchpoint("do_one_initcall", a_push, insn(a_push, "55", "push", "rbp"), sec_base=base),
+        patchpoint("read_tsc", a_mov,
+                   insn(a_mov, "48 8b 05 10 20 30 00", "mov", "rax, qword ptr [rip + 0x302010]", rex=0x48,
+                        modrm_off=2, classes=IC.RIP_RELATIVE),
+                   sec_base=base),
+        patchpoint("vfs_read", a_fentry, fentry, sec_base=base, live=(Variant("ftrace-nop", nop),),
+                   facts=frozenset({"ftrace-site"})),
+        patchpoint("native_save_fl", a_pushf, pushf, sec_base=base, facts=frozenset({"deny:noinstr"})),
+        patchpoint("entry_SYSCALL_64", a_entry, insn(a_entry, "0f 01 f8", "swapgs", opcode=b"\x0f\x01", modrm_off=2,
+                                                      classes=IC.PRIVILEGED),
+                   sec_base=base, kind="NOTYPE"),
+    ])  # fmt: skip
     return AuditResult(
         kernel=kernel(display=display, release=release),
         table=table(),
@@ -239,19 +170,11 @@ def module_result(shift: int = 0, source: tuple[str, int] | None = ("arch/x86/kv
     """kvm.ko: an unsafe pushf in an .isra clone (with a DWARF line), and a safe function."""
     base = MODULE_TEXT + shift
     a1, a2 = base + 0x40, base + 0x1A0
-    j = [
-        Judgement(
-            patchpoint("kvm_save_flags.isra.0", a1, insn(a1, "9c", "pushfq", classes=IC.PUSHES_FLAGS),
-                       module="kvm", sec_base=base, source=source),
-            findings=[Finding("FBT102", Level.ERROR, "pushfq stepped without flags repair")],
-            handling="step",
-        ),
-        Judgement(
-            patchpoint("kvm_arch_init", a2, insn(a2, "41 57", "push", "r15", rex=0x41), module="kvm",
-                       sec_base=base),
-            handling="step",
-        ),
-    ]  # fmt: skip
+    j = judged([
+        patchpoint("kvm_save_flags.isra.0", a1, insn(a1, "9c", "pushfq", classes=IC.PUSHES_FLAGS), module="kvm",
+                   sec_base=base, source=source),
+        patchpoint("kvm_arch_init", a2, insn(a2, "41 57", "push", "r15", rex=0x41), module="kvm", sec_base=base),
+    ])  # fmt: skip
     return AuditResult(
         kernel=kernel(kind="module", module="kvm", build_id=MODULE_BUILD_ID, path="/lib/modules/x/kvm.ko"),
         table=table(),

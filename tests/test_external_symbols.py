@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -12,8 +11,6 @@ from fbt_audit.input import elf
 from fbt_audit.input.symbols import ExternalSymbols
 from fbt_audit.model.errors import ElfFormatError
 from fbt_audit.pipeline import api
-
-pytestmark = pytest.mark.skipif(shutil.which("objcopy") is None, reason="needs binutils objcopy")
 
 
 def _nm(path) -> ExternalSymbols:

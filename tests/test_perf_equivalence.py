@@ -10,7 +10,7 @@ from elftools.elf.elffile import ELFFile
 from fbt_audit.decode import insn as decode
 from fbt_audit.input import elf
 from fbt_audit.judge import registry
-from fbt_audit.judge.judge import Judge
+from fbt_audit.judge.judge import Judge, _shape
 from fbt_audit.judge.rule import Rule
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.patchpoints.entry import entry_patchpoints
@@ -72,18 +72,43 @@ def test_relative_branch_shapes_rebuild_the_target():
     assert fields(again) == plain(bytes.fromhex("e9f0ffffff"), 0x2000)
 
 
+class CountingJudge(Judge):
+    """A Judge that counts the patchpoints it judges itself, i.e. those its memo did not answer."""
+
+    judged = 0
+
+    def _judge(self, pp):
+        self.judged += 1
+        return super()._judge(pp)
+
+
 def judgements(pps, table, memo: bool):
-    j = Judge(table, registry.select())
+    j = CountingJudge(table, registry.select())
     if not memo:
         j._verdicts = None
-    return [(x.handling, x.findings) for x in map(j, pps)]
+    return [(x.pp.name, x.pp.addr, x.handling, x.findings) for x in map(j, pps)], j.judged
+
+
+def fixture_patchpoints(built, table) -> list:
+    """Every rule fixture's patchpoints, annotated (facts, boot-time variants) as the audit annotates them."""
+    objs = sorted((built / "rules").glob("FBT*/*.o"))
+    assert len(objs) == 2 * len(registry.REGISTRY)
+    return [j.pp for obj in objs for j in api.audit(obj, table).judgements]
 
 
 @pytest.mark.parametrize("name", ["reference", "legacy-2011"])
-def test_judgement_memo_matches_plain_judging(name):
+def test_judgement_memo_matches_plain_judging(name, fixtures_built):
+    """The memo answers a patchpoint whose variants and facts it has judged before; patchpoints with the same
+    instruction and other facts (push %rbp in a deny region, an init section, on the handler path) are judged anew."""
     table = tables.load(name)
-    pps = entry_patchpoints(elf.load(SAMPLE), table)
-    assert judgements(pps, table, True) == judgements(pps, table, False)
+    pps = entry_patchpoints(elf.load(SAMPLE), table) + fixture_patchpoints(fixtures_built, table)
+    keys = {(tuple(map(_shape, pp.variants)), pp.facts) for pp in pps}  # what the memo may answer from
+    shapes = {shape for shape, _ in keys}
+    assert len(shapes) < len(keys), "no instruction shape repeats with other facts"
+    (memo, judged), (plain, plain_judged) = judgements(pps, table, True), judgements(pps, table, False)
+    assert memo == plain
+    assert (judged, plain_judged) == (len(keys), len(pps))  # each key judged once; the memo answered the rest
+    assert len(keys) < len(pps)
 
 
 def test_judgement_memo_is_off_with_site_rules():
@@ -151,4 +176,4 @@ def test_real_kernel_fast_paths_match_plain_ones(image, request):
     for name in tables.NAMED:
         t = tables.load(name)
         pps = entry_patchpoints(kernel, t)
-        assert judgements(pps, t, True) == judgements(pps, t, False), name
+        assert judgements(pps, t, True)[0] == judgements(pps, t, False)[0], name

@@ -1,5 +1,7 @@
 """test_report_github.py: `--format github` workflow commands; denylist names and keys count symbols, not sites."""
 
+import dataclasses
+
 from helpers_report import module_result, vmlinux_result
 
 from fbt_audit.report.formats import render
@@ -9,12 +11,12 @@ from fbt_audit.report.github import render_github
 def test_exact_commands():
     out = render_github([vmlinux_result(), module_result()])
     assert out.splitlines() == [
-        "::warning title=fbt-audit FBT202 ftrace-site::vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 call __fentry__ "
-        "is an ftrace site, stepped with int3 [deny]",
+        "::warning title=fbt-audit FBT202 ftrace-site::vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 int3 on ftrace "
+        "site call __fentry__ [deny]",
         "::error title=fbt-audit FBT102 pushed-flags-leak::vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 "
         "pushfq stepped without flags repair [unsafe]",
         "::warning title=fbt-audit FBT204 deny-region::vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT204 "
-        "native_save_fl is in .noinstr.text [unsafe]",
+        "deny region: noinstr text [unsafe]",
         "::notice title=fbt-audit FBT110 not-in-table::vmlinux: entry_SYSCALL_64+0x0 (.text+0xe00000): FBT110 "
         "no table entry for swapgs, no default handling [refused]",
         "::error file=arch/x86/kvm/x86.c,line=1234,title=fbt-audit FBT102 pushed-flags-leak::kvm.ko: "
@@ -25,8 +27,9 @@ def test_exact_commands():
 
 def test_escaping():
     r = vmlinux_result()
-    r.judgements[3].findings[1] = type(r.judgements[3].findings[1])("FBT102", r.judgements[3].findings[1].level,
-                                                                    "100% wrong,\nreally")  # fmt: skip
+    pushf = r.judgements[3].findings[0]
+    assert pushf.rule_id == "FBT102"
+    r.judgements[3].findings[0] = dataclasses.replace(pushf, message="100% wrong,\nreally")
     line = [x for x in render_github([r]).splitlines() if "FBT102" in x][0]
     assert line.endswith("FBT102 100%25 wrong,%0Areally [unsafe]")
     r = module_result(source=("arch/x86/kvm/a,b:c.c", 3))

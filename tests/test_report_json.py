@@ -1,6 +1,10 @@
 """test_report_json.py: the json report validates against its shipped JSON Schema and is deterministic."""
 
 import json
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import jsonschema
@@ -8,9 +12,9 @@ import pytest
 from helpers_report import module_result, vmlinux_result
 
 from fbt_audit.report.formats import render
-from fbt_audit.report.jsonout import SCHEMA, render_json, schema
+from fbt_audit.report.jsonout import SCHEMA, SCHEMA_FILE, render_json, schema
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "audit" / "report" / "schema" / "fbt-audit-report.schema.json"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def validate(doc):
@@ -18,8 +22,24 @@ def validate(doc):
     jsonschema.Draft202012Validator(schema()).validate(doc)
 
 
-def test_shipped_schema_is_the_repository_file():
-    assert schema() == json.loads(SCHEMA_PATH.read_text())
+def test_wheel_ships_the_schema_and_every_data_file(tmp_path):
+    """An editable install reads audit/ itself; a built wheel is what users get: its package data must hold the
+    schema (schema() and the report read it), the named tables and the handler-path list, byte for byte."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("audit", "rules"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("fbt_audit-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        shipped = {n: z.read(n) for n in z.namelist() if not n.endswith(".py") and n.startswith("fbt_audit/")}
+    data = sorted(p for d in ("report/schema", "table/named", "data") for p in (ROOT / "audit" / d).iterdir())
+    assert shipped == {"fbt_audit/" + str(p.relative_to(ROOT / "audit")): p.read_bytes() for p in data}
+    assert json.loads(shipped["fbt_audit/report/schema/" + SCHEMA_FILE]) == schema()
 
 
 @pytest.mark.parametrize("all_patchpoints", [False, True])
@@ -28,8 +48,12 @@ def test_validates(all_patchpoints):
     validate(doc)
     assert doc["schema"] == SCHEMA == "fbt-audit/1"
     assert doc["all_patchpoints"] is all_patchpoints
-    n = [len(img["patchpoints"]) for img in doc["images"]]
-    assert n == ([5, 2] if all_patchpoints else [3, 1])
+    names = [[p["name"] for p in img["patchpoints"]] for img in doc["images"]]
+    if all_patchpoints:
+        assert names == [["do_one_initcall", "read_tsc", "vfs_read", "native_save_fl", "entry_SYSCALL_64"],
+                         ["kvm_save_flags.isra.0", "kvm_arch_init"]]  # fmt: skip
+    else:  # only those with findings
+        assert names == [["vfs_read", "native_save_fl", "entry_SYSCALL_64"], ["kvm_save_flags.isra.0"]]
 
 
 def test_content():

@@ -1,10 +1,10 @@
 """test_report_list.py: the probe-safety list: header, exact rows for every patchpoint, counts, numbering."""
 
-from helpers_report import BUILD_ID, MODULE_BUILD_ID, module_result, table, vmlinux_result
+from helpers_report import BUILD_ID, MODULE_BUILD_ID, module_result, table, vmlinux_result, with_judgements
 
 from fbt_audit import __version__
 from fbt_audit.report.formats import render
-from fbt_audit.report.listing import COLUMNS, render_list
+from fbt_audit.report.listing import render_list
 
 SHA = table().sha256
 HEADER_COLUMNS = "# index\tcount\tpatchpoint\topcode\tinslen\tmodrm\tname\tverdict\trules\tbytes\tsymoff\tkind\tlive"
@@ -31,12 +31,13 @@ def test_single_vmlinux_exact():
 
 
 def test_columns_in_the_briefs_order():
-    assert COLUMNS[:10] == ("index", "count", "patchpoint", "opcode", "inslen", "modrm", "name", "verdict",
-                            "rules", "bytes")  # fmt: skip
-    assert COLUMNS[10:] == ("symoff", "kind", "live")
-    for line in render_list([vmlinux_result(), module_result()]).splitlines():
-        if not line.startswith("#"):
-            assert len(line.split("\t")) == len(COLUMNS)
+    """The header line the list prints names the brief's columns in its order, and every row has one field each."""
+    lines = render_list([vmlinux_result(), module_result()]).splitlines()
+    header = [line for line in lines if line.startswith("# index\t")]
+    assert header == [HEADER_COLUMNS]
+    assert HEADER_COLUMNS[2:].split("\t") == ["index", "count", "patchpoint", "opcode", "inslen", "modrm", "name",
+                                              "verdict", "rules", "bytes", "symoff", "kind", "live"]  # fmt: skip
+    assert {len(line.split("\t")) for line in lines if not line.startswith("#")} == {13}
 
 
 def test_modules_use_section_offsets_and_numbering_continues():
@@ -63,6 +64,7 @@ def test_missing_identity_and_determinism():
     r = vmlinux_result(release=None)
     r.kernel.build_id = None
     out = render_list([r])
-    assert out.splitlines()[1] == "# release - build-id -"
-    assert out == render_list([r])
-    assert "/home/" not in out
+    assert out.splitlines() == [f"# fbt-audit {__version__}", "# release - build-id -",
+                                f"# table legacy-2011 sha256 {SHA}", HEADER_COLUMNS, *VMLINUX_ROWS]  # fmt: skip
+    # rows in address order and numbered whatever order the judgements come in
+    assert render_list([with_judgements(r, r.judgements[::-1])]) == out

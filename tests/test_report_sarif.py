@@ -1,11 +1,12 @@
 """test_report_sarif.py: SARIF 2.1.0 validity, GitHub's required fields, runs, fingerprints, the result cap."""
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers_report import RULES, module_result, table, vmlinux_result, with_judgements
+from helpers_report import module_result, table, vmlinux_result, with_judgements
 
 from fbt_audit import __version__
 from fbt_audit.gate.identity import normalise_function
@@ -39,7 +40,6 @@ def test_valid_and_github_fields(validator):
     validator.validate(doc)
     assert doc["version"] == "2.1.0"
     for run in doc["runs"]:
-        assert run["results"] is not None
         rules = run["tool"]["driver"]["rules"]
         for res in run["results"]:
             assert res["message"]["text"].strip()
@@ -48,7 +48,17 @@ def test_valid_and_github_fields(validator):
             assert loc["region"]["startLine"] >= 1
             assert rules[res["ruleIndex"]]["id"] == res["ruleId"]
             assert res["partialFingerprints"]["primaryLocationLineHash"]
-    assert len(all_results(doc)) == 4 + 4 + 1  # one per (patchpoint, rule)
+    vmlinux = [("FBT202", "kernel:vfs_read:entry"), ("FBT102", "kernel:native_save_fl:entry"),
+               ("FBT204", "kernel:native_save_fl:entry"), ("FBT110", "kernel:entry_SYSCALL_64:entry")]
+    assert [
+        (run["automationDetails"]["id"], [(r["ruleId"], r["locations"][0]["logicalLocations"][0]["fullyQualifiedName"])
+                                          for r in run["results"]])
+        for run in doc["runs"]
+    ] == [
+        ("fbt-audit/amd64/vmlinux/", vmlinux),
+        ("fbt-audit/cloud-amd64/vmlinux/", vmlinux),
+        ("fbt-audit/amd64/modules/", [("FBT102", "kvm:kvm_save_flags.isra.0:entry")]),
+    ]  # fmt: skip
 
 
 def test_one_run_per_kind_and_flavour():
@@ -62,21 +72,32 @@ def test_one_run_per_kind_and_flavour():
     driver = vm["tool"]["driver"]
     assert driver["name"] == "fbt-audit" and driver["version"] == __version__
     assert "informationUri" not in driver  # the project has no public URL yet: none is invented
-    assert [r["id"] for r in driver["rules"]] == sorted(r.id for r in RULES)
+    assert [r["id"] for r in driver["rules"]] == ["FBT102", "FBT110", "FBT202", "FBT204"]
     assert vm["invocations"] == [{"executionSuccessful": True}]
 
 
 def test_rule_metadata_from_docstrings():
-    rule = log([vmlinux_result()])["runs"][0]["tool"]["driver"]["rules"][0]
-    assert rule["id"] == "FBT102" and rule["name"] == "pushed-flags-leak"
-    assert rule["shortDescription"]["text"] == RULES[0].summary
-    assert rule["fullDescription"]["text"] == "PUSHF stepped without the PUSHED_FLAGS fixup."
-    for section in ("What it finds", "Why it is unsafe", "Example", "Fix", "References"):
-        assert f"{section}:\n" in rule["help"]["text"]
-        assert f"## {section}\n" in rule["help"]["markdown"]
-    assert rule["defaultConfiguration"] == {"level": "error"}
-    assert rule["properties"]["tags"] == ["flags", "interrupts", "step"]
-    assert rule["properties"]["precision"] in ("very-high", "high", "medium", "low")
+    """The driver's rules are the real rules' (registry) metadata: summary, What it finds, every section, level."""
+    rules = log([vmlinux_result()])["runs"][0]["tool"]["driver"]["rules"]
+    assert [(r["id"], r["name"], r["defaultConfiguration"]["level"], r["properties"]["tags"]) for r in rules] == [
+        ("FBT102", "pushed-flags-leak", "error", ["flags", "interrupts", "step"]),
+        ("FBT110", "not-in-table", "note", ["table"]),
+        ("FBT202", "ftrace-site", "warning", ["site", "ftrace"]),
+        ("FBT204", "deny-region", "warning", ["site", "blacklist"]),
+    ]
+    rule = rules[0]
+    assert rule["shortDescription"]["text"] == "pushf stores the handler's flags instead of the interrupted context's"
+    full = rule["fullDescription"]["text"]  # What it finds, on one line
+    assert full.startswith("PUSHF/PUSHFQ (`9c`), when the table steps it without the PUSHED_FLAGS fixup, or emulates")
+    assert full.endswith("This is the bug behind the seed's one-in-a-million hang.") and "\n" not in full
+    text, md = rule["help"]["text"], rule["help"]["markdown"]
+    titles = ("What it finds", "Why it is unsafe", "Example", "Fix", "References")
+    assert [t for t in re.findall(r"^([A-Z][\w ]+):$", text, re.M) if t in titles] == list(titles)
+    assert re.findall(r"^## (.+)$", md, re.M) == list(titles)
+    example = "FBT102_fail.ko: f_pushf+0x0 (.text+0x0): FBT102 pushfq stepped without flags repair [unsafe]"
+    assert example in text and example in md
+    assert (rule["properties"]["precision"], rule["properties"]["problem.severity"]) == ("very-high", "error")
+    assert [r["properties"]["problem.severity"] for r in rules] == ["error", "recommendation", "warning", "warning"]
 
 
 def test_result_content():

@@ -6,9 +6,9 @@ from fbt_audit.report.formats import render
 from fbt_audit.report.text import render_text
 
 FINDINGS = [
-    "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 call __fentry__ is an ftrace site, stepped with int3 [deny]",
+    "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 int3 on ftrace site call __fentry__ [deny]",
     "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 pushfq stepped without flags repair [unsafe]",
-    "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT204 native_save_fl is in .noinstr.text [unsafe]",
+    "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT204 deny region: noinstr text [unsafe]",
     "vmlinux: entry_SYSCALL_64+0x0 (.text+0xe00000): FBT110 no table entry for swapgs, no default handling [refused]",
     "kvm.ko: kvm_save_flags.isra.0+0x0 (.text+0x40): FBT102 pushfq stepped without flags repair [unsafe]",
 ]

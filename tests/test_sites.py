@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import subprocess
 
 from fbt_audit.pipeline import api
@@ -19,7 +18,7 @@ f:
 	.size	f, .-f
 	.pushsection .altinstructions, "a"
 	.long	f - ., .Lr - .
-	.word	3*32+18
+	{cpuid}
 	.byte	3, 3
 	{extra}
 	.popsection
@@ -30,9 +29,9 @@ f:
 """
 
 
-def build(tmp_path, extra: str = ""):
+def build(tmp_path, extra: str = "", cpuid: str = ".word 3*32+18"):
     src = tmp_path / "alt.S"
-    src.write_text(SRC.format(extra=extra))
+    src.write_text(SRC.format(extra=extra, cpuid=cpuid))
     obj = tmp_path / "alt.o"
     subprocess.run(["gcc", "-c", "-o", str(obj), str(src)], check=True)
     return obj
@@ -59,8 +58,16 @@ def test_version_decides_between_fitting_layouts():
     assert choose_alt_layout(blob, 0, (6, 1), everywhere)[0].name == "alt_instr/12"
     assert choose_alt_layout(blob, 0, (6, 12), everywhere)[0].name == "alt_instr/14"
     lay, why = choose_alt_layout(blob, 0, None, everywhere)
-    assert lay is None and "several" in why
-    assert struct.calcsize("<iiIBB") == 14
+    assert lay is None
+    assert why == "size 84 fits several struct alt_instr layouts (14, 12, 13 bytes) and the version is unknown"
+
+
+def test_alt_layout_14_reads_ft_flags(tmp_path):
+    """The 6.3+ struct alt_instr: a u32 ft_flags (feature in the low 16 bits, ALT_FLAG_NOT at bit 16)."""
+    t = read_tables(api.load_kernel(build(tmp_path, cpuid=".long (1 << 16) | (3*32+18)")))
+    assert t.layouts["altinstructions"] == "alt_instr/14" and not t.problems  # 14 bytes: only /14 divides
+    (alt,) = t.alts
+    assert (alt.feature, alt.negated, alt.instrlen, alt.repllen) == (3 * 32 + 18, True, 3, 3)
 
 
 RET_SRC = """

@@ -36,8 +36,6 @@ ffffffff81004000 D linux_banner
 """
 KASLR = 0x1E600000
 REL = os.uname().release
-needs_binutils = pytest.mark.skipif(shutil.which("objcopy") is None or shutil.which("nm") is None,
-                                    reason="needs binutils objcopy and nm")  # fmt: skip
 
 
 def shifted(text: str, offset: int, modules: bool = True) -> str:
@@ -360,7 +358,6 @@ def test_cli_no_path_audits_the_found_image(tmp_path, monkeypatch, capsys):
 # --- end to end on the sample: stripped, with a System.map or a shifted dump ---------------------------
 
 
-@needs_binutils
 def test_cli_stripped_sample_with_map_and_dump(tmp_path, capsys):
     stripped = tmp_path / "vmlinux-sample"
     subprocess.run(["objcopy", "--strip-all", str(SAMPLE), str(stripped)], check=True)

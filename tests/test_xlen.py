@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
+from fbt_audit.decode import lengths as xlen
 from fbt_audit.decode.insn import insn_length, sweep
-
-np = pytest.importorskip("numpy")
-xlen = pytest.importorskip("fbt_audit.decode.lengths")
 
 # Bytes that steer random code towards what the length tables decide (prefixes, REX, 0f, ModRM
 # forms with SIB and displacements, immediates) and towards their edges (int3 runs, invalid opcodes).

@@ -7,7 +7,6 @@ import pytest
 from fbt_audit.patchpoints.returns import return_patchpoints
 from fbt_audit.pipeline import api
 
-pytest.importorskip("numpy")
 pytestmark = pytest.mark.kernel
 
 
