@@ -30,7 +30,7 @@ class IfModifierStepped(Rule):
             9d                      popfq           # FBT101
             c3                      retq
 
-    FBT101_fail.ko: f_popf+0x0 (.text+0x0): FBT101 popfq stepped while it writes if and tf [unsafe]
+    FBT101_fail.ko: f_popf+0x0 (.text+0x0): FBT101 popfq stepped while it writes if and tf [error]
 
     Fix:
     Emulate the instruction on the saved flags: CLI/STI clear or set IF in `regs->flags`,

@@ -29,11 +29,11 @@ class PushedFlagsLeak(Rule):
             58                      popq %rax
             e9 39 bd 3b 00          jmp __x86_return_thunk
 
-    vmlinux-6.1.0-56-amd64: native_save_fl+0x0 (.text+0xa45ff0): FBT102 pushfq stepped without flags repair [unsafe]
+    vmlinux-6.1.0-56-amd64: native_save_fl+0x0 (.text+0xa45ff0): FBT102 pushfq stepped without flags repair [error]
 
     The same function in the rule's fixture:
 
-    FBT102_fail.ko: f_pushf+0x0 (.text+0x0): FBT102 pushfq stepped without flags repair [unsafe]
+    FBT102_fail.ko: f_pushf+0x0 (.text+0x0): FBT102 pushfq stepped without flags repair [error]
 
     Fix:
     Give PUSHF an entry that either emulates it on the saved flags (kprobes:

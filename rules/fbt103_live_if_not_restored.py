@@ -27,7 +27,7 @@ class LiveIfNotRestored(Rule):
             55                      pushq %rbp      # FBT103
             48 89 e5                movq %rsp, %rbp
 
-    FBT103_fail.ko: f_push+0x0 (.text+0x0): FBT103 pushq %rbp stepped with if masked and not restored [unsafe]
+    FBT103_fail.ko: f_push+0x0 (.text+0x0): FBT103 pushq %rbp stepped with if masked and not restored [error]
 
     dtrace4linux after aa60b7f is the same for PUSHF alone: an entry that steps `9c` with
     PUSHED_FLAGS and `FBT_M_OWN_FIXUPS` under a TF, masked-IF header.

@@ -27,7 +27,7 @@ class PcRelativeUnfixed(Rule):
             0f 84 00 00 00 00       je f_je32+0x6   # FBT104
             c3                      retq
 
-    FBT104_fail.ko: f_je32+0x0 (.text+0x0): FBT104 je 0x1006 stepped without branch-target fixup [unsafe]
+    FBT104_fail.ko: f_je32+0x0 (.text+0x0): FBT104 je 0x1006 stepped without branch-target fixup [error]
 
     Fix:
     Rebase the displacement for the copy (RIP_DISP; kprobes' `__copy_instruction` rewrites

@@ -26,7 +26,7 @@ class TrapInstruction(Rule):
             0f 0b                   ud2             # FBT105
             c3                      retq
 
-    FBT105_fail.ko: f_ud2+0x0 (.text+0x0): FBT105 trap instruction ud2 stepped [unsafe]
+    FBT105_fail.ko: f_ud2+0x0 (.text+0x0): FBT105 trap instruction ud2 stepped [error]
 
     Fix:
     Refuse them, as kprobes does: `__copy_instruction` refuses a residual `cc` and the

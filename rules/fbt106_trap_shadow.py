@@ -26,7 +26,7 @@ class TrapShadow(Rule):
             8e d0                   movl %eax, %ss  # FBT106
             c3                      retq
 
-    FBT106_fail.ko: f_mov_ss+0x0 (.text+0x0): FBT106 movl %eax, %ss stepped in its own trap shadow [unsafe]
+    FBT106_fail.ko: f_mov_ss+0x0 (.text+0x0): FBT106 movl %eax, %ss stepped in its own trap shadow [error]
 
     Fix:
     Refuse `8e /2` (an entry with `modrm_mask=0x38, modrm_value=0x10` and handling refuse).

@@ -27,7 +27,7 @@ class PrivilegedInstruction(Rule):
             0f 01 f8                swapgs          # FBT107
             c3                      retq
 
-    FBT107_fail.ko: f_swapgs+0x0 (.text+0x0): FBT107 privileged instruction swapgs stepped [unsafe]
+    FBT107_fail.ko: f_swapgs+0x0 (.text+0x0): FBT107 privileged instruction swapgs stepped [error]
 
     Fix:
     Refuse them. kprobes refuses `0f 01` VMX forms in `prepare_emulation` and blacklists

@@ -26,7 +26,7 @@ class FarTransfer(Rule):
             cb                      lretl           # FBT108
             c3                      retq
 
-    FBT108_fail.ko: f_lret+0x0 (.text+0x0): FBT108 far transfer lretl stepped [unsafe]
+    FBT108_fail.ko: f_lret+0x0 (.text+0x0): FBT108 far transfer lretl stepped [error]
 
     Fix:
     Refuse them (kprobes returns -EOPNOTSUPP for `9a`, `ea`, `cf`, `ff /3` and `ff /5`;

@@ -28,7 +28,7 @@ class RepStringStepped(Rule):
             f3 aa                   rep stosb %al, (%rdi)   # FBT109
             c3                      retq
 
-    FBT109_fail.ko: f_rep+0x0 (.text+0x0): FBT109 rep stosb %al, (%rdi) tf-stepped for one iteration [unsafe]
+    FBT109_fail.ko: f_rep+0x0 (.text+0x0): FBT109 rep stosb %al, (%rdi) tf-stepped for one iteration [error]
 
     Fix:
     Step out of line with a trailing int3 (kprobes' `prepare_singlestep`), or add REP_CONT so

@@ -25,7 +25,7 @@ class NotInTable(Rule):
             0f a2                   cpuid           # FBT110
             c3                      retq
 
-    FBT110_fail.ko: f_cpuid+0x0 (.text+0x0): FBT110 no table entry for cpuid, no default handling [refused]
+    FBT110_fail.ko: f_cpuid+0x0 (.text+0x0): FBT110 no table entry for cpuid, no default handling [note]
 
     Fix:
     Add an entry for the instruction with the handling it needs, or give the table a default

@@ -31,11 +31,11 @@ class Undecodable(Rule):
             .byte 0x06              (bad)           # FBT111
             c3                      retq
 
-    FBT111_fail.ko: f_bad+0x0 (.text+0x0): FBT111 undecodable bytes 06 [unsafe]
+    FBT111_fail.ko: f_bad+0x0 (.text+0x0): FBT111 undecodable bytes 06 [error]
 
     A symbol inside another function's instruction (`f6 c3 cc`, with `f_thunk` at +1):
 
-    FBT111_fail.ko: f_thunk+0x0 (.text+0x3): FBT111 patchpoint inside an instruction of f_untrain [unsafe]
+    FBT111_fail.ko: f_thunk+0x0 (.text+0x3): FBT111 patchpoint inside an instruction of f_untrain [error]
 
     Fix:
     Never probe there: the tracer must refuse bytes it cannot decode, as dtrace4linux does when

@@ -24,7 +24,7 @@ class ExceptionTableSite(Rule):
         f_rdmsr_safe:
             0f 32                   rdmsr           # FBT112
 
-    FBT112_fail.ko: f_rdmsr_safe+0x0 (.text+0x0): FBT112 rdmsr in __ex_table stepped without fault fixup [unsafe]
+    FBT112_fail.ko: f_rdmsr_safe+0x0 (.text+0x0): FBT112 rdmsr in __ex_table stepped without fault fixup [error]
 
     Fix:
     Set `fault_fixup` in the table header and, on a fault during a step, put the original IP back

@@ -26,7 +26,7 @@ class ControlTransferUnfixed(Rule):
         f_ret:
             c3                      retq            # FBT113
 
-    FBT113_fail.ko: f_ret+0x0 (.text+0x0): FBT113 retq stepped without transfer-ip fixup [unsafe]
+    FBT113_fail.ko: f_ret+0x0 (.text+0x0): FBT113 retq stepped without transfer-ip fixup [error]
 
     Fix:
     Emulate them (kprobes' `kprobe_emulate_ret`, `kprobe_emulate_call_indirect`,

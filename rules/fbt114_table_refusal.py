@@ -26,7 +26,7 @@ class TableRefusal(Rule):
             f4                      hlt             # FBT114
             c3                      retq
 
-    FBT114_fail.ko: f_hlt+0x0 (.text+0x0): FBT114 hlt refused by table entry 'hlt' [refused]
+    FBT114_fail.ko: f_hlt+0x0 (.text+0x0): FBT114 hlt refused by table entry 'hlt' [note]
 
     Fix:
     Nothing is wrong. To get the probe, teach the handler the instruction (emulate it, or step

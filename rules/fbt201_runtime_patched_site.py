@@ -38,7 +38,7 @@ class RuntimePatchedSite(Rule):
         f_jump_label:
             0f 1f 44 00 00          nopl 0x0(%rax,%rax,1)   # FBT201
 
-    FBT201_fail.ko: f_jump_label+0x0 (.text+0x0): FBT201 rewritten at run time: jump label (__jump_table) [deny]
+    FBT201_fail.ko: f_jump_label+0x0 (.text+0x0): FBT201 rewritten at run time: jump label (__jump_table) [warning]
 
     Fix:
     Skip the patchpoint, as kprobes does, or probe the next instruction.

@@ -30,7 +30,7 @@ class FtraceSite(Rule):
         f_traced:
             e8 00 00 00 00          callq __fentry__        # FBT202, FBT110
 
-    FBT202_fail.ko: f_traced+0x0 (.text+0x0): FBT202 int3 on ftrace site callq __fentry__ [deny]
+    FBT202_fail.ko: f_traced+0x0 (.text+0x0): FBT202 int3 on ftrace site callq __fentry__ [warning]
 
     Fix:
     Give the table an `ftrace` entry for `call __fentry__` (target class FENTRY) and register an

@@ -26,7 +26,7 @@ class IbtLandingPad(Rule):
         f_ibt:
             f3 0f 1e fa             endbr64         # FBT203
 
-    FBT203_fail.ko: f_ibt+0x0 (.text+0x0): FBT203 probe on the ibt landing pad endbr64 [unsafe]
+    FBT203_fail.ko: f_ibt+0x0 (.text+0x0): FBT203 probe on the ibt landing pad endbr64 [error]
 
     Fix:
     A `move` entry for ENDBR64/32 and for the poison `66 0f 1f 00` (FBT_M_EXACT_PREFIX), as the

@@ -36,7 +36,7 @@ class DenyRegion(Rule):
         f_nokprobe:
             55                      push %rbp       # FBT204
 
-    FBT204_fail.ko: f_nokprobe+0x0 (.text+0x0): FBT204 deny region: NOKPROBE_SYMBOL (_kprobe_blacklist) [deny]
+    FBT204_fail.ko: f_nokprobe+0x0 (.text+0x0): FBT204 deny region: NOKPROBE_SYMBOL (_kprobe_blacklist) [warning]
 
     Fix:
     Skip it: `/sys/kernel/debug/kprobes/blacklist` lists the same ranges on a running kernel.

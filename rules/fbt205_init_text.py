@@ -31,7 +31,7 @@ class InitText(Rule):
         f_init:
             55                      push %rbp       # FBT205
 
-    FBT205_fail.ko: f_init+0x0 (.init.text+0x0): FBT205 init text: module .init.text, freed after init [deny]
+    FBT205_fail.ko: f_init+0x0 (.init.text+0x0): FBT205 init text: module .init.text, freed after init [warning]
 
     Fix:
     Skip these patchpoints, or probe them only while the code is alive (before `free_initmem`).

@@ -15,7 +15,7 @@ class NotAFunctionEntry(Rule):
     middle of `<fn>`; and labels inside another symbol's extent (`SYM_INNER_LABEL` in entry
     assembly, such as `entry_SYSCALL_64_after_hwframe`). `.part.N`, `.isra.N` and
     `.constprop.N` clones are real functions with real callers and are not reported.
-    A note: these are reported once each, and `--statistics` counts them.
+    A note: the list, json and `--show all` SARIF carry each one; the text report sums them up per image.
 
     Why it is unsafe:
     A probe there does not trace a function call: padding never runs (or runs as a call thunk),
@@ -32,7 +32,7 @@ class NotAFunctionEntry(Rule):
     The text report folds these notes into one line per image (json, sarif and the list carry each
     one: here `__pfx_f_padded`, `f_padded.cold` and the inner label `f_inner`):
 
-    FBT206_fail.ko: FBT206 3 patchpoints not a function entry (--statistics counts them)
+    FBT206_fail.ko: FBT206 3 notes not listed (.text 3); --statistics counts them
 
     Fix:
     Leave these out of the provider's probe list (dtrace4linux skips names with a `.`; a

@@ -26,7 +26,7 @@ class HandlerRecursion(Rule):
         notify_die:
             55                      push %rbp       # FBT207
 
-    FBT207_fail.ko: notify_die+0x0 (.text+0x0): FBT207 on the trap-handling path: root: die chain, int3/#DB/NMI [unsafe]
+    FBT207_fail.ko: notify_die+0x0 (.text+0x0): FBT207 on the trap-handling path: root: die chain, int3/#DB/NMI [error]
 
     Fix:
     Never probe these; the provider should load the list (or the denylist) and skip them.

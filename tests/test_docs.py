@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import yaml
-
 from fbt_audit.cli.main import run
 from fbt_audit.judge.registry import REGISTRY
 from fbt_audit.judge.rulesdoc import markdown
@@ -44,18 +42,11 @@ def test_rules_and_explain(capsys):
     assert run(["explain", "FBT999"]) == 2
 
 
-def test_example_workflow():
+def test_example_workflow_is_documented():
+    """The example (tests/test_signal.py checks it uses the action) is described where users look."""
     assert not (ROOT / ".github" / "workflows" / "fbt-audit.yml").exists()
-    wf = yaml.safe_load(WORKFLOW.read_text())
-    job = wf["jobs"]["vmlinux"]
-    assert job["permissions"]["security-events"] == "write"
-    steps = {s.get("uses", "").split("@")[0]: s for s in job["steps"] if "uses" in s}
-    upload = steps["github/codeql-action/upload-sarif"]
-    assert upload["with"] == {"sarif_file": "fbt-audit.sarif", "category": "fbt-audit/amd64/vmlinux"}
-    assert upload["if"] == "always()"
-    script = "\n".join(s.get("run", "") for s in job["steps"])
-    assert "scripts/fetch-kernel dbg-6.1" in script and "--format sarif" in script and "--baseline" in script
     assert "examples/github-actions/fbt-audit.yml" in (ROOT / "docs" / "code-scanning.md").read_text()
+    assert "action.yml" in (ROOT / "docs" / "code-scanning.md").read_text()
 
 
 def test_list_format_documented():

@@ -233,12 +233,18 @@ def test_settings_file_and_cli_override(fixtures_built, capsys, tmp_path, monkey
     ]  # fmt: skip
     assert "3 allowlisted" in err
     # flags on the command line win over the file
-    code, out, _ = audit_cli(capsys, fixtures_built / "gate-base", "--table", "reference", "--format", "text")
+    code, out, _ = audit_cli(capsys, fixtures_built / "gate-base", "--table", "reference", "--format", "text",
+                             "--show", "note")  # fmt: skip
     assert code == 0
     assert out == (
-        "gate-base: gate_swapgs+0x0 (.text+0x30): FBT114 swapgs refused by table entry 'swapgs' [refused]\n\n"
+        "gate-base: gate_swapgs+0x0 (.text+0x30): FBT114 swapgs refused by table entry 'swapgs' [note]\n\n"
         "audited 7 patchpoints in 1 image (table reference): 0 unsafe, 0 deny, 1 refused, 6 safe; 1 finding\n"
     )
+    # show = "note" in the file does the same; the command line's --show error wins over it
+    (tmp_path / "fbt-audit.toml").write_text('show = "note"\nformat = "text"\ntable = "reference"\n')
+    assert audit_cli(capsys, fixtures_built / "gate-base")[1] == out
+    assert "not listed" in audit_cli(capsys, fixtures_built / "gate-base", "--show", "error")[1]
+    (tmp_path / "fbt-audit.toml").write_text('table = "legacy-2011"\nformat = "denylist"\nallowlist = "allow.toml"\n')
     # [tool.fbt-audit] in pyproject.toml, found from a subdirectory
     (tmp_path / "fbt-audit.toml").unlink()
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.fbt-audit]\nfail-on = "none"\n'

@@ -9,7 +9,7 @@ from fbt_audit.report.github import render_github
 
 
 def test_exact_commands():
-    out = render_github([vmlinux_result(), module_result()])
+    out = render_github([vmlinux_result(), module_result()], show="note")
     assert out.splitlines() == [
         "::warning title=fbt-audit FBT202 ftrace-site::vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 int3 on ftrace "
         "site call __fentry__ [deny]",
@@ -22,7 +22,10 @@ def test_exact_commands():
         "::error file=arch/x86/kvm/x86.c,line=1234,title=fbt-audit FBT102 pushed-flags-leak::kvm.ko: "
         "kvm_save_flags.isra.0+0x0 (.text+0x40): FBT102 pushfq stepped without flags repair [unsafe]",
     ]
-    assert render("github", [vmlinux_result(), module_result()]) == out
+    assert render("github", [vmlinux_result(), module_result()], show="note") == out
+    # by default errors and warnings, as SARIF carries them: the notice goes
+    default = render("github", [vmlinux_result(), module_result()]).splitlines()
+    assert default == [x for x in out.splitlines() if not x.startswith("::notice")]
 
 
 def test_escaping():

@@ -48,8 +48,9 @@ def test_valid_and_github_fields(validator):
             assert loc["region"]["startLine"] >= 1
             assert rules[res["ruleIndex"]]["id"] == res["ruleId"]
             assert res["partialFingerprints"]["primaryLocationLineHash"]
+    # one per (patchpoint, rule) at warning or above (--show warning, the default): the FBT110 note is left out
     vmlinux = [("FBT202", "kernel:vfs_read:entry"), ("FBT102", "kernel:native_save_fl:entry"),
-               ("FBT204", "kernel:native_save_fl:entry"), ("FBT110", "kernel:entry_SYSCALL_64:entry")]
+               ("FBT204", "kernel:native_save_fl:entry")]
     assert [
         (run["automationDetails"]["id"], [(r["ruleId"], r["locations"][0]["logicalLocations"][0]["fullyQualifiedName"])
                                           for r in run["results"]])
@@ -59,6 +60,11 @@ def test_valid_and_github_fields(validator):
         ("fbt-audit/cloud-amd64/vmlinux/", vmlinux),
         ("fbt-audit/amd64/modules/", [("FBT102", "kvm:kvm_save_flags.isra.0:entry")]),
     ]  # fmt: skip
+    assert [r["properties"]["resultsNotShown"] for r in doc["runs"][:2]] == [1, 1]
+    with_notes = log([vmlinux_result(), module_result(), vmlinux_result(release="6.1.0-56-cloud-amd64")], show="note")
+    assert [(r["ruleId"], r["locations"][0]["logicalLocations"][0]["fullyQualifiedName"])
+            for r in with_notes["runs"][0]["results"]] == [*vmlinux, ("FBT110", "kernel:entry_SYSCALL_64:entry")]
+    assert "resultsNotShown" not in with_notes["runs"][0]["properties"]
 
 
 def test_one_run_per_kind_and_flavour():
@@ -71,7 +77,7 @@ def test_one_run_per_kind_and_flavour():
     assert vm["properties"]["tables"] == [{"name": "legacy-2011", "sha256": table().sha256}]
     driver = vm["tool"]["driver"]
     assert driver["name"] == "fbt-audit" and driver["version"] == __version__
-    assert "informationUri" not in driver  # the project has no public URL yet: none is invented
+    assert driver["informationUri"] == "https://github.com/fbt-audit/fbt-audit"  # = pyproject's Homepage
     assert [r["id"] for r in driver["rules"]] == ["FBT102", "FBT110", "FBT202", "FBT204"]
     assert vm["invocations"] == [{"executionSuccessful": True}]
 
@@ -94,7 +100,7 @@ def test_rule_metadata_from_docstrings():
     titles = ("What it finds", "Why it is unsafe", "Example", "Fix", "References")
     assert [t for t in re.findall(r"^([A-Z][\w ]+):$", text, re.M) if t in titles] == list(titles)
     assert re.findall(r"^## (.+)$", md, re.M) == list(titles)
-    example = "FBT102_fail.ko: f_pushf+0x0 (.text+0x0): FBT102 pushfq stepped without flags repair [unsafe]"
+    example = "FBT102_fail.ko: f_pushf+0x0 (.text+0x0): FBT102 pushfq stepped without flags repair [error]"
     assert example in text and example in md
     assert (rule["properties"]["precision"], rule["properties"]["problem.severity"]) == ("very-high", "error")
     assert [r["properties"]["problem.severity"] for r in rules] == ["error", "recommendation", "warning", "warning"]
@@ -186,12 +192,13 @@ def test_relative_source():
 
 
 def test_cap_keeps_the_most_severe(validator):
-    doc = log([vmlinux_result()], max_results=2)
+    doc = log([vmlinux_result()], max_results=2, show="note")
     validator.validate(doc)
     run = doc["runs"][0]
     # the error and the first warning survive, in report order; the later warning and the note go
     assert [(r["ruleId"], r["level"]) for r in run["results"]] == [("FBT202", "warning"), ("FBT102", "error")]
     assert run["properties"]["resultsTotal"] == 4 and run["properties"]["resultsOmitted"] == 2
+    assert "omittedResults" not in run["properties"]  # counts only: no per-result lists in the run
     (note,) = run["invocations"][0]["toolExecutionNotifications"]
     assert note["level"] == "warning" and "2 of 4 results omitted" in note["message"]["text"]
     assert run["invocations"][0]["executionSuccessful"] is True
@@ -222,7 +229,7 @@ def test_variants_merge_into_one_result_per_rule(validator):
 def test_unknown_rule_keeps_rule_index_valid(validator):
     r = with_judgements(vmlinux_result(), vmlinux_result().judgements)
     r.rules = []
-    doc = log([r])
+    doc = log([r], show="note")
     validator.validate(doc)
     run = doc["runs"][0]
     ids = [d["id"] for d in run["tool"]["driver"]["rules"]]
@@ -244,13 +251,12 @@ def test_github_rules_on_synthetic_results():
     assert github_violations(doc) == []
     res = all_results(doc)[0]
     assert [loc["message"]["text"] for loc in res["relatedLocations"]] == [
-        "patchpoint kernel:vfs_read:entry at 0xffffffff81123450 (.text+0x123450), vfs_read+0x0",
-        "instruction e800000000: call __fentry__",
-        "patch window 0xffffffff81123450..0xffffffff81123455 (5 bytes the int3 displaces)",
+        "patchpoint kernel:vfs_read:entry at 0xffffffff81123450 (.text+0x123450), vfs_read+0x0: "
+        "e800000000 call __fentry__; the int3 displaces 5 bytes"
     ]
     assert res["partialFingerprints"]["fbtPatchpoint/v1"] == "FBT202|kernel|vfs_read|entry|#1"
     broken = json.loads(json.dumps(doc))
-    del broken["runs"][0]["results"][0]["relatedLocations"][1]["message"]
+    del broken["runs"][0]["results"][0]["relatedLocations"][0]["message"]
     broken["runs"][0]["results"][1]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] = "/abs/x.c"
     del broken["runs"][0]["results"][2]["locations"][0]["physicalLocation"]["region"]
     assert [v.split(": ", 1)[1] for v in github_violations(broken)] == [

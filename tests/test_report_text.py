@@ -5,12 +5,14 @@ from helpers_report import module_result, vmlinux_result, with_judgements
 from fbt_audit.report.formats import render
 from fbt_audit.report.text import render_text
 
+# Worst patchpoint first (unsafe, deny, refused), then image and address; each tagged with its own level, and
+# with the patchpoint's verdict where that is worse than the level makes it.
 FINDINGS = [
-    "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 int3 on ftrace site call __fentry__ [deny]",
-    "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 pushfq stepped without flags repair [unsafe]",
-    "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT204 deny region: noinstr text [unsafe]",
-    "vmlinux: entry_SYSCALL_64+0x0 (.text+0xe00000): FBT110 no table entry for swapgs, no default handling [refused]",
-    "kvm.ko: kvm_save_flags.isra.0+0x0 (.text+0x40): FBT102 pushfq stepped without flags repair [unsafe]",
+    "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 pushfq stepped without flags repair [error]",
+    "vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT204 deny region: noinstr text [warning; patchpoint unsafe]",
+    "kvm.ko: kvm_save_flags.isra.0+0x0 (.text+0x40): FBT102 pushfq stepped without flags repair [error]",
+    "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 int3 on ftrace site call __fentry__ [warning]",
+    "vmlinux: entry_SYSCALL_64+0x0 (.text+0xe00000): FBT110 no table entry for swapgs, no default handling [note]",
 ]
 SUMMARY = "audited 7 patchpoints in 2 images (table legacy-2011): 2 unsafe, 1 deny, 1 refused, 3 safe; 5 findings"
 
@@ -52,12 +54,39 @@ def test_variant_named_and_tool_errors_counted():
     j = r.judgements[2]
     j.findings = [Finding("FBT202", Level.WARNING, "ftrace site", variant="ftrace-nop")]
     out = render_text([r], False).splitlines()
-    assert out[0] == "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 ftrace site (variant ftrace-nop) [deny]"
+    assert "vmlinux: vfs_read+0x0 (.text+0x123450): FBT202 ftrace site (variant ftrace-nop) [warning]" in out
     assert out[-1].endswith("; 4 findings; 1 tool error")
 
 
 def test_no_absolute_paths_and_deterministic():
     rs = [vmlinux_result(), module_result()]
-    a, b = render_text(rs, True), render("text", rs, statistics=True)
+    a, b = render_text(rs, True), render("text", rs, statistics=True, show="all")
     assert a == b
     assert "/home/" not in a and "/lib/modules" not in a
+
+
+def test_default_lists_errors_and_summarises_the_rest_per_rule():
+    out = render("text", [vmlinux_result(), module_result()]).splitlines()
+    assert out == [
+        FINDINGS[0],
+        FINDINGS[2],
+        "",
+        "vmlinux: FBT202 1 warning not listed (.text 1); --show warning lists them",
+        "vmlinux: FBT204 1 warning not listed (.text 1); --show warning lists them",
+        "vmlinux: FBT110 1 note not listed (.text 1); --show note lists them",
+        "",
+        SUMMARY,
+    ]
+    warn = render("text", [vmlinux_result(), module_result()], show="warning").splitlines()
+    assert warn[:4] == FINDINGS[:4] and warn[5] == "vmlinux: FBT110 1 note not listed (.text 1); --show note lists them"
+    assert render("text", [vmlinux_result(), module_result()], show="note") == render_text(
+        [vmlinux_result(), module_result()]
+    )
+
+
+def test_colour_only_when_asked():
+    plain = render("text", [vmlinux_result()])
+    coloured = render("text", [vmlinux_result()], colour=True)
+    assert "\033[" not in plain
+    assert "[\033[1;31merror\033[0m]" in coloured
+    assert coloured.replace("\033[1;31m", "").replace("\033[0m", "") == plain

@@ -13,17 +13,17 @@ import pytest
 from fbt_audit.cli.main import run
 from fbt_audit.judge.registry import REGISTRY
 from fbt_audit.model import abi
-from fbt_audit.model.core import Level
 from fbt_audit.table import emulation as tables
 
 from .test_rule_fixtures import SOURCES, table_for
 
-VERDICT_OF = {Level.ERROR: "unsafe", Level.WARNING: "deny", Level.NOTE: "refused"}
 # The auditor lines an Example quotes for its rule fixture (indented in the docstring) ...
 QUOTED = re.compile(r"^\s*(FBT\d{3}_fail\.ko: .+)$", re.M)
-# ... each a finding line, `FBTnnn_fail.ko: func+0x0 (.text+0x0): FBTnnn message [verdict]`, or, for a rule the
-# text report folds into one line per image (FBT206), that line.
-FINDING = re.compile(r"^FBT\d{3}_fail\.ko: (\S+)\+0x[0-9a-f]+ \(\S+\+0x[0-9a-f]+\): (FBT\d{3}) .+ \[(\w+)\]$")
+# ... each a finding line, `FBTnnn_fail.ko: func+0x0 (.text+0x0): FBTnnn message [level]` (or `[level; patchpoint
+# verdict]`), or, for a rule the text report folds into one line per image (FBT206), that line.
+FINDING = re.compile(
+    r"^FBT\d{3}_fail\.ko: (\S+)\+0x[0-9a-f]+ \(\S+\+0x[0-9a-f]+\): (FBT\d{3}) .+ \[(\w+)(?:; [^\]]+)?\]$"
+)
 # Every distinct shipped table ("kprobes" is an alias of "kprobes-6.12").
 SHIPPED = sorted({v: k for k, v in reversed(tables.NAMED.items())}.values())
 HEADER_TYPES = dict(abi.HEADER_FIELDS)
@@ -82,7 +82,7 @@ def fixture_object(rule_id: str, built: Path, tmp_path: Path) -> Path:
 
 
 def audit_text(obj: Path, table: str, capsys) -> list[str]:
-    code = run([str(obj), "--table", table, "--fail-on", "note"])
+    code = run([str(obj), "--table", table, "--fail-on", "note", "--show", "all"])
     out = capsys.readouterr()
     assert (code, out.err) == (1, ""), out.out + out.err
     return out.out.splitlines()
@@ -93,11 +93,11 @@ def test_example_lines_are_the_real_output(rule_id, fixtures_built, tmp_path, ca
     text = example(rule_id)
     quoted = QUOTED.findall(text)
     assert quoted, f"{rule_id}: the Example quotes no `{rule_id}_fail.ko: ...` line of the auditor"
-    verdict = VERDICT_OF[REGISTRY[rule_id][1].level]
+    level = REGISTRY[rule_id][1].level.sarif
     for line in quoted:
         m = FINDING.match(line)
         if m:
-            assert m.group(2, 3) == (rule_id, verdict) and line.startswith(f"{rule_id}_fail.ko: "), line
+            assert m.group(2, 3) == (rule_id, level) and line.startswith(f"{rule_id}_fail.ko: "), line
         else:  # the text report's one line for a folded rule
             assert line.startswith(f"{rule_id}_fail.ko: {rule_id} "), line
     obj = fixture_object(rule_id, fixtures_built, tmp_path)

@@ -24,7 +24,6 @@ from fbt_audit.pipeline.batch import detach, dumps, expand, module_files, run_ba
 from fbt_audit.report.formats import render
 from fbt_audit.report.jsonout import render_json
 from fbt_audit.report.listing import render_list
-from fbt_audit.report.text import render_text
 
 from .conftest import ROOT
 
@@ -236,7 +235,7 @@ def test_batch_renders_like_in_process_audits(capsys, tree):
     table = api.load_table("legacy-2011")
     full = [api.audit(p, table) for p in module_files(tree)[0]]
     want = {
-        "text": render_text(full, True),
+        "text": render("text", full, statistics=True),
         "json": render_json(full),
         "list": render_list(full),
         "denylist": render("denylist", full),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,14 @@ from fbt_audit.model.core import Level
     default="error",
     show_default=True,
     help="Exit 1 when a finding at or above this level exists (error=unsafe, warning=deny, note=refused).",
+)
+@click.option(
+    "--show",
+    type=click.Choice(("error", "warning", "note", "all")),
+    default=None,
+    help="The least severe findings listed: text lists errors line by line by default and summarises the rest "
+    "per rule; sarif carries errors and warnings by default (note adds notes; all also findings on __pfx_/__cfi_ "
+    "padding). Exit codes follow --fail-on, not --show.",
 )
 @click.option("--select", multiple=True, metavar="IDS", help="Only these rules: ids or prefixes (FBT1, FBT102).")
 @click.option("--ignore", multiple=True, metavar="IDS", help="Skip these rules: ids or prefixes.")
@@ -151,6 +160,7 @@ class AuditSettings:
     fmt: str
     output: Path | None
     fail_on: str
+    show: str | None
     select: list[str] | None
     ignore: list[str] | None
     statistics: bool
@@ -192,13 +202,18 @@ def run_audit(s: AuditSettings) -> None:
     # patchpoints.entry.gc_paused), and one pass over them after the audit costs as much as rendering the
     # list. Between images audited in this process, pipeline/batch.py runs one pass and freezes the survivors.
     gc.disable()
+    if s.output is not None:
+        _check_writable(s.output)
     if s.sort == "rarity" and s.fmt != "text":
         raise click.UsageError("--sort rarity orders the text report; `fbt-audit rank` prints the ranking as a table")
     results, failures = _audit(s)
-    gate = Gate.for_cli(results, s.baseline, s.allowlist)
+    gate = Gate.for_cli(results, s.baseline, s.allowlist, s.show)
     out = _render(s, results, gate)
     if s.output:
-        s.output.write_text(out)
+        try:
+            s.output.write_text(out)
+        except OSError as e:
+            raise click.UsageError(f"-o {s.output}: cannot write: {e.strerror or e}") from None
     else:
         sys.stdout.write(out)
     for failure in failures:
@@ -206,6 +221,43 @@ def run_audit(s: AuditSettings) -> None:
     if failures and not s.keep_going:
         sys.exit(2)
     sys.exit(_exit_code(s, results, gate))
+
+
+def _check_writable(path: Path) -> None:
+    """-o must be writable before minutes of auditing are spent: a usage error (exit 2) at once otherwise."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise click.UsageError(f"-o {path}: is a directory")
+    if path.exists():
+        if not path.is_file() or not os.access(path, os.W_OK):
+            raise click.UsageError(f"-o {path}: not a regular file this user can write")
+    elif not parent.is_dir():
+        raise click.UsageError(f"-o {path}: the directory {parent} does not exist")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise click.UsageError(f"-o {path}: the directory {parent} is not writable")
+    fs = _filesystem(path if path.exists() else parent)
+    if fs in _PSEUDO_FS:  # root passes access(); the write would fail after the audit
+        raise click.UsageError(f"-o {path}: on a {fs} file system, not a report file")
+
+
+_PSEUDO_FS = {"proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup", "cgroup2", "configfs", "bpf"}
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the file system holding path (the longest mount point of /proc/self/mounts above it)."""
+    best, kind = "", ""
+    real = str(path.resolve())
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in mounts:
+        parts = line.split()
+        if len(parts) >= 3:
+            mnt = parts[1].replace("\\040", " ")
+            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                best, kind = mnt, parts[2]
+    return kind
 
 
 def _audit(s: AuditSettings):
@@ -244,7 +296,9 @@ def _render(s: AuditSettings, results, gate) -> str:
 
         order = [(r, j) for r, j, _ in ranked(results, hits.counts if hits is not None else {})]
     paths = PathMap.parse(s.path_prefix_map or (), s.source_root) if s.fmt in ("sarif", "github") else None
-    return render(s.fmt, results, statistics=s.statistics, gate=gate, paths=paths, hits=hits, order=order)
+    colour = s.output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    return render(s.fmt, results, statistics=s.statistics, gate=gate, paths=paths, hits=hits, order=order, show=s.show,
+                  colour=colour)  # fmt: skip
 
 
 def _exit_code(s: AuditSettings, results, gate) -> int:

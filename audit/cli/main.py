@@ -26,6 +26,23 @@ class DefaultGroup(click.Group):
     def format_usage(self, ctx, formatter):
         formatter.write_usage("fbt-audit", "[OPTIONS] PATH...  |  fbt-audit VERB [ARGS]...")
 
+    # The options users reach for first, shown by `fbt-audit --help`; `fbt-audit audit --help` has them all.
+    MAIN_OPTIONS = ("table_spec", "fmt", "output", "fail_on", "show", "baseline", "select", "ignore", "statistics",
+                    "returns", "jobs")  # fmt: skip
+
+    def format_options(self, ctx, formatter):
+        """The group's own options, then the audit's main options (what `fbt-audit PATH...` takes), then verbs."""
+        click.Command.format_options(self, ctx, formatter)
+        audit = self.commands.get("audit")
+        if audit is not None:
+            sub = click.Context(audit, info_name="audit", parent=ctx)
+            by_name = {p.name: p for p in audit.get_params(sub)}
+            rows = [r for n in self.MAIN_OPTIONS if n in by_name and (r := by_name[n].get_help_record(sub))]
+            if rows:
+                with formatter.section("Audit options (fbt-audit PATH... [OPTIONS]; all: fbt-audit audit --help)"):
+                    formatter.write_dl(rows)
+        self.format_commands(ctx, formatter)
+
 
 @click.group(
     cls=DefaultGroup,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fbt_audit.gate.identity import Item, items, run_id, runs_of
+from fbt_audit.gate.identity import Item, items, run_id, runs_of, shown
 from fbt_audit.model.core import Level
 from fbt_audit.model.errors import UsageError
 
@@ -83,6 +83,7 @@ class Gate:
     notes: list[str] = field(default_factory=list)
     finished: bool = False
     kept: list[Item] = field(default_factory=list)
+    show: str = "warning"  # what the SARIF carries, and so what a baseline can know (identity.shown)
     _seen: set[str] = field(default_factory=set)
     _decided: dict[str, tuple[dict[str, tuple[str | None, str | None]], dict]] = field(default_factory=dict)
 
@@ -162,11 +163,14 @@ class Gate:
         return self.baseline is not None or self.allowlist is not None
 
     @classmethod
-    def for_cli(cls, results: list[AuditResult], baseline: str | Path | None, allowlist: str | Path | None) -> Gate:
-        """The gate the command line asked for, evaluated over every run (an inactive gate without either)."""
+    def for_cli(cls, results: list[AuditResult], baseline: str | Path | None, allowlist: str | Path | None,
+                show: str | None = None) -> Gate:  # fmt: skip
+        """The gate the command line asked for, evaluated over every run (an inactive gate without either), on
+        the results a SARIF report carries at `show` (default warning): what a baseline can know."""
         from fbt_audit.gate.allowlist import load_allowlist
 
         gate = cls(load_baseline(baseline) if baseline else None, load_allowlist(allowlist) if allowlist else None)
+        gate.show = show or "warning"
         if gate.active:
             gate.kept = evaluate(results, gate)
         return gate
@@ -199,7 +203,7 @@ def evaluate(results: list[AuditResult], gate: Gate) -> list[Item]:
     (allowlisted ones excluded), marked with its baselineState."""
     kept: list[Item] = []
     for kind, flavour, group in runs_of(results):
-        keep, _, _ = gate.apply(run_id(kind, flavour), items(group))
+        keep, _, _ = gate.apply(run_id(kind, flavour), [it for it in items(group) if shown(it, gate.show)])
         kept.extend(keep)
     gate.finish(results)
     return kept

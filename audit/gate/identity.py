@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fbt_audit.judge.order import findings, judgements, ordered
+from fbt_audit.model.core import Level
+from fbt_audit.model.facts import NON_ENTRY
 
 if TYPE_CHECKING:
     from fbt_audit.judge.result import AuditResult
-    from fbt_audit.model.core import Finding, Judgement, Level
+    from fbt_audit.model.core import Finding, Judgement
 
 FINGERPRINT_KEY = "fbtPatchpoint/v1"  # the versioned fingerprint scheme; hashed into primaryLocationLineHash
 PATCHPOINT_KEY = FINGERPRINT_KEY  # partialFingerprints name of the readable key (SARIF 3.27.17: versioned)
@@ -142,3 +144,16 @@ def items(results: list[AuditResult]) -> list[Item]:
 
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+_PADDING = (NON_ENTRY + "pfx", NON_ENTRY + "cfi")
+
+
+def shown(it: Item, show: str) -> bool:
+    """Code scanning stays useful: errors and warnings by default (--show warning), notes with --show note;
+    findings on __pfx_/__cfi_ padding, which are not entries, only with --show all."""
+    if show == "all":
+        return True
+    if it.level < Level[show.upper()]:
+        return False
+    return not any(f in it.j.pp.facts for f in _PADDING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,12 +21,12 @@ MAX_MOVES = 4  # ENDBR, then at most a few more: a table that moves further is b
 _BIND_RANK = {"GLOBAL": 0, "WEAK": 1}
 
 
-def _primary(cols: SymbolColumns, i: int, j: int) -> int:
-    """The symbol (index in cols) whose name a patchpoint carries when symbols i..j-1 share its
+def _primary(cols: SymbolColumns, members: list[int]) -> int:
+    """The symbol (index in cols) whose name a patchpoint carries when the symbols `members` share its
     address: a sized FUNC first, global before weak before local, then the name with fewest
     leading underscores."""
     return min(
-        range(i, j),
+        members,
         key=lambda k: (
             cols.kind[k] != "FUNC",
             not cols.sized[k],
@@ -78,8 +79,12 @@ def _entry_patchpoints(kernel: Kernel, table: EmulationTable) -> list[Patchpoint
         if c_addr[i + 1] != addr:
             name, aliases, kind, end, first = c_name[i], (), c_kind[i], addr + c_size[i], i
             i += 1
+            if kind == "NOTYPE" and is_marker(cols, first):
+                continue
         else:
             i, first, name, aliases, kind, end = _aliases(cols, c_addr, i)
+            if first < 0:
+                continue
         at = addr
         moved: tuple[Insn, ...] = ()
         while True:
@@ -134,15 +139,30 @@ def _movable_bytes(table: EmulationTable) -> set[int]:
 
 def _aliases(cols: SymbolColumns, c_addr: list[int], i: int) -> tuple[int, int, str, tuple[str, ...], str, int]:
     """Symbols i.. sharing one address: (the index after them, the primary's index, its name, the other
-    names, FUNC if any of them is, the furthest end)."""
+    names, FUNC if any of them is, the furthest end). Linker section markers are none of these; when
+    only markers share the address, the primary's index is -1 (no patchpoint)."""
     addr, j = c_addr[i], i + 1
     while c_addr[j] == addr:
         j += 1
-    first = _primary(cols, i, j)
-    aliases = tuple(cols.name[k] for k in range(i, j) if k != first)
-    kind = "FUNC" if "FUNC" in cols.kind[i:j] else "NOTYPE"
-    end = max(addr + cols.size[k] for k in range(i, j))
+    members = [k for k in range(i, j) if not is_marker(cols, k)]
+    if not members:
+        return j, -1, "", (), "", addr
+    first = _primary(cols, members)
+    aliases = tuple(cols.name[k] for k in members if k != first)
+    kind = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
+    end = max(addr + cols.size[k] for k in members)
     return j, first, cols.name[first], aliases, kind, end
+
+
+# Linker-defined section boundaries in text (vmlinux.lds.h, arch/x86/kernel/vmlinux.lds.S): labels that
+# mark where .sched.text, .noinstr.text, .entry.text ... begin and end, not code. Unsized NOTYPE only:
+# a FUNC may be called __foo_start.
+_MARKER = re.compile(r"__\w+_text_(?:start|end)|_s?text|_etext|_[se]inittext|__indirect_thunk_(?:start|end)")
+
+
+def is_marker(cols: SymbolColumns, k: int) -> bool:
+    """Symbol k is a linker section marker: never a patchpoint (a provider must not probe it either)."""
+    return cols.kind[k] == "NOTYPE" and not cols.sized[k] and _MARKER.fullmatch(cols.name[k]) is not None
 
 
 _FTRACE_SITE = frozenset({FTRACE_SITE})

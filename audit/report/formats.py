@@ -39,16 +39,21 @@ def render(
     order: list[tuple[AuditResult, Judgement]] | None = None,
     all_patchpoints: bool = False,
     max_results: int | None = None,
+    show: str | None = None,
+    colour: bool = False,
 ) -> str:
     """Render results in one of FORMATS. statistics: text; gate and paths: sarif, github (which look up DWARF
     source lines first, where the image still has them); hits (or bare counts): every format; order: the
-    text report's patchpoints in that order (--sort rarity); all_patchpoints: json; max_results: sarif."""
+    text report's patchpoints in that order (--sort rarity); all_patchpoints: json; max_results: sarif;
+    show (error, warning, note, all): the least severe level text lists line by line (default error) and
+    sarif carries (default warning; all adds findings on __pfx_/__cfi_ padding); colour: text, on a TTY."""
     counts = hits.counts if hits is not None else counts
     active = gate if gate is not None and gate.active else None
     if fmt == "text":
         from fbt_audit.report.text import render_text
 
-        return render_text(results, statistics, counts=counts, order=order, last=hits.summary if hits else None)
+        return render_text(results, statistics, show=show or "error", counts=counts, order=order,
+                           last=hits.summary if hits else None, colour=colour)  # fmt: skip
     if fmt == "json":
         from fbt_audit.report.jsonout import render_json
 
@@ -61,12 +66,12 @@ def render(
     if fmt == "sarif":
         from fbt_audit.report.sarif import MAX_RESULTS, render_sarif
 
-        out = render_sarif(results, max_results or MAX_RESULTS, gate=active, paths=paths)
+        out = render_sarif(results, max_results or MAX_RESULTS, gate=active, paths=paths, show=show or "warning")
         return _sarif_hits(out, hits) if hits is not None else out
     if fmt == "github":
         from fbt_audit.report.github import render_github
 
-        return render_github(results, gate=active, paths=paths)
+        return render_github(results, gate=active, paths=paths, show=show or "warning")
     if fmt == "list":
         from fbt_audit.report.listing import render_list
 

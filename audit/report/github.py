@@ -26,17 +26,19 @@ def _prop(text: str) -> str:
     return _data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def render_github(results: list[AuditResult], gate: Gate | None = None, paths: PathMap | None = None) -> str:
-    """One `::error|warning|notice` command per (patchpoint, rule), the text report's line as its
-    message. With a gate: allowlisted results are left out, and with a baseline only new and updated
-    ones are annotated. The location is the DWARF source line when known, else none."""
-    from fbt_audit.gate.identity import items, run_id, runs_of
+def render_github(
+    results: list[AuditResult], gate: Gate | None = None, paths: PathMap | None = None, show: str = "warning"
+) -> str:
+    """One `::error|warning|notice` command per (patchpoint, rule) carried at `show` (as SARIF), the text
+    report's line as its message. With a gate: allowlisted results are left out, and with a baseline only
+    new and updated ones are annotated. The location is the DWARF source line when known, else none."""
+    from fbt_audit.gate.identity import items, run_id, runs_of, shown
     from fbt_audit.input.dwarf import relative_source
 
     names = rules_by_id(results)
     lines = []
     for kind, flavour, group in runs_of(results):
-        its = items(group)
+        its = [it for it in items(group) if shown(it, show)]
         if gate is not None:
             its, _, _ = gate.apply(run_id(kind, flavour), its)
             if gate.baseline is not None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fbt_audit import __version__
-from fbt_audit.gate.identity import PATCHPOINT_KEY, Item, items, pseudo_path, run_id, runs_of
+from fbt_audit.gate.identity import PATCHPOINT_KEY, Item, items, pseudo_path, run_id, runs_of, shown
 from fbt_audit.input.dwarf import relative_source
 from fbt_audit.model.core import Level
 from fbt_audit.report.common import tables
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL_NAME = "fbt-audit"
-# GitHub reads the driver's informationUri only for display; the project has no published home yet.
+INFORMATION_URI = "https://github.com/fbt-audit/fbt-audit"  # the project's home, as pyproject.toml [project.urls]
 MAX_RESULTS = 25_000  # GitHub rejects more per run, and keeps the 5,000 most severe
 MAX_DESCRIPTION = 1024  # GitHub's limit on shortDescription/fullDescription text
 DEFAULT_PRECISION = "very-high"  # the rules judge decoded bytes against the table: no heuristics
@@ -95,18 +95,17 @@ def _location(item: Item, paths: PathMap | None) -> dict[str, Any]:
 
 
 def _related(item: Item) -> list[dict[str, Any]]:
-    """The address, the instruction bytes and the patch window, each with a message (GH1007), anchored
-    at the image's pseudo-path: code scanning shows them as text, the binary has no source lines."""
+    """One related location: the address, the instruction bytes and the patch window in one message (GH1007),
+    anchored at the image's pseudo-path: code scanning shows it as text, the binary has no source lines.
+    One, not three: 25,000 results of three each made SARIF files of 40 MB."""
     pp, insn = item.j.pp, item.j.pp.insn
-    base = {"artifactLocation": {"uri": _uri(pseudo_path(item.result))}, "region": {"startLine": 1}}
     window = max(1, insn.length)
-    texts = [
-        f"patchpoint {pp.probe_name} at 0x{pp.addr:x} ({pp.section}+0x{pp.sec_off:x}), {pp.name}+0x{pp.symoff:x}",
-        f"instruction {insn.raw.hex() or '-'}: {insn.text}",
-        f"patch window 0x{pp.addr:x}..0x{pp.addr + window:x} ({window} byte{'s' if window != 1 else ''} "
-        "the int3 displaces)",
-    ]
-    return [{"id": i, "physicalLocation": base, "message": {"text": t}} for i, t in enumerate(texts)]
+    text = (
+        f"patchpoint {pp.probe_name} at 0x{pp.addr:x} ({pp.section}+0x{pp.sec_off:x}), {pp.name}+0x{pp.symoff:x}: "
+        f"{insn.raw.hex() or '-'} {insn.text}; the int3 displaces {window} byte{'s' if window != 1 else ''}"
+    )
+    base = {"artifactLocation": {"uri": _uri(pseudo_path(item.result))}, "region": {"startLine": 1}}
+    return [{"id": 0, "physicalLocation": base, "message": {"text": text}}]
 
 
 def _result(item: Item, rule_index: int, paths: PathMap | None) -> dict[str, Any]:
@@ -149,12 +148,16 @@ def _result(item: Item, rule_index: int, paths: PathMap | None) -> dict[str, Any
 
 
 def _run(
-    group: list[AuditResult], kind: str, flavour: str, max_results: int, gate: Gate | None, paths: PathMap | None
-) -> dict[str, Any]:
+    group: list[AuditResult], kind: str, flavour: str, max_results: int, gate: Gate | None, paths: PathMap | None,
+    show: str,
+) -> dict[str, Any]:  # fmt: skip
     keyed = items(group)
     rid = run_id(kind, flavour)
     stats: dict[str, Any] = {}
     notes: list[str] = []
+    shown_items = [it for it in keyed if shown(it, show)]  # before the gate: a baseline carries what was shown
+    hidden = len(keyed) - len(shown_items)
+    keyed = shown_items
     if gate is not None:
         keyed, stats, notes = gate.apply(rid, keyed)
     descriptors = _descriptors(group, keyed)
@@ -180,12 +183,14 @@ def _run(
         "tables": [{"name": n, "sha256": h} for n, h in tables(group)],
         "resultsTotal": total,
     }
+    if hidden:
+        properties["resultsNotShown"] = hidden  # below --show, or on __pfx_/__cfi_ padding (--show all)
     if omitted:
         properties["resultsOmitted"] = omitted
-        properties["omittedResults"] = dropped
     properties.update(stats)
     return {
-        "tool": {"driver": {"name": TOOL_NAME, "version": __version__, "rules": list(descriptors.values())}},
+        "tool": {"driver": {"name": TOOL_NAME, "version": __version__, "informationUri": INFORMATION_URI,
+                            "rules": list(descriptors.values())}},  # fmt: skip
         "automationDetails": {"id": rid},
         "invocations": [invocation],
         "columnKind": "utf16CodeUnits",
@@ -208,9 +213,9 @@ def _descriptors(group: list[AuditResult], keyed: list[Item]) -> dict[str, dict[
 
 
 def _capped(keyed: list[Item], max_results: int) -> tuple[list[Item], list[list[str]]]:
-    """At most max_results: the most severe, among equals the earlier in report order, kept in report order;
-    and (fingerprint, rule, level) of those left out. They still belong to the run's identity: a later
-    --baseline of this file must know them, or they would come back as new. GitHub ignores property bags."""
+    """At most max_results (GitHub keeps 25,000 per run, and shows the 5,000 most severe): the most severe,
+    among equals the earlier in report order, kept in report order; and (fingerprint, rule, level) of those
+    left out (only counted in the run's properties)."""
     if len(keyed) <= max_results:
         return keyed, []
     ranked = sorted(range(len(keyed)), key=lambda i: (-keyed[i].level, i))
@@ -226,14 +231,15 @@ def sarif_log(
     *,
     gate: Gate | None = None,
     paths: PathMap | None = None,
+    show: str = "warning",
 ) -> dict[str, Any]:
     """The SARIF log as a dict: one run per (image kind, flavour), vmlinux runs first. With a gate,
     allowlisted and absent results are left out and counted in the run's properties."""
-    runs = [_run(group, kind, flavour, max_results, gate, paths) for kind, flavour, group in runs_of(results)]
+    runs = [_run(group, kind, flavour, max_results, gate, paths, show) for kind, flavour, group in runs_of(results)]
     failures = getattr(results, "failures", ())  # inputs a batch could not audit (batch.Results): on the first run
     if failures:
         if not runs:
-            runs.append(_run([], "modules", "unknown", max_results, gate, paths))
+            runs.append(_run([], "modules", "unknown", max_results, gate, paths, show))
         inv = runs[0]["invocations"][0]
         inv["executionSuccessful"] = False
         inv.setdefault("toolExecutionNotifications", []).extend(
@@ -256,11 +262,12 @@ def render_sarif(
     *,
     gate: Gate | None = None,
     paths: PathMap | None = None,
+    show: str = "warning",
 ) -> str:
     """SARIF 2.1.0 text: deterministic (no timestamps, no absolute paths), ends with a newline.
     Indented, except that each result is one compact line: json's C encoder serialises those, while
     indenting 25,000 results in the pure-Python one took longer than the whole audit (and twice the bytes)."""
-    log = sarif_log(results, max_results, gate=gate, paths=paths)
+    log = sarif_log(results, max_results, gate=gate, paths=paths, show=show)
     chunks: list[list[dict[str, Any]]] = []
     for run in log["runs"]:
         chunks.append(run["results"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fbt_audit.judge.order import findings, ordered
+from fbt_audit.model.core import Level, Verdict
 from fbt_audit.report.common import rule_counts, rules_by_id, tables, verdict_counts
 from fbt_audit.report.listing import in_order
 
@@ -14,13 +16,23 @@ if TYPE_CHECKING:
     from fbt_audit.model.core import Finding, Judgement
 
 
-def finding_line(display: str, j: Judgement, f: Finding) -> str:
-    """`vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 pushf stepped without flags repair [unsafe]`.
-    A finding on a run-time variant (not the disk bytes) names it: `... (variant ftrace-nop) [deny]`."""
+def finding_line(display: str, j: Judgement, f: Finding, colour: bool = False) -> str:
+    """`vmlinux: native_save_fl+0x0 (.text+0x1e2c70): FBT102 pushf stepped without flags repair [error]`.
+    The tag is the finding's own level; where the patchpoint's verdict is worse than that level makes it,
+    the tag says so: `FBT204 deny region: entry text [warning; patchpoint unsafe]`. A finding on a run-time
+    variant (not the disk bytes) names it: `... (variant ftrace-nop) [warning]`."""
     pp = j.pp
     where = f"{pp.name}+0x{pp.symoff:x} ({pp.section}+0x{pp.sec_off:x})"
     variant = f" (variant {f.variant})" if f.variant != "disk" else ""
-    return f"{display}: {where}: {f.rule_id} {f.message}{variant} [{j.verdict.label}]"
+    level = f.level.sarif
+    if colour:
+        level = f"{_COLOURS[f.level]}{level}\033[0m"
+    tag = level if Verdict.of_level(f.level) == j.verdict else f"{level}; patchpoint {j.verdict.label}"
+    return f"{display}: {where}: {f.rule_id} {f.message}{variant} [{tag}]"
+
+
+_COLOURS = {Level.ERROR: "\033[1;31m", Level.WARNING: "\033[33m", Level.NOTE: "\033[36m"}
+SHOW = ("error", "warning", "note", "all")  # --show: the least severe level listed line by line
 
 
 def statistics_lines(results: list[AuditResult]) -> list[str]:
@@ -57,53 +69,45 @@ def summary_line(results: list[AuditResult]) -> str:
     return line
 
 
-# Non-entries (__pfx_ padding, .cold fragments, inner labels: 50,000 on a 6.12 vmlinux) are one summary
-# line per image in text, not a line each; json, sarif and the list still carry every one.
+# Non-entries (__pfx_ padding, .cold fragments, inner labels: 50,000 on a 6.12 vmlinux) are never listed line by
+# line in text, whatever --show says; json, sarif (--show all) and the list still carry every one.
 QUIET_RULES = ("FBT206",)
-
-
-def quiet_line(display: str, n: int) -> str:
-    return f"{display}: FBT206 {n} patchpoint{'s' if n != 1 else ''} not a function entry (--statistics counts them)"
 
 
 def render_text(
     results: list[AuditResult],
     statistics: bool = False,
     *,
+    show: str = "all",
     counts: Mapping[str, int] | None = None,
     order: list[tuple[AuditResult, Judgement]] | None = None,
     last: str | None = None,
+    colour: bool = False,
 ) -> str:
-    """One line per finding (images in report order, patchpoints by address, or in `order`; findings worst
-    first; FBT206 summarised per image), then with `statistics` the per-rule and kernel-table counts, then
-    one summary line. With hit `counts`, each finding line ends ` hits N`; `last` is one more closing line
-    (the hits summary). Ends with a newline."""
+    """The findings at or above `show` (error, warning, note or all) one line each, worst patchpoint verdict
+    first (unsafe, deny, refused), then by image and address, or in `order`; findings worst first. The others
+    are summarised per rule in a few lines (with their sections). Then, with `statistics`, the per-rule and
+    kernel-table counts, then one summary line. With hit `counts`, each finding line ends ` hits N`; `last`
+    is one more closing line (the hits summary). Ends with a newline."""
     from fbt_audit.report.sitestats import table_lines
 
     results = ordered(results)
+    least = Level.NOTE if show == "all" else Level[show.upper()]
+    pairs = order if order is not None else _worst_first(results)
     lines: list[str] = []
-    quiet: dict[int, int] = {}  # id(result) -> FBT206 findings not listed
-
-    def add(r: AuditResult, j: Judgement) -> None:
+    held: dict[tuple[str, str], _Held] = {}
+    n_modules = sum(r.kernel.kind == "module" for r in results)
+    for r, j in pairs:
         for f in findings(j):
-            if f.rule_id in QUIET_RULES:
-                quiet[id(r)] = quiet.get(id(r), 0) + 1
-            elif counts is None:
-                lines.append(finding_line(r.kernel.display, j, f))
-            else:
-                lines.append(f"{finding_line(r.kernel.display, j, f)} hits {counts.get(j.pp.probe_name, 0)}")
-
-    if order is None:  # image by image, each followed by its FBT206 summary
-        for r in results:
-            for j in in_order(r):
-                if j.findings:
-                    add(r, j)
-            if quiet.get(id(r)):
-                lines.append(quiet_line(r.kernel.display, quiet[id(r)]))
-    else:  # one order across images (rarity); the summaries after it
-        for r, j in order:
-            add(r, j)
-        lines.extend(quiet_line(r.kernel.display, quiet[id(r)]) for r in results if quiet.get(id(r)))
+            if f.level < least or f.rule_id in QUIET_RULES:
+                where = "modules" if r.kernel.kind == "module" and n_modules > 1 else r.kernel.display
+                held.setdefault((where, f.rule_id), _Held(f.level)).add(r, j)
+                continue
+            line = finding_line(r.kernel.display, j, f, colour)
+            lines.append(f"{line} hits {counts.get(j.pp.probe_name, 0)}" if counts is not None else line)
+    summary = _held_lines(held, results, show)
+    if summary:
+        lines.extend(([""] if lines else []) + summary)
     if statistics:
         stats = statistics_lines(results) + table_lines(results)
         if stats:
@@ -114,3 +118,37 @@ def render_text(
     if last:
         lines.append(last)
     return "\n".join(lines) + "\n"
+
+
+def _worst_first(results: list[AuditResult]) -> list[tuple[AuditResult, Judgement]]:
+    """Patchpoints with findings: unsafe first, then deny, then refused; within a verdict, by image and address."""
+    pairs = [(r, j) for r in results for j in in_order(r) if j.findings]
+    return sorted(pairs, key=lambda rj: -rj[1].verdict)  # stable: image and address order within a verdict
+
+
+class _Held:
+    """The findings of one rule (in one image, or across a tree's modules) that are summarised, not listed."""
+
+    __slots__ = ("level", "n", "images", "sections")
+
+    def __init__(self, level: Level) -> None:
+        self.level, self.n, self.images, self.sections = level, 0, set(), Counter()
+
+    def add(self, r: AuditResult, j: Judgement) -> None:
+        self.n += 1
+        self.images.add(id(r))
+        self.sections[j.pp.section] += 1
+
+
+def _held_lines(held: dict[tuple[str, str], _Held], results: list[AuditResult], show: str) -> list[str]:
+    """`vmlinux: FBT205 2577 warnings not listed (.init.text 2577); --show warning lists them`, worst first."""
+    out = []
+    for (where, rid), h in sorted(held.items(), key=lambda kv: (-kv[1].level, kv[0][1], kv[0][0])):
+        level = h.level.sarif
+        plural = "s" if h.n != 1 else ""
+        top = h.sections.most_common()
+        secs = ", ".join(f"{s} {n}" for s, n in top[:3]) + (f", {len(top) - 3} more sections" if len(top) > 3 else "")
+        mods = f" in {len(h.images)} modules" if where == "modules" else ""
+        how = "--statistics counts them" if rid in QUIET_RULES else f"--show {level} lists them"
+        out.append(f"{where}: {rid} {h.n} {level}{plural}{mods} not listed ({secs}); {how}")
+    return out

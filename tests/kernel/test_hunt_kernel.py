@@ -99,7 +99,7 @@ def test_dtrace_dump_merged_into_text_json_sarif(vmlinux61, dump, tmp_path):
     lines = text.read_text().splitlines()
     pushf = [line for line in lines if " native_save_fl+0x0 " in line and "FBT102" in line]
     assert len(pushf) == 1 and pushf[0].startswith(f"{vmlinux61.name}: native_save_fl+0x0 (.text+0xa45ff0): FBT102 ")
-    assert pushf[0].endswith("[unsafe] hits 16")
+    assert pushf[0].endswith("[error] hits 16")
     assert (
         lines[-1] == f"hits: 206 of 208 rows merged into 206 probes, 2 unmatched, 7 marked *; KASLR shift 0x{SHIFT:x}"
     )

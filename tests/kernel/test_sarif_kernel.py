@@ -39,13 +39,26 @@ def test_schema_and_github_rules(legacy_doc):
     props = run_["properties"]
     assert props["releases"][0].startswith("6.1.0-") and props["releases"][0].endswith("-amd64")
     assert len(props["buildIds"][0]) == 40
-    # legacy-2011 refuses every `call __fentry__` (e8): more results than GitHub keeps, so the cap applies
+    # By default errors and warnings only (--show warning): under GitHub's cap, nothing omitted. legacy-2011
+    # refuses every `call __fentry__` (e8): those 40,000 notes are counted, not carried.
+    assert {r["level"] for r in run_["results"]} == {"error", "warning"}
+    assert len(run_["results"]) == props["resultsTotal"] < MAX_RESULTS and "resultsOmitted" not in props
+    assert props["resultsNotShown"] > 40000
+    assert "invocations" in run_ and "toolExecutionNotifications" not in run_["invocations"][0]
+
+
+def test_cap_keeps_the_most_severe(vmlinux61, legacy_doc, tmp_path):
+    out = tmp_path / "notes.sarif"
+    assert run([str(vmlinux61), "--table", "legacy-2011", "--format", "sarif", "--show", "note", "-o", str(out)]) == 1
+    (run_,) = json.loads(out.read_text())["runs"]
+    props = run_["properties"]
     assert len(run_["results"]) == MAX_RESULTS < props["resultsTotal"]
-    assert props["resultsOmitted"] == props["resultsTotal"] - MAX_RESULTS == len(props["omittedResults"])
-    # the most severe are kept: nothing omitted is more severe than anything kept, and every error stays
-    rank = {"note": 1, "warning": 2, "error": 3}
-    omitted = {rank[level] for _, _, level in props["omittedResults"]}
-    assert max(omitted) <= min(rank[r["level"]] for r in run_["results"]) and 3 not in omitted
+    assert props["resultsOmitted"] == props["resultsTotal"] - MAX_RESULTS and "omittedResults" not in props
+    # the most severe are kept: every error and warning of the default SARIF stays, notes fill up to the cap
+    kept = [r["level"] for r in run_["results"]]
+    default = [r["level"] for r in legacy_doc["runs"][0]["results"]]
+    assert (kept.count("error"), kept.count("warning")) == (default.count("error"), default.count("warning"))
+    assert kept.count("note") == MAX_RESULTS - len(default) > 0
     notes = run_["invocations"][0]["toolExecutionNotifications"]
     assert [n["message"]["text"] for n in notes] == [
         f"{props['resultsOmitted']} of {props['resultsTotal']} results omitted: GitHub accepts at most 25000 per run; "
@@ -90,7 +103,7 @@ def test_locations_are_kernel_source_paths(legacy_doc):
 
 
 def test_own_sarif_as_baseline(vmlinux61, legacy_sarif, tmp_path, capsys):
-    for fail_on in ("note", "error"):
+    for fail_on in ("warning", "error"):  # what the baseline carries (--show warning, the default) is gated
         out = tmp_path / "again.sarif"
         code = run([str(vmlinux61), "--table", "legacy-2011", "--format", "sarif", "--baseline", str(legacy_sarif),
                     "--fail-on", fail_on, "-o", str(out)])  # fmt: skip

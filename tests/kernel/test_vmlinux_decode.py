@@ -18,8 +18,13 @@ pytestmark = pytest.mark.kernel
 NEWER_THAN_BINUTILS = {"lkgs"}  # native_lkgs+0x4 on 6.12
 
 
+# Linker section markers (unsized NOTYPE labels such as __sched_text_end): boundaries, not code, no patchpoint.
+MARKER = re.compile(r"__\w+_text_(start|end)|_s?text|_etext|_[se]inittext|__indirect_thunk_(start|end)")
+
+
 def readelf_text_addresses(path) -> set[int]:
-    """Independent count: distinct addresses of FUNC/NOTYPE symbols inside executable sections, per readelf."""
+    """Independent count: distinct addresses of FUNC/NOTYPE symbols inside executable sections, per readelf,
+    but for the addresses only a linker section marker names."""
     secs = {}
     for line in subprocess.run(
         ["readelf", "-SW", str(path)], capture_output=True, text=True, check=True
@@ -37,6 +42,8 @@ def readelf_text_addresses(path) -> set[int]:
         name, value = f[7], int(f[1], 16)
         start, size = secs[f[6]]
         if name.startswith((".L", "$")) or not start <= value < start + size:
+            continue
+        if f[3] == "NOTYPE" and f[2] == "0" and MARKER.fullmatch(name):
             continue
         addrs.add(value)
     return addrs
