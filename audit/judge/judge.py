@@ -121,14 +121,32 @@ _MEMO_MAX = 1 << 16
 
 
 def _shape(v: Variant) -> tuple:
-    """A variant's label and every Insn field but the address; a relative branch's bytes are left
-    out too (their displacement is the target minus the address; the target is kept)."""
+    """A variant's label and every Insn field the rules and the table read, but the address. A relative branch's
+    bytes are left out (their displacement is the target minus the address); so are its operands and target
+    when the target has a name: the messages print the name (Insn.text), and a module's relocated
+    `call __fentry__` then has one shape at every site instead of one per address."""
     i = v.insn
     c = i.classes
+    if c & _REL and i.target_name is not None:
+        return (v.label, len(i.raw), i.mnemonic, None, i.prefixes, i.rex, i.opcode, i.modrm_off, c, None,
+                i.target_name, i.target_class)  # fmt: skip
     return (
         v.label, len(i.raw) if c & _REL else i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode,
         i.modrm_off, c, i.target, i.target_name, i.target_class,
     )  # fmt: skip
+
+
+_JUDGES: dict[tuple, Judge] = {}
+
+
+def judge_for(table: EmulationTable, rules: list[Rule]) -> Judge:
+    """One Judge per (table, rule selection) in a process: its memo of verdicts by shape and facts carries over
+    from module to module of a tree (a worker audits hundreds), instead of starting empty for each."""
+    key = (id(table), table.sha256, tuple(r.id for r in rules))
+    j = _JUDGES.get(key)
+    if j is None or j.table is not table:
+        j = _JUDGES[key] = Judge(table, rules)
+    return j
 
 
 # judge() keeps the Judge it built last, so a caller looping over patchpoints with the same

@@ -35,7 +35,7 @@ def audit(
     """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
     with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
     a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in)."""
-    from fbt_audit.judge.judge import Judge
+    from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
 
     with gc_paused():  # the collector would rescan the audit's acyclic objects: half of the run time
@@ -48,7 +48,7 @@ def audit(
 
             pps = pps + return_patchpoints(kernel)[0]
         tables_read = add_site_facts(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
-        judgements = list(map(Judge(tab, rules), pps))
+        judgements = list(map(judge_for(tab, rules), pps))
         addrs = [j.pp.addr for j in judgements]
         if not all(map(lt, addrs, islice(addrs, 1, None))):  # strictly increasing: already in order
             judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
