@@ -25,6 +25,7 @@
 #include <linux/kallsyms.h>
 #include <linux/kernel.h>
 #include <linux/kprobes.h>
+#include <linux/ktime.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -45,14 +46,26 @@
 enum fbt_refusal {
 	FBT_R_POLICY, FBT_R_NOSYM, FBT_R_MISMATCH, FBT_R_NOTTEXT, FBT_R_INT3, FBT_R_TABLE,
 	FBT_R_DECODE, FBT_R_ENGINE, FBT_R_RANGE, FBT_R_MOVE, FBT_R_SLOTS, FBT_R_FTRACE,
-	FBT_R_NR,
+	FBT_R_COPIED, FBT_R_NR,
 };
 
 static const char *const fbt_refusal_name[FBT_R_NR] = {
 	"not-safe", "no-symbol", "symbol-mismatch", "not-vmlinux-text", "already-int3",
 	"table-refuses", "undecodable", "engine-cannot", "rip-out-of-range", "table-moves",
-	"no-slot-left", "not-ftrace-site",
+	"no-slot-left", "not-ftrace-site", "copied-by-ftrace",
 };
+
+/*
+ * Text the kernel copies at run time: arch/x86/kernel/ftrace.c create_trampoline() copies
+ * ftrace_caller..ftrace_caller_end or ftrace_regs_caller..ftrace_regs_caller_end into every
+ * dynamic trampoline, so an int3 there would be copied where no handler knows it (found by
+ * fbt-audit verify: "int3: 0000 [#1]" at the first byte of a new trampoline).
+ */
+static const char *const fbt_copied[][2] = {
+	{ "ftrace_caller", "ftrace_caller_end" },
+	{ "ftrace_regs_caller", "ftrace_regs_caller_end" },
+};
+static unsigned long fbt_copied_range[ARRAY_SIZE(fbt_copied)][2];
 
 static const char *const fbt_handling_name[] = {
 	"none", "emulate", "step", "refuse", "move", "ftrace",
@@ -76,7 +89,9 @@ struct fbt_req {
 struct fbt_session {
 	char		line[FBT_LINE_MAX];
 	unsigned int	len;
-	bool		overlong, force, disarm, denylist, had_rows;
+	bool		overlong, force, disarm, denylist, had_rows, delta_known;
+	unsigned long	delta;		/* KASLR: live _text - link _text */
+	ktime_t		opened;
 	struct fbt_req	*req;
 	unsigned int	nreq, capreq;
 	unsigned long	*deny, *safe;	/* policy read in this session */
@@ -133,9 +148,21 @@ static int fbt_find_kln(void)
 	return 0;
 }
 
+static bool fbt_is_copied(unsigned long addr)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(fbt_copied_range); i++)
+		if (fbt_copied_range[i][0] && addr >= fbt_copied_range[i][0] &&
+		    addr <= fbt_copied_range[i][1])
+			return true;
+	return false;
+}
+
 int fbt_arm_init(void)
 {
 	int ret = fbt_find_kln();
+	unsigned int i;
 
 	if (ret) {
 		pr_err("cannot find kallsyms_lookup_name through a kprobe (%d)\n", ret);
@@ -146,6 +173,10 @@ int fbt_arm_init(void)
 	fbt_ftrace_location = (void *)fbt_kln("ftrace_location");
 	fbt_core_kernel_text = (void *)fbt_kln("core_kernel_text");
 	fbt_text_mutex = (void *)fbt_kln("text_mutex");
+	for (i = 0; i < ARRAY_SIZE(fbt_copied); i++) {
+		fbt_copied_range[i][0] = fbt_kln(fbt_copied[i][0]);
+		fbt_copied_range[i][1] = fbt_kln(fbt_copied[i][1]);
+	}
 	if (!fbt_text_poke || !fbt_text_poke_sync || !fbt_ftrace_location ||
 	    !fbt_core_kernel_text || !fbt_text_mutex) {
 		pr_err("kallsyms lacks text_poke, text_poke_sync, ftrace_location, core_kernel_text or text_mutex\n");
@@ -288,11 +319,21 @@ static int fbt_parse_row(struct fbt_session *s, char *line)
 		return 0;
 	}
 	func += 7;
-	addr = pp + (fbt_kln("_text") - FBT_LINK_TEXT);
-	sym = fbt_kln(func);
-	if (sym + off != addr && !fbt_names(addr, func, off)) {
-		fbt_refused_count[sym ? FBT_R_MISMATCH : FBT_R_NOSYM]++;
-		return 0;
+	if (!s->delta_known) {
+		s->delta = fbt_kln("_text") - FBT_LINK_TEXT;
+		s->delta_known = true;
+	}
+	addr = pp + s->delta;
+	/*
+	 * sprint_symbol() searches by address (fast); kallsyms_lookup_name() scans every name in
+	 * 6.1, so it is asked only when the address carries another alias's name.
+	 */
+	if (!fbt_names(addr, func, off)) {
+		sym = fbt_kln(func);
+		if (sym + off != addr) {
+			fbt_refused_count[sym ? FBT_R_MISMATCH : FBT_R_NOSYM]++;
+			return 0;
+		}
 	}
 	if (safe)
 		return fbt_add_ulong(&s->safe, &s->nsafe, &s->capsafe, addr) ?: fbt_add_req(s, addr, true, true);
@@ -336,6 +377,7 @@ static int fbt_control_open(struct inode *inode, struct file *file)
 	mutex_lock(&fbt_arm_lock);
 	memset(fbt_refused_count, 0, sizeof(fbt_refused_count));
 	mutex_unlock(&fbt_arm_lock);
+	s->opened = ktime_get();
 	file->private_data = s;
 	return 0;
 }
@@ -471,6 +513,10 @@ static unsigned int fbt_prepare_all(struct fbt_session *s, struct fbt_probe *p, 
 			fbt_refuse(addr, FBT_R_NOTTEXT);
 			continue;
 		}
+		if (fbt_is_copied(addr)) {
+			fbt_refuse(addr, FBT_R_COPIED);
+			continue;
+		}
 		if (copy_from_kernel_nofault(bytes, (void *)addr, sizeof(bytes))) {
 			fbt_refuse(addr, FBT_R_NOTTEXT);
 			continue;
@@ -563,6 +609,7 @@ static void fbt_commit(struct fbt_session *s)
 {
 	unsigned int i, n, nf = 0, nslots = 0, nemu = 0, nstep = 0, refused = 0;
 	struct fbt_probe *p;
+	ktime_t t0, t1, t2, t3;
 	u8 *image;
 	int ret;
 
@@ -602,7 +649,10 @@ static void fbt_commit(struct fbt_session *s)
 		return;
 	}
 	memset(image, 0xcc, FBT_NR_SLOTS * FBT_SLOT_SIZE);
+	t0 = ktime_get();
 	n = fbt_prepare_all(s, p, image, &nslots, &nf);
+	t1 = ktime_get();
+	pr_info("prepared %u int3 probes (%u slots), %u ftrace\n", n, nslots, nf);
 
 	mutex_lock(fbt_text_mutex);
 	/* the copies first, a page at a time, then the set, then the int3s */
@@ -625,9 +675,12 @@ static void fbt_commit(struct fbt_session *s)
 	mutex_unlock(fbt_text_mutex);
 	vfree(image);
 
+	t2 = ktime_get();
+	pr_info("int3 probes written\n");
 	smp_wmb();	/* the ftrace probes are written before the count covers them */
 	WRITE_ONCE(fbt_n_ftrace, nf);
 	ret = fbt_arm_ftrace(p + n, nf);
+	t3 = ktime_get();
 	if (ret) {
 		pr_err("ftrace probes not armed (%d)\n", ret);
 		for (i = 0; i < nf; i++)
@@ -637,6 +690,8 @@ static void fbt_commit(struct fbt_session *s)
 		refused += fbt_refused_count[i];
 	pr_info("armed %u probes: %u int3 (%u emulate, %u step), %u ftrace; refused %u\n",
 		n + (ret ? 0 : nf), n, nemu, nstep, ret ? 0 : nf, refused);
+	pr_info("arming took: prepare %lld ms, int3 %lld ms, ftrace %lld ms\n", ktime_ms_delta(t1, t0),
+		ktime_ms_delta(t2, t1), ktime_ms_delta(t3, t2));
 }
 
 static int fbt_control_release(struct inode *inode, struct file *file)
@@ -644,6 +699,8 @@ static int fbt_control_release(struct inode *inode, struct file *file)
 	struct fbt_session *s = file->private_data;
 
 	mutex_lock(&fbt_arm_lock);
+	pr_info("control: %u requests, %u bad lines, parsed in %lld ms\n", s->nreq, s->bad_lines,
+		ktime_ms_delta(ktime_get(), s->opened));
 	if (s->len) {
 		s->line[s->len] = '\0';
 		if (fbt_parse_line(s, s->line) == -EINVAL)
