@@ -386,3 +386,6 @@ def entry() -> None:
 
 
 from . import hunt_cli  # noqa: E402,F401  (registers rank, map and bisect on `main`)
+from .verify.cli import verify_cmd  # noqa: E402  (fbt-audit verify: issue 12)
+
+main.add_command(verify_cmd)

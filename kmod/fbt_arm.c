@@ -104,6 +104,10 @@ struct fbt_refused {
 	u8		why;
 };
 
+static bool trace_arm;
+module_param(trace_arm, bool, 0644);
+MODULE_PARM_DESC(trace_arm, "log each int3 before it is written (to find a probe that stops the kernel)");
+
 static DEFINE_MUTEX(fbt_arm_lock);	/* sessions commit one at a time */
 /* The armed probes (sorted by address): int3 ones, then ftrace ones, in one array. */
 static struct fbt_probe *fbt_armed;
@@ -257,14 +261,25 @@ static unsigned long fbt_symbol(const char *modfunc)
 	return fbt_kln(modfunc);
 }
 
-/* Does sprint_symbol() name addr func+0xoff? */
+/*
+ * Is addr func+0xoff? sprint_symbol() searches by address; where several names share an address
+ * it prints one of them, so another name at the same offset is an alias, and accepted.
+ */
 static bool fbt_names(unsigned long addr, const char *func, unsigned long off)
 {
-	char buf[KSYM_SYMBOL_LEN], want[KSYM_NAME_LEN + 24];
+	char buf[KSYM_SYMBOL_LEN], want[KSYM_NAME_LEN + 24], *plus, *slash;
+	unsigned long got;
 
 	sprint_symbol(buf, addr);
 	snprintf(want, sizeof(want), "%s+0x%lx/", func, off);
-	return !strncmp(buf, want, strlen(want));
+	if (!strncmp(buf, want, strlen(want)))
+		return true;
+	plus = strrchr(buf, '+');
+	slash = plus ? strchr(plus, '/') : NULL;
+	if (!slash)
+		return false;
+	*slash = '\0';
+	return !kstrtoul(plus + 1, 0, &got) && got == off;
 }
 
 /* `[module:]function+0xoff[@file[#N]]`: a denylist entry or an arm request. */
@@ -324,10 +339,7 @@ static int fbt_parse_row(struct fbt_session *s, char *line)
 		s->delta_known = true;
 	}
 	addr = pp + s->delta;
-	/*
-	 * sprint_symbol() searches by address (fast); kallsyms_lookup_name() scans every name in
-	 * 6.1, so it is asked only when the address carries another alias's name.
-	 */
+	/* kallsyms_lookup_name() scans every name in 6.1: asked only when the offset disagrees */
 	if (!fbt_names(addr, func, off)) {
 		sym = fbt_kln(func);
 		if (sym + off != addr) {
@@ -665,6 +677,8 @@ static void fbt_commit(struct fbt_session *s)
 	WRITE_ONCE(fbt_armed, p);
 	for (i = 0; i < n; i++) {
 		p[i].armed = FBT_ARMED_INT3;
+		if (trace_arm)
+			pr_info("arming %pS\n", (void *)p[i].addr);
 		fbt_poke_byte(p[i].addr, 0xcc);
 		if (p[i].handling == FBT_H_EMULATE)
 			nemu++;

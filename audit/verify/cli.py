@@ -48,6 +48,8 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
 
     if sample is not None and sample < 1:
         raise UsageError("verify --sample: must be at least 1")
+    if table_name not in qemu.KMOD_TABLES:
+        raise UsageError(f"verify --table {table_name}: kmod/ compiles in only {', '.join(qemu.KMOD_TABLES)}")
     missing = initramfs.have_tools()
     if missing:
         raise InputError(f"verify: {missing}")
@@ -64,7 +66,7 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
         raise InputError("verify: nothing selected to arm")
     setup = run.Setup(t, fbt_ko, workdir, cpu, smp, timeout, workload, rounds)
     rep = Report(t.release, table_name, qemu.accel(), cpu, smp,
-                 table_entries=[(e.mnemonic, e.handling) for e in result.table.entries])
+                 table_entries=[(e.mnemonic, e.handling.name.lower()) for e in result.table.entries])
     start = time.monotonic()
     first = run.run_boot(setup, result, chosen, forced)
     rep.boots.append(first)

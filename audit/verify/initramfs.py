@@ -30,7 +30,7 @@ up() { cut -d' ' -f1 /proc/uptime; }
 mark() { echo "@MARK@ $* t=$(up)"; }
 mark init
 ifconfig lo 127.0.0.1 up
-if ! insmod /fbt.ko; then mark insmod-failed; poweroff -f; fi
+if ! insmod /fbt.ko @FBT_ARGS@; then mark insmod-failed; poweroff -f; fi
 mark loaded
 cat /arm.txt > /sys/kernel/debug/fbt/control
 mark armed
@@ -111,7 +111,8 @@ def module_path(modules_dir: Path, name: str) -> Path:
     return found[0]
 
 
-def build(out: Path, *, fbt_ko: Path, arm_text: str, modules_dir: Path, workload: str | None, rounds: int) -> Path:
+def build(out: Path, *, fbt_ko: Path, arm_text: str, modules_dir: Path, workload: str | None, rounds: int,
+          fbt_args: str = "") -> Path:
     """Write out (an initramfs.gz) and return it."""
     busybox = find_busybox()
     a = Newc()
@@ -120,7 +121,7 @@ def build(out: Path, *, fbt_ko: Path, arm_text: str, modules_dir: Path, workload
     a.chardev("dev/console", 5, 1)
     a.chardev("dev/null", 1, 3)
     a.file("bin/busybox", busybox.read_bytes(), 0o755)
-    init = INIT.replace("@MARK@", MARK).replace("@VIRTIO@", " ".join(VIRTIO))
+    init = INIT.replace("@MARK@", MARK).replace("@VIRTIO@", " ".join(VIRTIO)).replace("@FBT_ARGS@", fbt_args)
     a.file("init", init.encode(), 0o755)
     a.file("fbt.ko", fbt_ko.read_bytes())
     a.file("arm.txt", arm_text.encode())

@@ -32,6 +32,17 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("warning", re.compile(r"^WARNING: CPU: \d+ PID: \d+ at ")),
 )
 
+# Kernel checks a report's RIP may sit in: the kind of complaint each is, and what it asserts (Linux 6.1).
+CHECKS: dict[str, tuple[str, str]] = {
+    "cpa_flush": ("irq-state", "BUG_ON(irqs_disabled() && !early_boot_irqs_disabled): interrupts left disabled"),
+    "exc_debug": ("warning", "WARN_ON_ONCE(dr6 & DR_STEP) in exc_debug_kernel: a single-step trap nobody owns "
+                             "(TF leaked into the kernel's flags)"),
+    "__might_resched": ("irq-state", "might_sleep() with interrupts or preemption disabled"),
+}
+# A line that continues the report a "kernel BUG at" line started, rather than starting another.
+_CONT = re.compile(r"^(invalid opcode:|Oops:)")
+_RIP = re.compile(r"^RIP: \d+:([A-Za-z_.$][\w.$]*)\+0x")
+
 # Lines that end an event's block (the report's last line is kept with it).
 _END = re.compile(r"^---\[ end (trace|Kernel panic)")
 # A symbol in a trace line or RIP: name+0xoff/0xsize, possibly ' [module]'.
@@ -46,13 +57,14 @@ class Event:
     lines: list[str] = field(default_factory=list)
     functions: list[str] = field(default_factory=list)  # functions named in the report (RIP, call trace)
     probes: list[str] = field(default_factory=list)  # armed probes whose function the report names
+    check: str | None = None  # the kernel check its RIP sits in (CHECKS)
 
     def title(self) -> str:
         return self.lines[0] if self.lines else self.kind
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "line": self.line, "title": self.title(), "lines": self.lines,
-                "functions": self.functions, "probes": self.probes}
+        return {"kind": self.kind, "line": self.line, "title": self.title(), "check": self.check,
+                "lines": self.lines, "functions": self.functions, "probes": self.probes}
 
 
 def strip(line: str) -> str:
@@ -75,6 +87,8 @@ def classify(text: str) -> list[Event]:
     for n, raw in enumerate(text.splitlines(), 1):
         msg = strip(raw)
         kind = kind_of(msg)
+        if kind is not None and cur is not None and len(cur.lines) == 1 and _CONT.match(msg):
+            kind = None  # "kernel BUG at ...!" then "invalid opcode: 0000 [#1]": one report
         if kind is not None:
             cur = Event(kind, n, [msg])
             events.append(cur)
@@ -91,11 +105,21 @@ def classify(text: str) -> list[Event]:
             for m in _SYM.finditer(line):
                 seen.setdefault(m.group(1), None)
         e.functions = list(seen)
+        rip = next((m.group(1) for m in map(_RIP.match, e.lines) if m), None)
+        if rip in CHECKS:
+            e.kind, e.check = CHECKS[rip]
     return events
 
 
+SMALL_SET = 50
+
+
 def attribute(events: list[Event], armed: dict[str, list[str]]) -> None:
-    """Name the armed probes each event implicates: those whose function appears in its report. `armed`
-    maps a function name to its armed probe names."""
+    """Name the armed probes each event implicates: those whose function appears in its report, else, when
+    none does and the armed set is small (at most 50 probes), the whole armed set. `armed` maps a function
+    name to its armed probe names."""
+    everyone = sorted({p for names in armed.values() for p in names})
     for e in events:
         e.probes = sorted({p for f in e.functions for p in armed.get(f, ())})
+        if not e.probes and len(everyone) <= SMALL_SET:
+            e.probes = everyone

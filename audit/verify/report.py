@@ -11,13 +11,6 @@ from .run import BootResult, Probe
 SCHEMA_VERSION = 1
 # FBT_FX_* of kmod/fbt_table.h, in bit order.
 FIXUPS = ("pushed-flags", "live-if", "rip-disp", "branch-target", "return-addr", "rep-cont", "transfer-ip")
-# Known kernel checks a complaint's RIP may sit in, and what they assert (6.1 source).
-CHECKS = {
-    "exc_debug": "WARN_ON_ONCE(dr6 & DR_STEP): a single-step trap nobody owns (TF leaked into kernel flags)",
-    "cpa_flush": "BUG_ON(irqs_disabled() && !early_boot_irqs_disabled): interrupts left disabled",
-}
-
-
 @dataclass
 class Report:
     kernel: str
@@ -64,7 +57,6 @@ class Report:
             for e in b.events:
                 d = e.as_dict()
                 d["boot"] = b.number
-                d["check"] = next((CHECKS[f] for f in e.functions[:2] if f in CHECKS), None)
                 out.append(d)
         return out
 

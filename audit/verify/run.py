@@ -150,6 +150,7 @@ class Setup:
     workload: str | None
     rounds: int
     boots: int = 0
+    fbt_args: str = ""  # insmod parameters, e.g. trace_arm=1
 
 
 def run_boot(setup: Setup, result: AuditResult, chosen: list[Judgement], forced: bool) -> BootResult:
@@ -159,7 +160,8 @@ def run_boot(setup: Setup, result: AuditResult, chosen: list[Judgement], forced:
     bdir.mkdir(parents=True, exist_ok=True)
     text = arm_text(result, chosen, forced)
     initrd = initramfs.build(bdir / "initrd.gz", fbt_ko=setup.fbt_ko, arm_text=text,
-                             modules_dir=setup.target.modules, workload=setup.workload, rounds=setup.rounds)
+                             modules_dir=setup.target.modules, workload=setup.workload, rounds=setup.rounds,
+                             fbt_args=setup.fbt_args)
     b = qemu.boot(setup.target.vmlinuz, initrd, bdir, cpu=setup.cpu, smp=setup.smp, timeout=setup.timeout)
     initrd.unlink(missing_ok=True)
     if "loaded" not in b.marks:
