@@ -72,8 +72,10 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
     rep.boots.append(first)
     rep.probes = first.probes
     if hunt and first.complaint:
+        # what the first boot armed; when it died before saying, what the table places (emulate or step)
         armed = {p.patchpoint for p in first.armed}
-        population = [j for j in chosen if j.pp.addr in armed]
+        population = [j for j in chosen if j.pp.addr in armed] if armed else [
+            j for j in chosen if j.handling in ("emulate", "step")]
 
         def boot(enable):
             b = run.run_boot(setup, result, enable, True)

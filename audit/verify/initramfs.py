@@ -1,4 +1,4 @@
-"""initramfs.py: the guest's initramfs: static busybox, fbt.ko, the arm list, the workload, a few modules (newc cpio)."""
+"""initramfs.py: the guest initramfs: static busybox, fbt.ko, the arm list, the workload, some modules (newc cpio)."""
 
 from __future__ import annotations
 

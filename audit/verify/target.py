@@ -1,4 +1,4 @@
-"""target.py: the kernel to verify: a release of the corpus lock (fetched by scripts/fetch-kernel) or an unpacked image."""
+"""target.py: the kernel to verify: a release of the corpus lock (scripts/fetch-kernel) or an unpacked image package."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def test_each_kind_from_its_kernel_string():
 NOT_COMPLAINTS = (
     "[    4.229605] fbt: loading out-of-tree module taints kernel.",
     "[    4.230965] fbt: module verification failed: signature and/or required key missing - tainting kernel",
-    "[    0.0] Spectre V2 : WARNING: Unprivileged eBPF is enabled with eIBRS on, data leaks possible via Spectre v2 BHB",
+    "[    0.0] Spectre V2 : WARNING: Unprivileged eBPF is enabled with eIBRS on, data leaks possible via BHB",
     "FBT-VERIFY: armed t=3.68",
 )
 

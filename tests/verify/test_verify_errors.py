@@ -31,7 +31,8 @@ def test_image_without_modules(capsys, tmp_path):
 
 def test_qemu_missing(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert one_line_error(capsys, "6.1.0-56-amd64").startswith("fbt-audit: error: verify: not installed: qemu-system-x86")
+    err = one_line_error(capsys, "6.1.0-56-amd64")
+    assert err.startswith("fbt-audit: error: verify: not installed: qemu-system-x86")
 
 
 def test_bad_sample(capsys):
