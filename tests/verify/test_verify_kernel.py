@@ -72,3 +72,17 @@ def test_sample_of_300_safe_probes_runs_clean(release, tmp_path):
     assert s["selected"] == 300 and s["armed"] == 300 and s["probes_hit"] > 0
     assert {p["handling"] for p in r["probes"]} >= {"ftrace", "step"}
     assert all(p["verdict"] == "safe" for p in r["probes"])
+
+
+def test_module_never_arms_text_ftrace_copies(release, tmp_path):
+    # Forced: the module itself refuses the trampoline templates, and the ftrace probe beside them (whose
+    # ftrace_ops gets a dynamic trampoline copied from ftrace_regs_caller) runs clean.
+    code, r = verify(tmp_path, release, "--only", "ftrace_caller", "ftrace_regs_caller", "vfs_read", "--rounds", "1")
+    assert code == 0 and r["events"] == []
+    got = {p["name"]: (p["armed"], p["handling"], p["refused"]) for p in r["probes"]}
+    assert got == {
+        "kernel:ftrace_caller:entry": (False, "-", "copied-by-ftrace"),
+        "kernel:ftrace_regs_caller:entry": (False, "-", "copied-by-ftrace"),
+        "kernel:vfs_read:entry": (True, "ftrace", None),
+    }
+    assert next(p for p in r["probes"] if p["name"] == "kernel:vfs_read:entry")["hits"] > 0
