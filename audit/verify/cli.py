@@ -18,7 +18,8 @@ FORMATS = ("text", "json")
 @click.argument("kernel", metavar="KERNEL")
 @click.option("--table", "table_name", default="reference", show_default=True,
               help="The table kmod/ is built with and the audit judges by: reference or legacy-2011.")
-@click.option("--only", multiple=True, metavar="FUNC", help="Arm these functions' entries whatever their verdict.")
+@click.option("--only", multiple=True, metavar="FUNC",
+              help="Arm this function's entry whatever its verdict (repeatable, or comma-separated).")
 @click.option("--sample", type=int, metavar="N", help="Arm a random sample of N of the selected patchpoints.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--cpu", default="max", show_default=True, help="QEMU -cpu model (e.g. qemu64,-cx16).")
@@ -61,7 +62,8 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
     fbt_ko = qemu.build_kmod(t.release, table_name, workdir / "kmod")
     result = audit(t.image, table_name)
     ref = audit(t.image, "reference") if hunt and table_name != "reference" else None
-    chosen, forced = run.select(result, only=list(only) or None, sample=sample, seed=seed, hunt=hunt, safe_under=ref)
+    only = [f.strip() for v in only for f in v.split(",") if f.strip()]
+    chosen, forced = run.select(result, only=only or None, sample=sample, seed=seed, hunt=hunt, safe_under=ref)
     if not chosen:
         raise InputError("verify: nothing selected to arm")
     setup = run.Setup(t, fbt_ko, workdir, cpu, smp, timeout, workload, rounds)
