@@ -289,7 +289,7 @@ static int fbt_parse_plain(struct fbt_session *s, char *line)
 	unsigned long off, addr;
 
 	if (at)
-		*at = '\0';	/* the kernel cannot tell statics apart by file: all of them */
+		*at = '\0';	/* kallsyms cannot tell statics apart by file: the first of the name */
 	if (!plus || kstrtoul(plus + 1, 0, &off))
 		return -EINVAL;
 	*plus = '\0';
