@@ -8,7 +8,8 @@
  *   - a denylist (`fbt-audit --format denylist`, its header says so): it becomes the policy,
  *     nothing is armed;
  *   - `[module:]function+0xoff` lines: armed when the policy calls them safe;
- *   - `force`: arm what the list or policy does not call safe; `disarm`: arm nothing.
+ *   - `force`: arm what the list or policy does not call safe; `disarm`: arm nothing;
+ *     `arm`: the `func+0xoff` lines after a denylist are to be armed, not denied.
  * At close the session's probes replace the armed set. Text is never written directly: int3s
  * and out-of-line copies go through the kernel's text_poke() and text_poke_sync() under
  * text_mutex (as arch_arm_kprobe does), found with kallsyms_lookup_name(), which a kprobe
@@ -89,7 +90,7 @@ struct fbt_req {
 struct fbt_session {
 	char		line[FBT_LINE_MAX];
 	unsigned int	len;
-	bool		overlong, force, disarm, denylist, had_rows, delta_known;
+	bool		overlong, force, disarm, denylist, had_deny, had_rows, delta_known;
 	unsigned long	delta;		/* KASLR: live _text - link _text */
 	ktime_t		opened;
 	struct fbt_req	*req;
@@ -364,7 +365,7 @@ static int fbt_parse_line(struct fbt_session *s, char *line)
 		return 0;
 	if (*line == '#') {
 		if (strstr(line, "format denylist"))
-			s->denylist = true;
+			s->denylist = s->had_deny = true;
 		return 0;
 	}
 	if (!strcmp(line, "force")) {
@@ -373,6 +374,10 @@ static int fbt_parse_line(struct fbt_session *s, char *line)
 	}
 	if (!strcmp(line, "disarm")) {
 		s->disarm = true;
+		return 0;
+	}
+	if (!strcmp(line, "arm")) {
+		s->denylist = false;	/* the lines after a denylist are to be armed */
 		return 0;
 	}
 	if (strchr(line, '\t'))
@@ -628,7 +633,7 @@ static void fbt_commit(struct fbt_session *s)
 	fbt_last_requests = s->nreq;
 	fbt_last_bad_lines = s->bad_lines;
 	/* the policy: a list's safe rows win over a denylist */
-	if (s->had_rows || s->denylist) {
+	if (s->had_rows || s->had_deny) {
 		sort(s->safe, s->nsafe, sizeof(*s->safe), fbt_cmp_ulong, NULL);
 		sort(s->deny, s->ndeny, sizeof(*s->deny), fbt_cmp_ulong, NULL);
 		kvfree(fbt_pol_safe);

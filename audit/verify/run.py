@@ -153,12 +153,14 @@ class Setup:
     fbt_args: str = ""  # insmod parameters, e.g. trace_arm=1
 
 
-def run_boot(setup: Setup, result: AuditResult, chosen: list[Judgement], forced: bool) -> BootResult:
+def run_boot(setup: Setup, result: AuditResult, chosen: list[Judgement], forced: bool,
+             arm: str | None = None) -> BootResult:
+    """Boot once with `chosen` armed (the control file gets `arm` instead of their list when given)."""
     setup.boots += 1
     n = setup.boots
     bdir = setup.workdir / f"boot{n}"
     bdir.mkdir(parents=True, exist_ok=True)
-    text = arm_text(result, chosen, forced)
+    text = arm if arm is not None else arm_text(result, chosen, forced)
     initrd = initramfs.build(bdir / "initrd.gz", fbt_ko=setup.fbt_ko, arm_text=text,
                              modules_dir=setup.target.modules, workload=setup.workload, rounds=setup.rounds,
                              fbt_args=setup.fbt_args)

@@ -87,3 +87,24 @@ def test_module_never_arms_text_ftrace_copies(release, tmp_path):
         "kernel:vfs_read:entry": (True, "ftrace", None),
     }
     assert next(p for p in r["probes"] if p["name"] == "kernel:vfs_read:entry")["hits"] > 0
+
+
+def test_denylist_policy_then_lines(release, tmp_path):
+    # The control file as an operator uses it: fbt-audit's denylist becomes the policy, then `arm` and two
+    # func+0xoff lines: vfs_read (not denied) is armed through ftrace, oops_end (FBT204: NOKPROBE) is refused.
+    from fbt_audit import api
+    from fbt_audit.report import render
+    from fbt_audit.verify import qemu, run, target
+
+    t = target.resolve(release)
+    result = api.audit(t.image, "reference")
+    by = {j.pp.name: j for j in result.judgements}
+    assert by["oops_end"].verdict.label == "deny" and by["vfs_read"].verdict.label == "safe"
+    arm = render("denylist", [result]) + "arm\nkernel:vfs_read+0x0\nkernel:oops_end+0x0\n"
+    setup = run.Setup(t, qemu.build_kmod(release, "reference", tmp_path / "kmod"), tmp_path / "work", "max", 1,
+                      300, "ls -l / > /dev/null; cat /proc/version", 1)
+    b = run.run_boot(setup, result, [by["vfs_read"], by["oops_end"]], False, arm=arm)
+    assert b.events == []
+    got = {p.name: (p.armed, p.handling, p.refused) for p in b.probes}
+    assert got == {"kernel:vfs_read:entry": (True, "ftrace", ""), "kernel:oops_end:entry": (False, "-", "not-safe")}
+    assert b.status["requests"] == "2" and b.status["armed_ftrace"] == "1" and b.status["refused.not-safe"] == "1"
