@@ -91,9 +91,9 @@ def render_text(r: Report) -> str:
     s = d["summary"]
     lines = [f"verify {r.kernel} table {r.table} (qemu {r.accel}, -cpu {r.cpu}, -smp {r.smp})"]
     for b in d["boots"]:
-        lines.append(f"boot {b['boot']}: {b['armed']} of {b['requested']} probes armed, {b['probes_hit']} hit, "
-                     f"{b['hits']} hits, {b['seconds']} s, {len(b['events'])} complaint(s); serial log "
-                     f"{b['serial_log']}")
+        hits = f"{b['probes_hit']} hit, {b['hits']} hits" if b["hits_collected"] else "hits not collected"
+        lines.append(f"boot {b['boot']}: {b['armed']} of {b['requested']} probes armed, {hits}, {b['seconds']} s, "
+                     f"{len(b['events'])} complaint(s); serial log {b['serial_log']}")
     lines.append(f"probes: {s['selected']} selected, {s['armed']} armed, {s['probes_hit']} hit, {s['hits']} hits")
     for why, n in s["refused"].items():
         lines.append(f"  refused {why}: {n}")

@@ -53,6 +53,7 @@ class BootResult:
     status: dict[str, str]
     probes: list[Probe]
     events: list[logclass.Event] = field(default_factory=list)
+    collected: bool = True  # the guest saved its hits (False: it died first; hits are unknown, not 0)
 
     @property
     def armed(self) -> list[Probe]:
@@ -66,6 +67,7 @@ class BootResult:
         return {"boot": self.number, "requested": self.armed_request, "armed": len(self.armed),
                 "probes_hit": sum(1 for p in self.probes if p.hits), "hits": sum(p.hits for p in self.probes),
                 "seconds": round(self.seconds, 1), "guest_marks": self.marks, "timed_out": self.timed_out,
+                "hits_collected": self.collected,
                 "serial_log": str(self.serial), "events": [e.as_dict() for e in self.events]}
 
 
@@ -109,6 +111,7 @@ def arm_text(result: AuditResult, chosen: list[Judgement], forced: bool) -> str:
     return ("force\n" if forced else "") + render_list([sub])
 
 
+_ARMED = re.compile(r"fbt: armed (\d+) probes: .*; refused (\d+)")
 _HIT = re.compile(r"^([0-9a-f]+)\t(\w+)\t([^\t]*)\t0x([0-9a-f]+)\t(\d+)\t")
 
 
@@ -173,6 +176,9 @@ def run_boot(setup: Setup, result: AuditResult, chosen: list[Judgement], forced:
         raise InputError(f"verify boot {n}: {why} (serial log {b.serial})")
     hits = read_hits(b.files.get("hits", ""))
     status, refused = read_status(b.files.get("status", ""))
+    # A boot that died before saving its hits: the module's own line says whether it armed everything.
+    m = _ARMED.search(b.log)
+    all_armed = not b.files and m is not None and m.group(2) == "0" and int(m.group(1)) == len(chosen)
     probes = []
     for j in chosen:
         p = probe_of(j)
@@ -180,6 +186,9 @@ def run_boot(setup: Setup, result: AuditResult, chosen: list[Judgement], forced:
         if h:
             p.armed = True
             p.handling, p.entry, p.active_fixups, p.hits = h
+        elif all_armed:
+            p.armed = True
+            p.handling = j.handling
         else:
             p.refused = refused.get(p.patchpoint, "unknown" if b.files else "no result")
         probes.append(p)
@@ -192,4 +201,5 @@ def run_boot(setup: Setup, result: AuditResult, chosen: list[Judgement], forced:
         if p.armed or not b.files:
             by_fn.setdefault(p.function, []).append(p.name)
     logclass.attribute(events, by_fn)
-    return BootResult(n, len(chosen), b.seconds, b.serial, b.marks, b.timed_out, status, probes, events)
+    return BootResult(n, len(chosen), b.seconds, b.serial, b.marks, b.timed_out, status, probes, events,
+                      collected="hits" in b.files)

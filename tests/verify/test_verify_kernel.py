@@ -43,7 +43,9 @@ def test_seed_legacy_2011_leaves_interrupts_off(release, tmp_path):
     code, r = verify(tmp_path, release, "--table", "legacy-2011", "--only", "this_cpu_cmpxchg16b_emu",
                      "--cpu", "qemu64,-cx16", "--rounds", "2")
     assert code == 1 and r["complaint"] and r["table"] == "legacy-2011"
-    assert [(p["name"], p["verdict"]) for p in r["probes"]] == [(SEED, "unsafe")]
+    assert [(p["name"], p["verdict"], p["armed"], p["handling"]) for p in r["probes"]] == [
+        (SEED, "unsafe", True, "step")]
+    assert r["boots"][0]["hits_collected"] is False  # oops=panic: the guest never saved them
     events = [(e["kind"], e["title"]) for e in r["events"]]
     # The TF-stepped PUSHF pushes TF set and IF clear; the POPF at the end of this_cpu_cmpxchg16b_emu
     # restores them: first a single-step trap nobody owns, then the kernel running with IRQs off.
