@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError, UsageError
+from .deps import InputError, UsageError
 
 FORMATS = ("text", "json")
 
@@ -42,8 +42,8 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
     arm the selected patchpoints (default: those the audit calls safe), run a workload, and classify the
     kernel log (oops, BUG, WARNING, irq-state, lockup, hang). Exit 0 no complaint, 1 a complaint, 2 tool error.
     """
-    from ..api import audit
     from . import initramfs, qemu, run, target
+    from .deps import audit
     from .hunt import hunt as do_hunt
     from .report import Report, render_json, render_text
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .. import bisect
+from .deps import bisect
 
 if TYPE_CHECKING:
     from ..model import Judgement

@@ -7,7 +7,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from ..errors import InputError
+from .deps import InputError
 
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
 # Loaded after the case, in dependency order, to write the results to the virtio disk (reference/qemu.md).

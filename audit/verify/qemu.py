@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError, UsageError
+from .deps import InputError, UsageError
 from .initramfs import MARK
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
 from . import initramfs, logclass, qemu
+from .deps import InputError, render_list
 
 if TYPE_CHECKING:
     from ..model import Judgement
@@ -105,8 +105,6 @@ def select(result: AuditResult, *, only: list[str] | None, sample: int | None, s
 def arm_text(result: AuditResult, chosen: list[Judgement], forced: bool) -> str:
     """What the guest writes to /sys/kernel/debug/fbt/control: `force` if forced, then the probe-safety list
     (fbt-audit --format list) of the chosen patchpoints."""
-    from ..report.listing import render_list
-
     sub = dataclasses.replace(result, judgements=chosen)
     return ("force\n" if forced else "") + render_list([sub])
 

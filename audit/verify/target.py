@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from .deps import InputError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOCK = ROOT / "tests" / "kernels.lock"

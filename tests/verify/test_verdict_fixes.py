@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fbt_audit import api
+from fbt_audit.verify.deps import audit
 
 pytestmark = pytest.mark.kernel
 
@@ -21,7 +21,7 @@ FIXED = {
 
 
 def test_verify_findings_are_handler_recursion(vmlinux61):
-    r = api.audit(vmlinux61, "reference")
+    r = audit(vmlinux61, "reference")
     got = {j.pp.name: (j.verdict.label, "FBT207" in j.rule_ids, j.pp.insn.raw.hex())
            for j in r.judgements if j.pp.name in FIXED}
     assert got == {name: ("unsafe", True, raw) for name, raw in FIXED.items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fbt_audit.cli import run
+from fbt_audit.verify.deps import cli_run as run
 
 
 def one_line_error(capsys, *argv: str) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import locked
 
-from fbt_audit.cli import run
 from fbt_audit.verify import initramfs
+from fbt_audit.verify.deps import cli_run as run
 
 pytestmark = pytest.mark.kernel
 SEED = "kernel:this_cpu_cmpxchg16b_emu:entry"
@@ -94,12 +94,11 @@ def test_module_never_arms_text_ftrace_copies(release, tmp_path):
 def test_denylist_policy_then_lines(release, tmp_path):
     # The control file as an operator uses it: fbt-audit's denylist becomes the policy, then `arm` and two
     # func+0xoff lines: vfs_read (not denied) is armed through ftrace, oops_end (FBT204: NOKPROBE) is refused.
-    from fbt_audit import api
-    from fbt_audit.report import render
     from fbt_audit.verify import qemu, run, target
+    from fbt_audit.verify.deps import audit, render
 
     t = target.resolve(release)
-    result = api.audit(t.image, "reference")
+    result = audit(t.image, "reference")
     by = {j.pp.name: j for j in result.judgements}
     assert by["oops_end"].verdict.label == "deny" and by["vfs_read"].verdict.label == "safe"
     arm = render("denylist", [result]) + "arm\nkernel:vfs_read+0x0\nkernel:oops_end+0x0\n"
