@@ -5,7 +5,8 @@
  * At load fbt.ko checks its compiled-in emulation table (magic, ABI version, sizes, enums),
  * logs its name, size and sha256, lists it at /sys/kernel/debug/fbt/table in the layout of
  * `fbt-audit table fbt.ko`, runs a self-test of the engine on synthetic registers, and
- * registers the die notifier of the int3 path (fbt_probe.c).
+ * registers the die notifier of the int3 path (fbt_probe.c). Probes are armed through
+ * /sys/kernel/debug/fbt/control (fbt_arm.c) and all disarmed at unload.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -20,6 +21,7 @@
 #include <asm/processor-flags.h>
 #include <asm/segment.h>
 
+#include "fbt_arm.h"
 #include "fbt_listing.h"
 #include "fbt_probe.h"
 
@@ -91,8 +93,12 @@ static int __init fbt_init(void)
 			return ret;
 	}
 
+	ret = fbt_arm_init();
+	if (ret)
+		return ret;
 	fbt_debugfs = debugfs_create_dir("fbt", NULL);
 	debugfs_create_file("table", 0444, fbt_debugfs, NULL, &fbt_table_fops);
+	fbt_arm_debugfs(fbt_debugfs);
 
 	ret = fbt_int3_init();
 	if (ret) {
@@ -104,8 +110,9 @@ static int __init fbt_init(void)
 
 static void __exit fbt_exit(void)
 {
-	fbt_int3_exit();
 	debugfs_remove(fbt_debugfs);
+	fbt_arm_exit();
+	fbt_int3_exit();
 }
 
 module_init(fbt_init);

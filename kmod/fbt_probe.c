@@ -9,14 +9,12 @@
  * DIE_INT3 (the probe, and the trailing int3 of a copy) and DIE_DEBUG (a TF step), as the
  * kernel's do_int3() and notify_debug() raise them after kprobes has declined.
  *
- * Not here yet: writing the int3 into kernel text and installing copies into executable
- * slots (text poking). fbt_probe_publish() makes a prepared probe visible to the int3 path,
- * so the path is live for any int3 at a published address, but nothing arms one.
+ * fbt_arm.c writes the int3s and the copies (text_poke) and publishes the armed set, sorted
+ * by address, through fbt_probes_publish(); the int3 path finds a probe by binary search.
  */
 #include <linux/atomic.h>
 #include <linux/kdebug.h>
 #include <linux/kernel.h>
-#include <linux/mutex.h>
 #include <linux/notifier.h>
 #include <linux/percpu.h>
 #include <linux/ptrace.h>
@@ -28,19 +26,23 @@
 
 #include "fbt_probe.h"
 
-#define FBT_MAX_PROBES		4096
+#define FBT_KCB_DEPTH		4	/* an NMI may hit a probe while this CPU runs a copy */
 
-/* Per-CPU state of the copy this CPU is running (int3 handlers do not nest on one CPU). */
-struct fbt_kcb {
+/* Per-CPU state of the copies this CPU is running, innermost last. */
+struct fbt_kcb_slot {
 	struct fbt_probe	*probe;
 	struct fbt_step_state	st;
-	bool			active;
+};
+
+struct fbt_kcb {
+	struct fbt_kcb_slot	s[FBT_KCB_DEPTH];
+	int			depth;
 };
 
 static DEFINE_PER_CPU(struct fbt_kcb, fbt_kcb);
-static struct fbt_probe *fbt_probes[FBT_MAX_PROBES];
-static unsigned int fbt_nr_probes;
-static DEFINE_MUTEX(fbt_probes_lock);
+/* The armed int3 probes, sorted by address (fbt_probes_publish). */
+static struct fbt_probe *fbt_set;
+static unsigned int fbt_set_n;
 
 unsigned long fbt_table_size(void)
 {
@@ -125,6 +127,39 @@ static bool fbt_can_emulate(const struct fbt_insn *insn)
 }
 
 /*
+ * The fixups of a step that act on this instruction (what verify reports as exercised): the
+ * IF restore on every step, the others only on the instructions they are for.
+ */
+static u32 fbt_active_fixups(const struct fbt_insn *in, u32 fx)
+{
+	u32 on = fx & FBT_FX_LIVE_IF;
+	bool one = !in->vex && in->map == 0, two = !in->vex && in->map == 1;
+	u8 op = in->op, reg = in->modrm_off >= 0 ? (in->bytes[in->modrm_off] >> 3) & 7 : 0;
+	bool relbr = (one && ((op >= 0x70 && op <= 0x7f) || (op >= 0xe0 && op <= 0xe3) ||
+			      op == 0xe8 || op == 0xe9 || op == 0xeb)) ||
+		     (two && op >= 0x80 && op <= 0x8f);
+	bool indirect = one && op == 0xff && (reg == 2 || reg == 4);
+	bool call = (one && op == 0xe8) || (indirect && reg == 2);
+	bool ret = one && (op == 0xc2 || op == 0xc3 || op == 0xca || op == 0xcb);
+	bool rep = one && (in->pfx & (FBT_P_F2 | FBT_P_F3)) &&
+		   ((op >= 0x6c && op <= 0x6f) || (op >= 0xa4 && op <= 0xa7) || (op >= 0xaa && op <= 0xaf));
+
+	if (in->modrm_off >= 0 && (in->bytes[in->modrm_off] & 0xc7) == 0x05)
+		on |= fx & FBT_FX_RIP_DISP;
+	if (relbr)
+		on |= fx & FBT_FX_BRANCH_TARGET;
+	if (call)
+		on |= fx & FBT_FX_RETURN_ADDR;
+	if (indirect || ret)
+		on |= fx & FBT_FX_TRANSFER_IP;
+	if (one && op == 0x9c)
+		on |= fx & FBT_FX_PUSHED_FLAGS;
+	if (rep)
+		on |= fx & FBT_FX_REP_CONT;
+	return on;
+}
+
+/*
  * Prepare probe p at addr, whose instruction bytes are bytes[0..len), with its copy to run at
  * slot. The bytes are the instruction as built - for an ftrace site its call __fentry__, as
  * fbt-audit's disk variant has it, not the NOP ftrace leaves there at boot.
@@ -152,6 +187,7 @@ int fbt_probe_prepare(struct fbt_probe *p, unsigned long addr, const u8 *bytes,
 	}
 	p->handling = fbt_effective(&fbt_emu_table, &p->insn, &p->entry, &fixups);
 	p->fixups = fixups;
+	p->active_fx = p->handling == FBT_H_STEP ? fbt_active_fixups(&p->insn, fixups) : 0;
 	switch (p->handling) {
 	case FBT_H_EMULATE:
 		return fbt_can_emulate(&p->insn) ? 0 : -EOPNOTSUPP;
@@ -168,58 +204,77 @@ int fbt_probe_prepare(struct fbt_probe *p, unsigned long addr, const u8 *bytes,
 	return -EPERM;
 }
 
-/* Make a prepared probe visible to the int3 path. */
-int fbt_probe_publish(struct fbt_probe *p)
+/*
+ * Make a sorted array of prepared probes the set the int3 path searches (NULL, 0: none). The
+ * caller writes no int3 for a probe before it is published, and frees an old set only after
+ * synchronize_rcu() (the int3 path runs with preemption off).
+ */
+void fbt_probes_publish(struct fbt_probe *sorted, unsigned int n)
 {
-	int ret = -ENOSPC;
+	WRITE_ONCE(fbt_set_n, 0);
+	smp_wmb();		/* no reader pairs the new array with the old count */
+	WRITE_ONCE(fbt_set, sorted);
+	smp_wmb();
+	WRITE_ONCE(fbt_set_n, n);
+}
 
-	mutex_lock(&fbt_probes_lock);
-	if (fbt_nr_probes < FBT_MAX_PROBES) {
-		fbt_probes[fbt_nr_probes] = p;
-		/* pairs with fbt_probe_at(): the slot is written before the count covers it */
-		smp_store_release(&fbt_nr_probes, fbt_nr_probes + 1);
-		ret = 0;
+/* Binary search of a sorted probe array. */
+struct fbt_probe *fbt_probe_find(struct fbt_probe *sorted, unsigned int n, unsigned long addr)
+{
+	unsigned int lo = 0, hi = n;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+
+		if (sorted[mid].addr == addr)
+			return &sorted[mid];
+		if (sorted[mid].addr < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	mutex_unlock(&fbt_probes_lock);
-	return ret;
+	return NULL;
 }
 
 static struct fbt_probe *fbt_probe_at(unsigned long addr)
 {
-	/* pairs with fbt_probe_publish(): every slot below n is written */
-	unsigned int i, n = smp_load_acquire(&fbt_nr_probes);
+	unsigned int n = READ_ONCE(fbt_set_n);
 
-	for (i = 0; i < n; i++)
-		if (READ_ONCE(fbt_probes[i])->addr == addr)
-			return fbt_probes[i];
-	return NULL;
+	smp_rmb();		/* pairs with fbt_probes_publish(): the count covers the array read */
+	return fbt_probe_find(READ_ONCE(fbt_set), n, addr);
 }
 
-static bool fbt_in_copy(const struct fbt_kcb *kcb, unsigned long ip)
+static bool fbt_in_copy(const struct fbt_step_state *st, unsigned long ip)
 {
-	return ip >= kcb->st.slot_ip && ip < kcb->st.slot_ip + kcb->st.copy_len;
+	return ip >= st->slot_ip && ip < st->slot_ip + st->copy_len;
+}
+
+static struct fbt_kcb_slot *fbt_kcb_top(struct fbt_kcb *kcb)
+{
+	return kcb->depth > 0 ? &kcb->s[kcb->depth - 1] : NULL;
 }
 
 /* The copy stopped at stop_ip (its trailing int3, or after a TF step): apply the fixups. */
 static bool fbt_step_finish(struct fbt_kcb *kcb, struct pt_regs *regs, unsigned long stop_ip)
 {
+	struct fbt_kcb_slot *top = fbt_kcb_top(kcb);
 	struct fbt_regs r;
 	int ret;
 
 	fbt_regs_from(&r, regs);
 	r.ip = stop_ip;
-	ret = fbt_step_end(&kcb->st, &r);
+	ret = fbt_step_end(&top->st, &r);
 	if (ret < 0) {
 		/* The copy went where it cannot: resume at the probe, like kprobes' fault path. */
-		WARN_ONCE(1, "fbt: copy of %pS stopped at %lx\n", (void *)kcb->st.orig_ip, stop_ip);
-		regs->ip = kcb->st.orig_ip;
-		regs->flags = kcb->st.saved_flags;
-		kcb->active = false;
+		WARN_ONCE(1, "fbt: copy of %pS stopped at %lx\n", (void *)top->st.orig_ip, stop_ip);
+		regs->ip = top->st.orig_ip;
+		regs->flags = top->st.saved_flags;
+		kcb->depth--;
 		return true;
 	}
 	fbt_regs_to(regs, &r);
 	if (ret == FBT_STEP_DONE)
-		kcb->active = false;
+		kcb->depth--;
 	return true;
 }
 
@@ -227,12 +282,13 @@ static bool fbt_step_finish(struct fbt_kcb *kcb, struct pt_regs *regs, unsigned 
 static bool fbt_int3(struct pt_regs *regs)
 {
 	struct fbt_kcb *kcb = this_cpu_ptr(&fbt_kcb);
+	struct fbt_kcb_slot *top = fbt_kcb_top(kcb);
 	unsigned long addr = regs->ip - 1;
 	struct fbt_probe *p;
 	struct fbt_regs r;
 	u64 live;
 
-	if (kcb->active && kcb->st.mechanism == FBT_STEP_INT3 && fbt_in_copy(kcb, addr))
+	if (top && top->st.mechanism == FBT_STEP_INT3 && fbt_in_copy(&top->st, addr))
 		return fbt_step_finish(kcb, regs, addr);
 	p = fbt_probe_at(addr);
 	if (!p)
@@ -252,12 +308,14 @@ static bool fbt_int3(struct pt_regs *regs)
 		fbt_regs_to(regs, &r);
 		return true;
 	case FBT_H_STEP:
-		if (kcb->active)
-			return false;		/* a probe hit inside a step: not ours to nest */
-		kcb->probe = p;
-		kcb->st = p->step;
-		kcb->active = true;
-		fbt_step_begin(&kcb->st, &r);
+		if (kcb->depth >= FBT_KCB_DEPTH) {
+			WARN_ONCE(1, "fbt: probes nested too deep at %pS\n", (void *)addr);
+			return false;
+		}
+		top = &kcb->s[kcb->depth++];
+		top->probe = p;
+		top->st = p->step;
+		fbt_step_begin(&top->st, &r);
 		fbt_regs_to(regs, &r);
 		return true;
 	}
@@ -268,17 +326,24 @@ static int fbt_die_notify(struct notifier_block *nb, unsigned long val, void *da
 {
 	struct die_args *args = data;
 	struct pt_regs *regs = args->regs;
+	struct fbt_kcb_slot *top;
 	struct fbt_kcb *kcb;
+	unsigned long dr6;
 
 	if (!regs || user_mode(regs))
 		return NOTIFY_DONE;
 	kcb = this_cpu_ptr(&fbt_kcb);
+	top = fbt_kcb_top(kcb);
 	switch (val) {
 	case DIE_INT3:
 		return fbt_int3(regs) ? NOTIFY_STOP : NOTIFY_DONE;
 	case DIE_DEBUG:
-		/* A TF step completed: err is DR6. */
-		if (kcb->active && kcb->st.mechanism == FBT_STEP_TF && (args->err & DR_STEP))
+		/*
+		 * A TF step completed. notify_debug() passes a pointer to DR6 as err (as
+		 * hw_breakpoint_handler() reads it), not DR6 itself.
+		 */
+		dr6 = *(unsigned long *)args->err;
+		if (top && top->st.mechanism == FBT_STEP_TF && (dr6 & DR_STEP))
 			return fbt_step_finish(kcb, regs, regs->ip) ? NOTIFY_STOP : NOTIFY_DONE;
 		return NOTIFY_DONE;
 	case DIE_GPF:
@@ -287,10 +352,10 @@ static int fbt_die_notify(struct notifier_block *nb, unsigned long val, void *da
 		 * A fault in a copy: with fault_fixup, hand it back at the original IP and flags
 		 * (as kprobe_fault_handler does), so exception-table fixups keyed on that IP apply.
 		 */
-		if (kcb->active && fbt_emu_table.hdr.fault_fixup && fbt_in_copy(kcb, regs->ip)) {
-			regs->ip = kcb->st.orig_ip;
-			regs->flags = kcb->st.saved_flags;
-			kcb->active = false;
+		if (top && fbt_emu_table.hdr.fault_fixup && fbt_in_copy(&top->st, regs->ip)) {
+			regs->ip = top->st.orig_ip;
+			regs->flags = top->st.saved_flags;
+			kcb->depth--;
 		}
 		return NOTIFY_DONE;
 	}

@@ -128,6 +128,9 @@ def _register() -> None:
         main.add_command(cmd)
     for cmd in (investigate.rank_cmd, investigate.map_cmd, investigate.bisect_cmd):
         main.add_command(cmd)
+    from fbt_audit.verify.cli import verify_cmd
+
+    main.add_command(verify_cmd)  # fbt-audit verify: the verdicts proved by execution under QEMU
 
 
 _register()

@@ -1,0 +1,12 @@
+"""deps.py: the one place verify imports the rest of fbt_audit (the stages before it)."""
+
+from __future__ import annotations
+
+from fbt_audit.investigate import bisect
+from fbt_audit.model.errors import InputError, UsageError
+from fbt_audit.pipeline.api import audit
+from fbt_audit.report.formats import render
+from fbt_audit.report.listing import render_list
+
+__all__ = ["InputError", "UsageError", "audit", "bisect", "render", "render_list"]
+
