@@ -72,7 +72,7 @@ def find_busybox() -> Path:
     for p in BUSYBOX_PATHS:
         if Path(p).is_file():
             return Path(p)
-    raise InputError("busybox is not installed: verify needs busybox-static (apt-get install busybox-static)")
+    raise InputError("busybox is not installed: verify needs the Debian package busybox-static")
 
 
 class Newc:
@@ -138,4 +138,4 @@ def have_tools() -> str | None:
     """None when qemu and busybox are installed, else what is missing (one line)."""
     missing = [p for p, ok in (("qemu-system-x86", shutil.which("qemu-system-x86_64")),
                                ("busybox-static", any(Path(p).is_file() for p in BUSYBOX_PATHS))) if not ok]
-    return f"not installed: {', '.join(missing)} (apt-get install {' '.join(missing)})" if missing else None
+    return f"not installed: {', '.join(missing)} (Debian packages: {' '.join(missing)})" if missing else None

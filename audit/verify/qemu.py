@@ -92,7 +92,7 @@ def boot(vmlinuz: Path, initrd: Path, workdir: Path, *, cpu: str, smp: int, time
     """Boot once; kill QEMU after timeout seconds (a hang). The serial log stays in workdir."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
-        raise InputError("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+        raise InputError("qemu-system-x86_64 is not installed (the Debian package qemu-system-x86)")
     workdir.mkdir(parents=True, exist_ok=True)
     serial = workdir / "serial.log"
     disk = workdir / "out.img"

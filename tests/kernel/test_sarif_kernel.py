@@ -92,10 +92,10 @@ def test_locations_are_kernel_source_paths(legacy_doc):
     pseudo = [r["locations"][0]["logicalLocations"][0]["name"] for r, u in zip(legacy_doc["runs"][0]["results"], uris,
               strict=True) if u == "kernel/vmlinux"]  # fmt: skip
     # Only code that no unit's line table covers falls back: static-call trampolines and other asm()
-    # emitted from C, section markers, data in entry text (x86_verw_sel). A .cold fragment takes its
-    # parent function's line.
+    # emitted from C, data in entry text (x86_verw_sel); section markers are no patchpoints. A .cold fragment
+    # takes its parent function's line.
     assert sorted(n for n in pseudo if not n.startswith("__SCT__")) == [
-        "__entry_text_start", "_paravirt_nop", "arch_rethook_trampoline", "int3_magic", "paravirt_ret0",
+        "_paravirt_nop", "arch_rethook_trampoline", "int3_magic", "paravirt_ret0",
         "srso_alias_untrain_ret", "x86_verw_sel"]  # fmt: skip
     assert not [n for n in pseudo if n.endswith(".cold")]
     assert all(u.startswith(TREE) and u.endswith((".c", ".S", ".h")) for u in uris if u != "kernel/vmlinux")

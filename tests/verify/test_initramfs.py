@@ -13,7 +13,7 @@ from fbt_audit.verify import initramfs
 
 def test_newc_archive_reads_back_with_cpio(tmp_path):
     if shutil.which("cpio") is None:
-        pytest.fail("cpio is not installed (apt-get install cpio): the independent reader of the archive",
+        pytest.fail("cpio is not installed (README, System packages): the independent reader of the archive",
                     pytrace=False)
     a = initramfs.Newc()
     a.dir("bin")
