@@ -189,8 +189,8 @@ REASONS = {
     "judges the function that starts there, kprobes the marker (inside or at the edge of a refused range)",
     "preamble-alias": "__pfx_ padding that shares its address with other symbols (6.12: _text, _stext): "
     "is_cfi_preamble_symbol() reads the name lookup_symbol_name() gives the address, not __pfx_, and accepts",
-    "smp-lock-up": "an .smp_locks prefix under --platform up (FBT201: rewritten when a CPU comes up); kprobes "
-    "accepts it: arch_prepare_kprobe calls alternatives_text_reserved(addr, addr), an empty range that matches nothing",
+    "smp-lock-runtime": "an .smp_locks prefix under --platform up or all (FBT201: rewritten when a CPU comes up); "
+    "kprobes accepts it: arch_prepare_kprobe asks alternatives_text_reserved(addr, addr), an empty range",
     "other": "not explained",
 }
 
@@ -227,7 +227,7 @@ def _reason(j, errno: int) -> str:
     if not errno and refusing_rules(j) == [POLICY_ONLY]:
         return "preamble-alias"
     if not errno and refusing_rules(j) == ["FBT201"] and "smp-lock" in j.pp.facts:
-        return "smp-lock-up"
+        return "smp-lock-runtime"
     return "other"
 
 
