@@ -82,3 +82,28 @@ def test_set_pte_paravirt_entry(vmlinux61):
     assert got["all"] == ("refused", ["FBT114"], ["disk=callq *0x1a1a8da(%rip)", "paravirt(call)=callq native_set_pte"])
     for p in ("native", "xen-pv", "up"):
         assert got[p] == ("safe", [], ["paravirt(call)=callq native_set_pte"]), p
+
+
+@pytest.mark.kernel
+def test_list_and_sarif_name_the_platform(vmlinux61, tmp_path):
+    """The list's live column starts with platform=<name> under a named platform; SARIF carries it as a run and
+    result property. Under all (the default) both are as before: no platform named."""
+    import json
+
+    from fbt_audit.cli.main import run
+
+    rows = {}
+    for p in ("native", "all"):
+        out = tmp_path / f"{p}.tsv"
+        run([str(vmlinux61), "--table", "kprobes-6.1", "--platform", p, "--format", "list", "-o", str(out)])
+        rows[p] = {f[6]: f for f in (line.split("\t") for line in out.read_text().splitlines()[4:])
+                   if f[6] in ("kernel:set_pte:entry", "kernel:kvm_get_tsc_khz:entry")}  # fmt: skip
+    assert [rows["native"]["kernel:kvm_get_tsc_khz:entry"][i] for i in (7, 8, 12)] == [
+        "safe", "-", "platform=native,smp-lock(ds)=3e800d6faabb0180"]
+    assert [rows["all"]["kernel:kvm_get_tsc_khz:entry"][i] for i in (7, 8, 12)] == ["deny", "FBT201", "-"]
+    assert rows["native"]["kernel:set_pte:entry"][12].startswith("platform=native,paravirt(call)=e8")
+    sarif = tmp_path / "native.sarif"
+    run([str(vmlinux61), "--table", "kprobes-6.1", "--platform", "up", "--format", "sarif", "-o", str(sarif)])
+    log = json.loads(sarif.read_text())
+    assert log["runs"][0]["properties"]["platform"] == "up"
+    assert {r["properties"]["platform"] for r in log["runs"][0]["results"]} == {"up"}

@@ -8,7 +8,8 @@ live, read from the x86 boot code of 6.1 and 6.12 (arch/x86/kernel/alternative.c
   (`call *pv_ops+N(%rip)`) becomes a direct call to the op's function, or NOPs for `_paravirt_nop`
   (`paravirt_patch`; a NULL op becomes `call BUG_func`). The indirect form never survives a boot, on bare
   metal, KVM or Xen PV alike: on Xen PV the call goes to Xen's op instead (not knowable from the image:
-  the image's native target stands in; kprobes judges the form, a direct call, not the target).
+  the image's native target stands in; kprobes judges the form, a direct call, not the target; an op that
+  is `_paravirt_nop` natively may be a call on Xen, and the reverse: both forms are ones kprobes accepts).
   6.12 does the same through `ALT_CALL_ALWAYS` alternatives (feature X86_FEATURE_ALWAYS, always set).
 - `apply_alternatives` then runs: a replacement keyed to X86_FEATURE_XENPV is live on Xen PV only
   (ALT_NOT(X86_FEATURE_XENPV), 6.12's ALT_NOT_XEN, everywhere else); X86_FEATURE_ALWAYS always; any other

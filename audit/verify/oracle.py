@@ -169,6 +169,7 @@ def ask(target, workdir: Path, symbols: list[tuple[int, str]] | None, *, cpu: st
 POLICY_ONLY = "FBT206"
 PREAMBLE_FACTS = ("non-entry:pfx", "non-entry:cfi")
 BUG_FACT = "bug-table"
+PV_ALWAYS = "alt(3*32+21)"  # 6.12's ALT_CALL_ALWAYS: X86_FEATURE_ALWAYS
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,8 @@ REASONS = {
     "is_cfi_preamble_symbol() reads the name lookup_symbol_name() gives the address, not __pfx_, and accepts",
     "smp-lock-runtime": "an .smp_locks prefix under --platform up or all (FBT201: rewritten when a CPU comes up); "
     "kprobes accepts it: arch_prepare_kprobe asks alternatives_text_reserved(addr, addr), an empty range",
+    "paravirt-disk-form": "under --platform all, the on-disk `call *pv_ops+N(%rip)` of a paravirt site (kprobes "
+    "refuses call *mem, FBT114); every boot makes it a direct call (6.1 apply_paravirt, 6.12 ALT_CALL_ALWAYS)",
     "other": "not explained",
 }
 
@@ -228,6 +231,10 @@ def _reason(j, errno: int) -> str:
         return "preamble-alias"
     if not errno and refusing_rules(j) == ["FBT201"] and "smp-lock" in j.pp.facts:
         return "smp-lock-runtime"
+    vs = j.pp.variants
+    if not errno and refusing_rules(j) == ["FBT114"] and vs and vs[0].label == "disk" and any(
+            v.label.startswith("paravirt(") or v.label == PV_ALWAYS for v in vs):
+        return "paravirt-disk-form"
     return "other"
 
 

@@ -72,9 +72,9 @@ def test_61_all_platform_refuses_paravirt_and_smp_lock_sites(vmlinux61):
     (FBT114: call *mem), such as set_pte, and 6 lock-prefixed entries, which the -smp 1 boot accepts."""
     release = locked("dbg-6.1")["release"]
     c = comparison(vmlinux61, release, "kprobes-6.1", platform="all")
-    assert c.by_reason() == {"other": 75, "section-marker": 13, "smp-lock-runtime": 6}
-    pv = sorted(d.name for d in c.differences if d.reason == "other")
-    assert {d.audit for d in c.differences if d.reason == "other"} == {"FBT114"}
+    assert c.by_reason() == {"paravirt-disk-form": 75, "section-marker": 13, "smp-lock-runtime": 6}
+    pv = sorted(d.name for d in c.differences if d.reason == "paravirt-disk-form")
+    assert {d.audit for d in c.differences if d.reason == "paravirt-disk-form"} == {"FBT114"}
     assert "set_pte" in pv and "load_idt" in pv
     assert sorted(d.name for d in c.differences if d.reason == "smp-lock-runtime") == SMP_LOCK_ENTRIES_61
 
@@ -103,3 +103,13 @@ def test_612_native_agrees_with_register_kprobe(image612):
     # _stext, _text and __pfx_sev_es_terminate: one address, judged by the audit as the __pfx_ padding
     assert [(d.addr, d.audit) for d in c.differences if d.reason == "preamble-alias"] == [
         (0xFFFFFFFF81000000, "FBT206")] * 3
+
+
+def test_612_all_platform_differences_are_named(image612):
+    """Under all, 6.12's paravirt calls (ALTERNATIVE(PARAVIRT_CALL, ALT_CALL_INSTR, ALT_CALL_ALWAYS)) keep their
+    on-disk indirect form and the lock prefixes FBT201: 24 more differences, every one named."""
+    release = locked("image-6.12")["release"]
+    c = comparison(image612 / "boot" / f"vmlinuz-{release}", release, "kprobes-6.12", platform="all")
+    assert c.by_reason() == {"paravirt-disk-form": 19, "section-marker": 9, "smp-lock-runtime": 5,
+                             "preamble-alias": 3}  # fmt: skip
+    assert {d.name for d in c.differences if d.reason == "paravirt-disk-form"} >= {"pte_val", "set_pmd", "xen_halt"}
