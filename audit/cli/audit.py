@@ -79,6 +79,16 @@ from fbt_audit.model.core import Level
     "a linear decode of all text cross-checked with .return_sites. Off by default: entry-only audits stay fast.",
 )
 @click.option(
+    "--platform",
+    type=click.Choice(("all", "native", "xen-pv", "up")),
+    default="all",
+    show_default=True,
+    help="Which boot-time forms can be live: all (every form any boot leaves, worst wins); native (bare metal, "
+    "KVM: paravirt calls patched direct, Xen-only alternatives dead, .smp_locks prefixes fixed at boot); xen-pv "
+    "(a Xen PV guest); up (native booted with one CPU present and more possible: .smp_locks rewritten at run "
+    "time). The list's live column and SARIF name the platform.",
+)
+@click.option(
     "--baseline",
     type=click.Path(path_type=Path, dir_okay=False),
     help="An earlier SARIF: results get baselineState, and only new or updated ones count for --fail-on.",
@@ -165,6 +175,7 @@ class AuditSettings:
     ignore: list[str] | None
     statistics: bool
     returns: bool
+    platform: str
     baseline: Path | None
     allowlist: Path | None
     source_root: str | None
@@ -275,7 +286,7 @@ def _audit(s: AuditSettings):
     table = load_table(s.table_spec)
     results, failures = run_batch(
         paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
-        progress=s.progress, sources=s.fmt in ("sarif", "github"),
+        progress=s.progress, sources=s.fmt in ("sarif", "github"), platform=s.platform,
     )  # fmt: skip
     for r in results:
         source = getattr(r.kernel, "symbol_source", ".symtab")

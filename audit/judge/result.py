@@ -20,6 +20,7 @@ class AuditResult:
     # (symbol name, address) -> its compilation unit's STT_FILE name, recorded by the pipeline for the names
     # that need telling apart before the image is let go (pipeline.batch.detach); None: ask the image.
     units: dict[tuple[str, int], str] | None = None
+    platform: str = "all"  # the boot-time forms judged (--platform, audit/sites/platform.py): all = every one
 
     def unit_files(self, names: set[str]) -> dict[tuple[str, int], str]:
         """The STT_FILE name of each symbol called one of `names`: as recorded, or from the image itself."""
