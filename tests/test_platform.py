@@ -107,3 +107,19 @@ def test_list_and_sarif_name_the_platform(vmlinux61, tmp_path):
     log = json.loads(sarif.read_text())
     assert log["runs"][0]["properties"]["platform"] == "up"
     assert {r["properties"]["platform"] for r in log["runs"][0]["results"]} == {"up"}
+
+
+@pytest.mark.kernel
+def test_paravirt_entry_safe_on_native_refused_on_xen_pv(vmlinux61):
+    """pte_val's entry is `call *pv_ops.mmu.pte_val(%rip)`, patched at boot by PVOP_ALT_CALLEE1(...,
+    "mov %rdi, %rax", ALT_NOT(X86_FEATURE_XENPV)): native runs `mov %rdi,%rax` (legacy-2011 steps it: safe), Xen PV
+    keeps the direct call to xen_pte_val that apply_paravirt leaves (legacy-2011 refuses direct calls: FBT114).
+    Under all (the default) both live forms are judged and the worst, refused, wins."""
+    got = {}
+    for p in ("native", "xen-pv", "all"):
+        r = audit(vmlinux61, "legacy-2011", platform=p)
+        js = [j for j in r.judgements if j.pp.name == "pte_val" and j.pp.insn.raw[:2] == b"\xff\x15"]
+        got[p] = sorted({(j.verdict.label, tuple(j.rule_ids), tuple(v.label for v in j.pp.variants)) for j in js})
+    assert got["native"] == [("safe", (), ("alt(!8*32+16)",))]
+    assert got["xen-pv"] == [("refused", ("FBT114",), ("paravirt(call)",))]
+    assert got["all"] == [("refused", ("FBT114",), ("disk", "alt(!8*32+16)", "paravirt(call)"))]
