@@ -21,7 +21,8 @@ from fbt_audit.model.core import Level
     default="reference",
     show_default=True,
     metavar="NAME|PATH",
-    help="Emulation table: a named table (reference, legacy-2011, kprobes-6.1, kprobes-6.12, kprobes) "
+    help="Emulation table: a named table (reference, legacy-2011, kprobes-6.1, kprobes-6.12, kprobes, "
+    "kprobes-6.1-optprobe) "
     "or any ELF carrying the .fbt_emu_table section, such as a built fbt.ko.",
 )
 @click.option(
@@ -77,6 +78,12 @@ from fbt_audit.model.core import Level
     is_flag=True,
     help="Also audit return patchpoints (ret, ret imm16, jmp __x86_return_thunk; name ends :return), found by "
     "a linear decode of all text cross-checked with .return_sites. Off by default: entry-only audits stay fast.",
+)
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Deep checks: one sweep of every direct branch (FBT115 under a table with a patch window, such as "
+    "kprobes-6.1-optprobe) and FBT207 from the image's own call graph instead of audit/data/handler-path.txt.",
 )
 @click.option(
     "--baseline",
@@ -165,6 +172,7 @@ class AuditSettings:
     ignore: list[str] | None
     statistics: bool
     returns: bool
+    deep: bool
     baseline: Path | None
     allowlist: Path | None
     source_root: str | None
@@ -275,7 +283,7 @@ def _audit(s: AuditSettings):
     table = load_table(s.table_spec)
     results, failures = run_batch(
         paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
-        progress=s.progress, sources=s.fmt in ("sarif", "github"),
+        progress=s.progress, sources=s.fmt in ("sarif", "github"), deep=s.deep,
     )  # fmt: skip
     for r in results:
         source = getattr(r.kernel, "symbol_source", ".symtab")
