@@ -55,6 +55,7 @@ BOUNDARY = {
     "preempt_schedule_notrace": "never schedules with the NMI count raised",
     "preempt_schedule_thunk": "never schedules with the NMI count raised",
     "preempt_schedule_notrace_thunk": "never schedules with the NMI count raised",
+    "__perf_event_overflow": "a perf hw-breakpoint event's sampling, perf's NMI-safe overflow path (6.12: 3,300 more)",
 }
 _RDI = re.compile(r"%(rdi|edi|di|dil)\b")
 FBT_HANDLER = "fbt_die_notify"  # kmod/fbt_probe.c: the die notifier that takes DIE_INT3 and DIE_DEBUG
