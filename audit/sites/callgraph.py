@@ -111,11 +111,12 @@ class _Graph:
         start = np.zeros(len(ok), dtype=bool)
         start[ok] = cs[di[ok]] == b.dst[ok]
         edge = ok & ((b.kind == CALL) | start) & (di != src)
-        pairs = np.unique(np.stack([src[edge], di[edge]], axis=1), axis=0)
+        n = len(cs)
+        key = np.unique(src[edge].astype(np.int64) * n + di[edge])  # one int per (caller, callee): a 1-d unique
         self.adj: dict[int, list[int]] = {}
-        for s, d in pairs.tolist():
+        for s, d in zip((key // n).tolist(), (key % n).tolist(), strict=True):
             self.adj.setdefault(s, []).append(d)
-        self.edges = len(pairs)
+        self.edges = len(key)
 
     def piece(self, addr: int) -> int:
         """The piece holding addr, or -1."""
