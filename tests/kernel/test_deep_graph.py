@@ -158,3 +158,26 @@ def test_handler_callees_are_read_from_a_fresh_kmod_build(tmp_path):
     got = module_callees(load_input(ko))
     assert got == shipped_callees()
     assert "__fentry__" in got and "__warn_printk" in got  # the handler's WARN_ON_ONCE: a fatal cut in the graph
+
+
+def test_deep_cli_statistics_and_budget(vmlinux61, capsys):
+    """`fbt-audit V --deep --statistics` in one process: the figures the README quotes, within the issue's 60 s."""
+    import time
+
+    from fbt_audit.cli.main import run
+
+    start = time.perf_counter()
+    code = run([str(vmlinux61), "--table", "kprobes-6.1-optprobe", "--deep", "--statistics", "--select", "FBT115"])
+    took = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert code == 1
+    deep = [ln.split(": deep: ", 1)[1] for ln in out.splitlines() if ": deep: " in ln]
+    assert deep[:2] == [
+        "2795431 instructions swept, 709121 direct branches",
+        "5-byte window: 6148 patchpoints with a shorter first instruction, 315913 distinct targets, "
+        "52 patchpoints with one inside",
+    ]
+    assert deep[2].startswith("call graph: 53566 pieces, 241148 edges, 123 functions on the trap path; cut at ")
+    assert "modelled: paravirt: 2533 call *pv_ops sites -> the slot's native function" in deep
+    assert sum(1 for ln in out.splitlines() if re.search(r"\): FBT115 ", ln)) == 51
+    assert took < 60, f"--deep took {took:.1f} s"
