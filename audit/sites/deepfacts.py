@@ -21,11 +21,13 @@ class DeepSiteStats:
 
 def add_deep_facts(kernel: Kernel, pps: list[Patchpoint], table: EmulationTable) -> DeepSiteStats:
     """With a patch window longer than the int3: window-target facts. For a vmlinux: FBT207's facts from the
-    call graph replace those of audit/data/handler-path.txt (a module keeps the list: the roots are not in it)."""
+    call graph replace those of audit/data/handler-path.txt (a module, or an image without exc_int3, keeps the list:
+    the roots are not in it)."""
     window = add_window_facts(kernel, pps, table.patch_len) if table.patch_len > 1 else None
     graph = None
     if kernel.kind == "vmlinux":
         graph = handler_graph(kernel, handler_callees(table))
+    if graph is not None and "exc_int3" not in graph.missing_roots:  # no trap entry (a test image): the list stays
         reached = graph.reached
         for pp in pps:
             old = pp.facts
