@@ -20,7 +20,7 @@ from fbt_audit.decode.insn import insn_length
 from fbt_audit.model.kernel import Kernel, Section
 from fbt_audit.sites.tables import read_tables
 
-CALL, JMP, JCC = 0, 1, 2  # Branches.kind
+CALL, JMP, JCC, LOOP = 0, 1, 2, 3  # Branches.kind (LOOP: loop, loope, loopne, jrcxz)
 UNNAMED = (".altinstr_aux", ".altinstr_replacement")  # swept without symbols
 _PREFIX = np.zeros(256, dtype=bool)
 _PREFIX[list(b"\x26\x2e\x36\x3e\x64\x65\x66\x67\xf0\xf2\xf3") + list(range(0x40, 0x50))] = True
@@ -137,4 +137,5 @@ def _direct(tb: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, ...]:
     end = np.where(rel32, op + 5, np.where(jcc32, op + 6, op + 2)).astype(np.int64)
     disp = np.where(rel32, i32[op + 1], np.where(jcc32, i32[op + 2], pad[op + 1].view(np.int8))).astype(np.int64)
     kind = np.where(b0 == 0xE8, CALL, np.where((b0 == 0xE9) | (b0 == 0xEB), JMP, JCC)).astype(np.uint8)
+    kind[(b0 & 0xFC) == 0xE0] = LOOP
     return at.astype(np.int64), end + disp, end, kind

@@ -18,10 +18,10 @@ import numpy as np
 from fbt_audit.model.core import Patchpoint
 from fbt_audit.model.facts import WINDOW_TARGET
 from fbt_audit.model.kernel import Kernel
-from fbt_audit.sites.branches import CALL, JMP, Branches, branches
+from fbt_audit.sites.branches import CALL, JMP, LOOP, Branches, branches
 from fbt_audit.sites.tables import read_tables
 
-_KIND = {CALL: "call", JMP: "jmp"}
+_KIND = {CALL: "call", JMP: "jmp", LOOP: "loop"}
 
 
 @dataclass
