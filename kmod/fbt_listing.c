@@ -187,7 +187,11 @@ unsigned long fbt_format_table(const struct fbt_emu_table *t, const char *source
 		"yes (faults in a step are fixed up at the original IP)" : "no");
 	fbt_put(&o, "%-17s ", "step fixups:");
 	fbt_put_fixups(&o, h->step_fixups);
-	fbt_put(&o, "\n\n");
+	fbt_put(&o, "\n");
+	if (h->patch_len > 1)
+		fbt_put(&o, "%-17s %u bytes (FBT115 under --deep: no branch may land inside)\n",
+			"patch window:", h->patch_len);
+	fbt_put(&o, "\n");
 
 	/* Rows: "#" right-aligned, the rest left-aligned, two spaces apart, no trailing blanks. */
 	for (c = 0; c < FBT_NCOL; c++) {

@@ -83,7 +83,10 @@ struct fbt_emu_header {			/* 64 bytes */
 	__u8	step_if;		/* enum fbt_step_if */
 	__u8	emu_flags;		/* enum fbt_emu_flags */
 	__u8	fault_fixup;		/* 1: faults during a step are fixed up at the original IP */
-	__u8	reserved0[3];
+	__u8	patch_len;		/* bytes the probe writes at the patchpoint: 0 or 1 = the int3
+					 * alone; 5 = a jmp rel32 (an optprobe), so no branch may land
+					 * strictly inside [patchpoint, patchpoint + patch_len) */
+	__u8	reserved0[2];
 	__u32	step_fixups;		/* FBT_FX_* applied to every step */
 	__u32	reserved1;
 	char	name[32];		/* NUL-padded table name */

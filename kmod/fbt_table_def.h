@@ -96,6 +96,11 @@
 	.step_fixups = (stepfx),						\
 	.reserved1 = 0 * sizeof(char[1 - 2 * (sizeof("" nm "") > 32)])
 
+/* FBT_HEADER with a patch longer than the int3: plen bytes written at the patchpoint (5: jmp rel32). */
+#define FBT_HEADER_PATCH(nm, dflt, mech, ifpol, emu, fault, stepfx, plen)	\
+	FBT_HEADER(nm, dflt, mech, ifpol, emu, fault, stepfx),			\
+	.patch_len = (plen)
+
 #define FBT_EMU_COUNT(...)							\
 	(sizeof((const struct fbt_emu_entry[]){ __VA_ARGS__ }) /		\
 	 sizeof(struct fbt_emu_entry))

@@ -11,7 +11,10 @@ class HandlerRecursion(Rule):
     A function listed in `audit/data/handler-path.txt`: the roots `exc_int3`, `exc_debug`,
     `exc_nmi` and `notify_die`, the int3 consumers that run before an FBT handler
     (`poke_int3_handler`, `kprobe_int3_handler`), and their direct callees. Its suffixed
-    clones (`.isra.N`, `.constprop.N`, `.part.N`) count as the function.
+    clones (`.isra.N`, `.constprop.N`, `.part.N`) count as the function. With `--deep`, a
+    vmlinux's set comes from its own direct-call graph instead (`audit/sites/callgraph.py`: the
+    roots, the die notifiers it registers, paravirt calls and `kmod/fbt.ko`'s handler callees,
+    cut at fatal paths and where the trap context ends), and the list is the cross-check.
 
     Why it is unsafe:
     The probe's own int3 runs this code before the tracer's handler gets control; an int3 in it

@@ -42,7 +42,7 @@ def table(name: str = "legacy-2011") -> EmulationTable:
     """A valid table packed with abi.HEADER_STRUCT and abi.ENTRY_STRUCT: TF step, IF masked, no default."""
     raw = abi.HEADER_STRUCT.pack(
         abi.MAGIC, abi.ABI_VERSION, abi.HEADER_SIZE, abi.ENTRY_SIZE, len(ENTRIES),
-        Handling.NONE, StepMechanism.TF, StepIF.MASKED, EmuFlags.LIVE, 0, b"\0" * 3, 0, 0,
+        Handling.NONE, StepMechanism.TF, StepIF.MASKED, EmuFlags.LIVE, 0, 0, b"\0" * 2, 0, 0,
         name.encode(),
     )  # fmt: skip
     return parse(raw + b"".join(ENTRIES), f"named:{name}")

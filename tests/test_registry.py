@@ -107,7 +107,7 @@ def test_rule_has_fixture_sources(rule_id):
         assert src.is_file(), f"missing {src.relative_to(ROOT)}"
         text = src.read_text()
         assert text.splitlines()[0] == f"# build: gcc -c -o {rule_id}-{kind}.o {kind}.S"
-        assert re.search(r"^# table: (reference|legacy-2011)( \w+=\S+)*$", text, re.M)
+        assert re.search(r"^# table: (reference|legacy-2011|kprobes-6\.1-optprobe)( \w+=\S+)*$", text, re.M)
         markers = re.findall(r"^\t[^#\n]+#\s*(FBT\d{3}|OK)\b", text, re.M)  # on instruction lines
         assert markers, f"{src}: no # FBTnnn / # OK markers"
         if kind == "fail":

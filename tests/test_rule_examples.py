@@ -15,7 +15,7 @@ from fbt_audit.judge.registry import REGISTRY
 from fbt_audit.model import abi
 from fbt_audit.table import emulation as tables
 
-from .test_rule_fixtures import SOURCES, table_for
+from .test_rule_fixtures import SOURCES, fixture_options, table_for
 
 # The auditor lines an Example quotes for its rule fixture (indented in the docstring) ...
 QUOTED = re.compile(r"^\s*(FBT\d{3}_fail\.ko: .+)$", re.M)
@@ -81,8 +81,8 @@ def fixture_object(rule_id: str, built: Path, tmp_path: Path) -> Path:
     return obj
 
 
-def audit_text(obj: Path, table: str, capsys) -> list[str]:
-    code = run([str(obj), "--table", table, "--fail-on", "note", "--show", "all"])
+def audit_text(obj: Path, table: str, capsys, options: tuple[str, ...] = ()) -> list[str]:
+    code = run([str(obj), "--table", table, "--fail-on", "note", "--show", "all", *options])
     out = capsys.readouterr()
     assert (code, out.err) == (1, ""), out.out + out.err
     return out.out.splitlines()
@@ -102,8 +102,9 @@ def test_example_lines_are_the_real_output(rule_id, fixtures_built, tmp_path, ca
             assert line.startswith(f"{rule_id}_fail.ko: {rule_id} "), line
     obj = fixture_object(rule_id, fixtures_built, tmp_path)
     missing = []
+    opts = fixture_options((SOURCES / rule_id / "fail.S").read_text())
     for spec in example_tables(text):
-        out = audit_text(obj, table_arg(spec, tmp_path), capsys)
+        out = audit_text(obj, table_arg(spec, tmp_path), capsys, opts)
         missing += [f"under {spec}: {line}" for line in quoted if line not in out]
     assert not missing, "\n".join(missing)
 
@@ -126,7 +127,7 @@ def test_table_specs_are_read_from_the_example():
     assert example_tables("Under `legacy-2011`, which steps POPF") == ["legacy-2011"]
     wrapped = "Under `reference` with LIVE_IF dropped (fixture table\n    `reference step_fixups=rip_disp`: an int3"
     assert example_tables(wrapped) == ["reference step_fixups=rip_disp"]
-    assert example_tables("Any table, a function on the list:") == ["kprobes-6.1", "kprobes-6.12", "legacy-2011",
-                                                                    "reference"]  # fmt: skip
+    assert example_tables("Any table, a function on the list:") == [
+        "kprobes-6.1", "kprobes-6.1-optprobe", "kprobes-6.12", "legacy-2011", "reference"]  # fmt: skip
     with pytest.raises(AssertionError, match="names no table"):
         example_tables("Some table")

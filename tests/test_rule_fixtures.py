@@ -64,12 +64,20 @@ def markers(text: str) -> dict[str, list[str]]:
 CASES = sorted(SOURCES.glob("FBT*/*.S"))
 
 
+def fixture_options(text: str) -> tuple[str, ...]:
+    """The audit options of a fixture's optional `# options:` line (fixtures/rules/README.md): only --deep."""
+    m = re.search(r"^# options: (.+)$", text, re.M)
+    opts = tuple(m.group(1).split()) if m else ()
+    assert set(opts) <= {"--deep"}, opts
+    return opts
+
+
 @pytest.mark.parametrize("src", CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fixture_markers(src, fixtures_built):
     text = src.read_text()
     spec = re.search(r"^# table: (.+)$", text, re.M).group(1).strip()
     obj = fixtures_built / "rules" / src.parent.name / (src.stem + ".o")
-    result = api.audit(obj, table_for(spec))
+    result = api.audit(obj, table_for(spec), deep="--deep" in fixture_options(text))
     got = {j.pp.name: j.rule_ids for j in result.judgements}
     assert got == markers(text)
     rule = src.parent.name

@@ -53,11 +53,12 @@ def make_table(
     emu: EmuFlags = EmuFlags.SAVED,
     step_fixups: Fixup | int = ALL_FIXUPS,
     name: str = "unit",
+    patch_len: int = 0,
 ) -> EmulationTable:
     """A table parsed from packed bytes: by default a safe one that steps everything with every fixup."""
     header = abi.HEADER_STRUCT.pack(
         abi.MAGIC, abi.ABI_VERSION, abi.HEADER_SIZE, abi.ENTRY_SIZE, len(entries),
-        default, mechanism, step_if, emu, 1, b"", int(step_fixups), 0, name.encode(),
+        default, mechanism, step_if, emu, 1, patch_len, b"", int(step_fixups), 0, name.encode(),
     )  # fmt: skip
     return fbt_table.parse(header + b"".join(entries), f"unit:{name}")
 
@@ -640,3 +641,24 @@ def test_fbt111_patchpoint_inside_another_instruction():
     other = dataclasses.replace(pp, facts=frozenset({"crosses-symbol:f_next", "ftrace-site"}))
     # No FBT111 without the mid-instruction fact; the emulated ret on an ftrace site is FBT202's.
     assert [f.rule_id for f in judge(other, SAFE, RULES).findings] == ["FBT202"]
+
+
+# --- FBT115: a branch into the patch window (--deep facts) -----------------------------------------------
+
+
+def test_fbt115_fires_only_with_a_window_a_fact_inside_it_and_a_placed_site():
+    from fbt_audit.model.facts import WINDOW_TARGET
+
+    wide = make_table(patch_len=5)
+    pp = patchpoint(PUSH_RBP)
+    pp.facts = frozenset({f"{WINDOW_TARGET}2:jmp from g+0x10"})
+    j = judge(pp, wide, RULES)
+    assert [(f.rule_id, f.message) for f in j.findings] == [
+        ("FBT115", "jmp from g+0x10 lands at +2, inside the 5-byte window")
+    ]
+    assert [f.rule_id for f in judge(pp, SAFE, RULES).findings] == []  # int3 only: no window
+    refusing = make_table(entry(b"\x55", Handling.REFUSE, mnemonic="push"), patch_len=5)
+    assert [f.rule_id for f in judge(pp, refusing, RULES).findings] == ["FBT114"]
+    outside = patchpoint(PUSH_RBP)
+    outside.facts = frozenset({f"{WINDOW_TARGET}5:jmp from g+0x10"})  # the window is [0, 5): +5 is past it
+    assert [f.rule_id for f in judge(outside, wide, RULES).findings] == []

@@ -21,7 +21,8 @@ from fbt_audit.model.core import Level
     default="reference",
     show_default=True,
     metavar="NAME|PATH",
-    help="Emulation table: a named table (reference, legacy-2011, kprobes-6.1, kprobes-6.12, kprobes) "
+    help="Emulation table: a named table (reference, legacy-2011, kprobes-6.1, kprobes-6.12, kprobes, "
+    "kprobes-6.1-optprobe) "
     "or any ELF carrying the .fbt_emu_table section, such as a built fbt.ko.",
 )
 @click.option(
@@ -87,6 +88,12 @@ from fbt_audit.model.core import Level
     "KVM: paravirt calls patched direct, Xen-only alternatives dead, .smp_locks prefixes fixed at boot); xen-pv "
     "(a Xen PV guest); up (native booted with one CPU present and more possible: .smp_locks rewritten at run "
     "time). The list's live column and SARIF name the platform.",
+)
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Deep checks: one sweep of every direct branch (FBT115 under a table with a patch window, such as "
+    "kprobes-6.1-optprobe) and FBT207 from the image's own call graph instead of audit/data/handler-path.txt.",
 )
 @click.option(
     "--baseline",
@@ -176,6 +183,7 @@ class AuditSettings:
     statistics: bool
     returns: bool
     platform: str
+    deep: bool
     baseline: Path | None
     allowlist: Path | None
     source_root: str | None
@@ -286,7 +294,7 @@ def _audit(s: AuditSettings):
     table = load_table(s.table_spec)
     results, failures = run_batch(
         paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
-        progress=s.progress, sources=s.fmt in ("sarif", "github"), platform=s.platform,
+        progress=s.progress, sources=s.fmt in ("sarif", "github"), platform=s.platform, deep=s.deep,
     )  # fmt: skip
     for r in results:
         source = getattr(r.kernel, "symbol_source", ".symtab")

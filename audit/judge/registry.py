@@ -21,6 +21,7 @@ from fbt_audit.rules.fbt111_undecodable import Undecodable
 from fbt_audit.rules.fbt112_exception_table_site import ExceptionTableSite
 from fbt_audit.rules.fbt113_control_transfer_unfixed import ControlTransferUnfixed
 from fbt_audit.rules.fbt114_table_refusal import TableRefusal
+from fbt_audit.rules.fbt115_branch_into_window import BranchIntoWindow
 from fbt_audit.rules.fbt201_runtime_patched_site import RuntimePatchedSite
 from fbt_audit.rules.fbt202_ftrace_site import FtraceSite
 from fbt_audit.rules.fbt203_ibt_landing_pad import IbtLandingPad
@@ -45,8 +46,8 @@ class Status(enum.Enum):
 #           none fires on a variant the table sends through ftrace).
 #   FBT2xx  site facts from the kernel: deny regions, run-time writers, lifetimes,
 #           symbol shapes; independent of the instruction's handling.
-#   FBT3xx  reserved for deep analysis (not built yet; issue "Deep analysis"): hazard paths, branches into the patch
-#           window, recursion by call graph.
+#   FBT3xx  reserved for deep analysis (issue "Deep analysis"): hazard paths. Branches into the patch window
+#           are FBT115 and recursion by call graph is FBT207's --deep source, both from `--deep` site facts.
 REGISTRY: dict[str, tuple[Status, type[Rule]]] = {
     "FBT101": (Status.STABLE, IfModifierStepped),
     "FBT102": (Status.STABLE, PushedFlagsLeak),
@@ -62,6 +63,7 @@ REGISTRY: dict[str, tuple[Status, type[Rule]]] = {
     "FBT112": (Status.STABLE, ExceptionTableSite),
     "FBT113": (Status.STABLE, ControlTransferUnfixed),
     "FBT114": (Status.STABLE, TableRefusal),
+    "FBT115": (Status.PREVIEW, BranchIntoWindow),  # --deep, tables with a patch window (patch_len > 1)
     "FBT201": (Status.STABLE, RuntimePatchedSite),
     "FBT202": (Status.STABLE, FtraceSite),
     "FBT203": (Status.STABLE, IbtLandingPad),

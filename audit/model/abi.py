@@ -64,7 +64,8 @@ HEADER_FIELDS = (
     ("step_if", "B"),
     ("emu_flags", "B"),
     ("fault_fixup", "B"),
-    ("reserved0", "3s"),
+    ("patch_len", "B"),  # bytes the probe writes at the patchpoint (0/1: int3 only; 5: jmp rel32, FBT115)
+    ("reserved0", "2s"),
     ("step_fixups", "I"),
     ("reserved1", "I"),
     ("name", "32s"),

@@ -15,6 +15,7 @@ DENY = "deny:"  # deny:blacklist | noinstr | entry | kprobes | cpuidle | blackli
 NON_ENTRY = "non-entry:"  # non-entry:pfx | cfi | cold:<function> | label:<function>
 INIT = "init-text:"  # init-text:init | exit | module-init
 HANDLER_PATH = "handler-path:"  # handler-path:<name>=<reason>
+WINDOW_TARGET = "window-target:"  # window-target:<offset>:<what lands there> (--deep, FBT115)
 
 # Kernel table -> the fact of a run-time writer: it owns the bytes (FBT201, deny)
 RUNTIME_WRITERS = {

@@ -33,11 +33,13 @@ def audit(
     returns: bool = False,
     symbols: SymbolOptions | None = None,
     platform: str = "all",
+    deep: bool = False,
 ) -> AuditResult:
     """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
     with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
     a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in).
-    `platform` keeps only the boot-time forms that platform can leave live (audit/sites/platform.py)."""
+    `platform` keeps only the boot-time forms that platform can leave live (audit/sites/platform.py).
+    With `deep`, the whole-image branch sweep adds FBT115's and the call graph FBT207's facts (sites/deepfacts.py)."""
     from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
 
@@ -52,6 +54,10 @@ def audit(
             pps = pps + return_patchpoints(kernel)[0]
         tables_read = add_site_facts(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
         apply_platform(pps, platform)  # --platform: only the forms that platform can leave live (all: every one)
+        if deep:
+            from fbt_audit.sites.deepfacts import add_deep_facts
+
+            add_deep_facts(kernel, pps, tab)
         judgements = list(map(judge_for(tab, rules), pps))
         addrs = [j.pp.addr for j in judgements]
         if not all(map(lt, addrs, islice(addrs, 1, None))):  # strictly increasing: already in order

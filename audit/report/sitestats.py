@@ -33,4 +33,26 @@ def table_lines(results: list[AuditResult]) -> list[str]:
                 s = r.kernel.section_at(a)
                 where = f"{s.name}+0x{a - s.addr:x}" if s is not None else f"0x{a:x}"
                 out.append(f"{r.kernel.display}: .return_sites entry not found by the decode: {where}")
+        out += deep_lines(r)
+    return out
+
+
+def deep_lines(r: AuditResult) -> list[str]:
+    """--deep's figures (sites/deepfacts.py): the sweep, the patch window, the call graph and its cut points."""
+    d = getattr(r.kernel, "__dict__", {}).get("deep_site_stats")
+    if d is None:
+        return []
+    name, out = r.kernel.display, []
+    b = r.kernel.__dict__.get("deep_branches")
+    if b is not None:
+        out.append(f"{name}: deep: {b.instructions} instructions swept, {len(b.src)} direct branches")
+    w = d.window
+    if w is not None:
+        out.append(f"{name}: deep: {w.window}-byte window: {w.short_first} patchpoints with a shorter first "
+                   f"instruction, {w.targets} distinct targets, {w.hits} patchpoints with one inside")  # fmt: skip
+    g = d.graph
+    if g is not None:
+        out.append(f"{name}: deep: call graph: {g.nodes} pieces, {g.edges} edges, {len(g.reached)} functions "
+                   f"on the trap path; cut at {', '.join(sorted(g.cuts)) or 'nothing'}")  # fmt: skip
+        out += [f"{name}: deep: modelled: {m}" for m in g.models]
     return out

@@ -33,6 +33,7 @@ def fixup_names(f: Fixup) -> str:
 
 def _header(t: EmulationTable) -> list[tuple[str, str]]:
     h = dict(zip((n for n, _ in abi.HEADER_FIELDS), abi.HEADER_STRUCT.unpack_from(t.raw, 0), strict=True))
+    window = [("patch window", f"{t.patch_len} bytes (FBT115 under --deep: no branch may land inside)")]
     return [
         ("table", t.name),
         ("source", t.source),
@@ -48,6 +49,7 @@ def _header(t: EmulationTable) -> list[tuple[str, str]]:
         ("emulation flags", _EMU_FLAGS[t.emu_flags]),
         ("fault fixup", "yes (faults in a step are fixed up at the original IP)" if t.fault_fixup else "no"),
         ("step fixups", fixup_names(t.step_fixups)),
+        *(window if t.patch_len > 1 else ()),
     ]
 
 

@@ -69,11 +69,13 @@ class Tables:
     alts: list[Alt] = field(default_factory=list)
     para: list[tuple[int, int, int]] = field(default_factory=list)  # (addr, len, type)
     jump: list[int] = field(default_factory=list)  # jump_entry.code
+    jump_targets: list[int] = field(default_factory=list)  # jump_entry.target, in the order of jump
     static_calls: list[tuple[int, bool]] = field(default_factory=list)  # (site, tail)
     mcount: list[int] = field(default_factory=list)
     s32: dict[str, list[int]] = field(default_factory=dict)  # S32_TABLES -> sites
     runtime_const: list[tuple[str, int]] = field(default_factory=list)  # (section, site)
     extable: list[int] = field(default_factory=list)
+    extable_fixups: list[int] = field(default_factory=list)  # exception_table_entry.fixup, in the order of extable
     bugs: list[int] = field(default_factory=list)
     blacklist: list[int] = field(default_factory=list)
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
@@ -239,6 +241,8 @@ def _read_fixed(rd: _Reader, t: Tables, keys: tuple[str, ...]) -> None:
             got = sites(rows)
             setattr(t, field_name, got)
             t.counts[key] = len(got)
+            if key in _TARGETS:  # where the entry sends execution: --deep's branch targets (sites/branches.py)
+                setattr(t, _TARGETS[key], [at + 4 + r[1] for at, r in rows])
 
 
 def _u64_sites(rd: _Reader, t: Tables, key: str) -> list[int]:
@@ -299,6 +303,8 @@ _FIXED: dict[str, tuple[str, struct.Struct, str, str, Callable[[list], list]]] =
                  lambda rows: [at + a for at, (a, _f, _d) in rows]),
     "bug_table": ("__bug_table", BUG_ENTRY, "bug_entry", "bugs", lambda rows: [at + r[0] for at, r in rows]),
 }  # fmt: skip
+# Fixed-size table -> the Tables field of its second s32, a target relative to its own address
+_TARGETS = {"jump_table": "jump_targets", "ex_table": "extable_fixups"}
 
 
 __all__ = ["ALT_LAYOUTS", "Alt", "Tables", "read_tables", "TABLES"]

@@ -20,6 +20,7 @@ NAMED = {
     "legacy-2011": "legacy-2011",
     "kprobes-6.1": "kprobes-6.1",
     "kprobes-6.12": "kprobes-6.12",
+    "kprobes-6.1-optprobe": "kprobes-6.1-optprobe",  # kprobes-6.1 with the 5-byte jmp of an optimized probe
     "kprobes": "kprobes-6.12",  # alias: the newest kprobes model
 }
 DEFAULT = "reference"
@@ -93,6 +94,12 @@ class EmulationTable:
     fault_fixup: bool
     step_fixups: Fixup
     entries: tuple[Entry, ...]
+    patch_len: int = 0  # bytes the probe writes at the patchpoint; > 1: FBT115 checks the window (--deep)
+
+    @property
+    def window(self) -> int:
+        """The patch window's length: what a branch must not land strictly inside (1: the int3 alone)."""
+        return max(self.patch_len, 1)
 
     @property
     def sha256(self) -> str:
@@ -233,6 +240,7 @@ def parse(raw: bytes, source: str) -> EmulationTable:
         fault_fixup=bool(h["fault_fixup"]),
         step_fixups=Fixup(h["step_fixups"]),
         entries=tuple(entries),
+        patch_len=h["patch_len"],
     )
 
 
