@@ -6,6 +6,7 @@ from itertools import islice
 from operator import lt
 from pathlib import Path
 
+from fbt_audit.deep.run import DeepOptions
 from fbt_audit.input.loader import SymbolOptions, load_input
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel
@@ -31,10 +32,12 @@ def audit(
     ignore: list[str] | None = None,
     returns: bool = False,
     symbols: SymbolOptions | None = None,
+    deep: DeepOptions | None = None,
 ) -> AuditResult:
     """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
     with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
-    a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in)."""
+    a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in);
+    with `deep`, the flags paths of the FBT101-103 findings (audit/deep/)."""
     from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
 
@@ -54,4 +57,9 @@ def audit(
             judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
         # a table no known layout fits is said, never guessed: its sites are left out
         errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
-        return AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors)
+        result = AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors)
+        if deep is not None:  # --deep: flags paths of the flagged patchpoints (audit/deep/)
+            from fbt_audit.deep.run import analyse
+
+            analyse(result, deep)
+        return result

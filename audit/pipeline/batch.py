@@ -155,7 +155,8 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
         site_tables=Tables(counts=dict(t.counts), layouts=dict(t.layouts), problems=list(t.problems)),
         return_stats=k.return_stats,
     )
-    return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units)
+    return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units,
+                       evidence=result.evidence)  # fmt: skip
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -163,19 +164,20 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
 _job: dict = {}  # what every task of this worker shares: table, rule selection, options
 
 
-def _setup(table, select, ignore, returns, symbols, sources) -> None:
+def _setup(table, select, ignore, returns, symbols, sources, deep=None) -> None:
     """Worker start: the parent's modules come with the fork (no re-import). Ctrl-C is the parent's to
     handle; the objects inherited are frozen so that the collector never scans them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
-    _job.update(table=table, select=select, ignore=ignore, returns=returns, symbols=symbols, sources=sources)
+    _job.update(table=table, select=select, ignore=ignore, returns=returns, symbols=symbols, sources=sources,
+                deep=deep)  # fmt: skip
 
 
 def _audit_one(path: Path, job: dict) -> AuditResult:
     from fbt_audit.pipeline.api import audit
 
     r = audit(path, job["table"], select=job["select"], ignore=job["ignore"], returns=job["returns"],
-              symbols=job["symbols"])  # fmt: skip
+              symbols=job["symbols"], deep=job.get("deep"))  # fmt: skip
     return detach(r, job["sources"])
 
 
@@ -242,6 +244,7 @@ def run_batch(
     jobs: int | None = None,
     progress: bool = False,
     sources: bool = False,
+    deep=None,
 ) -> tuple[Results, list[str]]:
     """Audit every input PATH... names (directories: every module under them), modules across `jobs`
     worker processes, anything else (vmlinux, vmlinuz) in this one. Returns the results in input order
@@ -256,12 +259,12 @@ def run_batch(
     if not inputs and len(problems) == 1 and len(paths) == 1:
         raise InputError(problems[0])
     if len(inputs) == 1 and inputs[0].listed and not problems:
-        r = audit(inputs[0].path, table, select=select, ignore=ignore, returns=returns, symbols=symbols)
+        r = audit(inputs[0].path, table, select=select, ignore=ignore, returns=returns, symbols=symbols, deep=deep)
         return Results([r]), []
     jobs = max(1, jobs or os.cpu_count() or 1)
     rules = select_rules(select, ignore)
     opts = {"table": table, "select": select, "ignore": ignore, "returns": returns, "symbols": symbols,
-            "sources": sources}  # fmt: skip
+            "sources": sources, "deep": deep}  # fmt: skip
     got: dict[int, AuditResult] = {}
     failed: dict[int, str] = {}
     modules = [(i, inp.path) for i, inp in enumerate(inputs) if inp.module]
@@ -275,7 +278,7 @@ def run_batch(
         bar = _bar(len(inputs), progress)
         for i, path in local:  # a vmlinux keeps its whole Kernel, as a single audit does; a module is detached
             try:
-                r = audit(path, table, select=select, ignore=ignore, returns=returns, symbols=symbols)
+                r = audit(path, table, select=select, ignore=ignore, returns=returns, symbols=symbols, deep=deep)
                 got[i] = detach(r, sources) if inputs[i].module else r
             except Exception as e:  # noqa: BLE001 - one bad input is a failure line; the others complete
                 if not isinstance(e, AuditError) and os.environ.get("FBT_AUDIT_DEBUG"):
@@ -306,7 +309,8 @@ def _start(modules: list[tuple[int, Path]], jobs: int, opts: dict):
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     chunks = _chunks(modules, jobs)
-    args = (opts["table"], opts["select"], opts["ignore"], opts["returns"], opts["symbols"], opts["sources"])
+    args = (opts["table"], opts["select"], opts["ignore"], opts["returns"], opts["symbols"], opts["sources"],
+            opts["deep"])  # fmt: skip
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), mp_context=ctx, initializer=_setup, initargs=args)
     return pool, {pool.submit(_task, c): c for c in chunks}
 
