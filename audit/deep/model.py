@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PROVEN, REFUTED, UNKNOWN = "proven", "refuted", "unknown"
+FLAG_RULES = ("FBT101", "FBT102", "FBT103")  # the findings whose evidence is a flags path
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,12 @@ import bisect
 from dataclasses import dataclass, replace
 
 from fbt_audit.decode.insn import decode
-from fbt_audit.deep.model import UNKNOWN, FlagsEvidence, Step
+from fbt_audit.deep.model import FLAG_RULES, UNKNOWN, FlagsEvidence, Step
 from fbt_audit.deep.walker import Walk
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.core import IC, Insn, Judgement
 from fbt_audit.model.kernel import Kernel
 
-FLAG_RULES = ("FBT101", "FBT102", "FBT103")  # the findings whose evidence is a flags path
 _FLAGS = IC.PUSHES_FLAGS | IC.WRITES_IF | IC.IRET
 
 
@@ -96,9 +95,7 @@ def _evidence(kernel: Kernel, j: Judgement, variant: str, jumps: dict[int, int],
 
 
 def values_hint(use_values: bool) -> str:
-    from fbt_audit.deep.values import EXTRA_HINT
-
-    return "not yet tracked" if use_values else f"stack walk only: {EXTRA_HINT}"
+    return "not yet tracked" if use_values else "stack walk only: value tracking did not run"
 
 
 def extent(kernel: Kernel, addr: int, name: str) -> tuple[int, int]:

@@ -205,9 +205,11 @@ def _in_frame(st, value, sp: int) -> bool:
 
 
 def _answer(st, value, word) -> str:
+    """proven: the word taken equals W on every run; refuted: it does not depend on W at all (another word,
+    whatever the flags were); unknown: it depends on W but may differ (a partial or conditional copy)."""
     if not st.solver.satisfiable(extra_constraints=[value != word]):
         return PROVEN
-    if not st.solver.satisfiable(extra_constraints=[value == word]):
+    if not word.variables & value.variables:
         return REFUTED
     return UNKNOWN
 
@@ -346,6 +348,6 @@ def judge_paths(paths: list[FlagsPath], records: list[Record], origin: int, cut:
         elif answers == {PROVEN}:
             p.state, p.why = PROVEN, f"value tracking (angr {ver}): {p.consumer} takes the pushed word on every run"
         elif answers == {REFUTED}:
-            p.state, p.why = REFUTED, f"value tracking (angr {ver}): {p.consumer} never takes the pushed word"
+            p.state, p.why = REFUTED, f"value tracking (angr {ver}): {p.consumer} takes another word, not the pushed"
         else:
             p.state, p.why = UNKNOWN, f"value tracking (angr {ver}): the word taken is the pushed one on some runs only"

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from fbt_audit.deep.model import FlagsEvidence, FlagsPath
+from fbt_audit.deep.model import FLAG_RULES, FlagsEvidence, FlagsPath
 from fbt_audit.gate.identity import pseudo_path
 from fbt_audit.input.dwarf import relative_source
 
 if TYPE_CHECKING:
     from fbt_audit.gate.identity import Item
     from fbt_audit.input.dwarf import PathMap
-
-FLAG_RULES = ("FBT101", "FBT102", "FBT103")
 
 
 def evidence_of(item: Item) -> FlagsEvidence | None:
