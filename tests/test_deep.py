@@ -148,3 +148,19 @@ def test_value_tracking_proves_refutes_and_says_why(flags_o):
         "(call at 0x1041)"
     )
     assert ev["deep_save_fl"].method == f"stack walk + value tracking (angr {ver})"
+
+
+def test_json_carries_the_paths_briefly(flags_o, monkeypatch, capsys):
+    import jsonschema
+
+    from fbt_audit.report.jsonout import schema
+
+    monkeypatch.setattr(values, "available", lambda: False)
+    assert run([str(flags_o), "--table", "legacy-2011", "--deep-only", "deep_iret", "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.validate(doc, schema())
+    (pp,) = [p for img in doc["images"] for p in img["patchpoints"] if "deep" in p]
+    assert (pp["name"], pp["deep"]) == ("deep_iret", {
+        "summary": "1 flags path (stack walk): 1 unknown",
+        "paths": [{"consumer": "iretq", "at": "0x1057", "steps": 2, "state": "unknown",
+                   "why": "stack walk only: value tracking did not run"}]})  # fmt: skip
