@@ -88,8 +88,14 @@ class Record:
 
 def _procedures():
     """The SimProcedure classes, built once angr is imported."""
-    if "procs" in _mods:
-        return _mods["procs"]
+    if "procs" not in _mods:
+        hook = _hook_base()
+        _mods["procs"] = {**_word_hooks(hook), **_other_hooks(hook)}
+    return _mods["procs"]
+
+
+def _hook_base():
+    """The base of every hook: it ends by jumping to the next instruction (a SimProcedure would return)."""
     angr, claripy = _mods["angr"], _mods["claripy"]
 
     class _Hook(angr.SimProcedure):
@@ -104,6 +110,13 @@ def _procedures():
 
         def caveat(self, text: str):
             self.state.globals["caveats"] = (*self.state.globals.get("caveats", ()), text)
+
+    return _Hook
+
+
+def _word_hooks(_Hook) -> dict:
+    """The PUSHF at the patchpoint (a fresh word W) and the consumers, which record what they take."""
+    claripy = _mods["claripy"]
 
     class Origin(_Hook):
         def run(self):
@@ -137,6 +150,13 @@ def _procedures():
             elif self.dst:
                 st.registers.store(self.dst, value)
             self.go()
+
+    return {"Origin": Origin, "Consumer": Consumer}
+
+
+def _other_hooks(_Hook) -> dict:
+    """Calls, jump-label sites, what VEX cannot lift (or lifts wrongly), and traps."""
+    claripy = _mods["claripy"]
 
     class Call(_Hook):
         def __init__(self, nxt: int, callee: str, **kw):
@@ -191,9 +211,7 @@ def _procedures():
         def run(self):
             self.exit(0)
 
-    _mods["procs"] = {"Origin": Origin, "Consumer": Consumer, "Call": Call, "Either": Either, "Opaque": Opaque,
-                      "Stop": Stop}  # fmt: skip
-    return _mods["procs"]
+    return {"Call": Call, "Either": Either, "Opaque": Opaque, "Stop": Stop}
 
 
 def _in_frame(st, value, sp: int) -> bool:
