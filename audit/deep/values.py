@@ -1,10 +1,10 @@
 """values.py: value tracking with angr (the optional [deep] extra; the one module that imports it, lazily).
 
 One function at a time, from a blob of the image's own bytes (angr's ELF loader takes a minute and 1.3 GB on a
-vmlinux). A symbolic run from the function's entry, one instruction per step, so that a run's history is its
-instruction trace and matches the stack walker's paths exactly. The PUSHF at the patchpoint pushes a fresh
-symbol W; at every POPF, IRET and `pop reg` the word taken is compared with W by the solver: proven when it
-cannot differ, refuted when it cannot be equal.
+vmlinux). A symbolic run from the function's entry, a VEX block per step, each run's instructions recorded so
+that its trace matches the stack walker's paths exactly (runs that leave them are dropped). The PUSHF at the
+patchpoint pushes a fresh symbol W; at every POPF, IRET and `pop reg` the word taken is compared with W by the
+solver: proven when it cannot differ, refuted when it does not depend on W.
 
 What VEX cannot lift, or lifts wrongly for this question, is handled before the run, per instruction:
 - cli, sti: patched to NOP (same length). They change IF only: no register, memory or stack effect.
@@ -137,7 +137,7 @@ def _word_hooks(_Hook) -> dict:
             value = st.memory.load(sp + (16 if self.kind == "iret" else 0), 8, endness="Iend_LE")
             word = st.globals.get("word")
             if word is not None:
-                trace = (*st.history.bbl_addrs.hardcopy, st.addr)
+                trace = (*st.globals.get("trace", ()), st.addr)
                 self.records.append(Record(st.addr, tuple(trace), _answer(st, value, word),
                                            tuple(st.globals.get("caveats", ()))))  # fmt: skip
             if self.kind == "iret":
@@ -291,7 +291,9 @@ def track(code: bytes, base: int, entry: int, origin: int, insns: list[Insn], ju
         v = claripy.BVS(f"entry_{r}", 64)
         st.registers.store(r, v)
         st.solver.add(claripy.UGE(v - (STACK_TOP - FRAME), FRAME))  # v is not in [STACK_TOP - FRAME, STACK_TOP)
-    return records, _explore(proj, st, base, base + len(code), origin, _trie(traces))
+    order = [i.addr for i in insns]
+    paths = _Paths(order, {a: n for n, a in enumerate(order)}, set(hooks), origin, _trie(traces))
+    return records, _explore(proj, st, base, base + len(code), paths)
 
 
 def _trie(traces: list[tuple[int, ...]]) -> dict:
@@ -304,8 +306,45 @@ def _trie(traces: list[tuple[int, ...]]) -> dict:
     return root
 
 
-def _explore(proj, st, lo: int, hi: int, origin: int, trie: dict) -> str:
-    """Step every run one instruction at a time; a run leaves when it leaves the function or the walker's paths."""
+@dataclass
+class _Paths:
+    """The function's instruction order (to expand a VEX block into its instructions) and the walker's trie."""
+
+    order: list[int]
+    index: dict[int, int]
+    hooked: set[int]
+    origin: int
+    trie: dict
+
+    def executed(self, s) -> list[int]:
+        """The instructions of the block s has just run: a hook is one, a VEX block its count from its start."""
+        a = s.history.addr
+        if a is None:
+            return []
+        if a in self.hooked or a not in self.index:
+            return [a]
+        i = self.index[a]
+        # angr 9.2's count leaves out the block's last instruction (measured on blocks ending at a branch and at a hook)
+        return self.order[i : i + max(0, s.history.recent_instruction_count) + 1]
+
+    def keep(self, s) -> bool:
+        """Record the block in the run's trace; keep the run while it follows the trie (from the PUSHF on)."""
+        node = s.globals.get("node")
+        ran = self.executed(s)
+        s.globals["trace"] = (*s.globals.get("trace", ()), *ran)
+        for a in ran:
+            if node is None and a == self.origin:
+                node = self.trie
+            if node is not None:
+                node = node.get(a)
+                if node is None:
+                    return False
+        s.globals["node"] = node
+        return node is None or s.addr in node
+
+
+def _explore(proj, st, lo: int, hi: int, paths: _Paths) -> str:
+    """Step every run a VEX block at a time; a run leaves when it leaves the function or the walker's paths."""
     import time
 
     simgr = proj.factory.simgr(st)
@@ -314,9 +353,9 @@ def _explore(proj, st, lo: int, hi: int, origin: int, trie: dict) -> str:
     for n in range(MAX_INSNS):
         if not simgr.active:
             break
-        simgr.step(num_inst=1)
+        simgr.step()
         simgr.move("active", "left", lambda s: s.regs.ip.symbolic or not lo <= s.addr < hi)
-        simgr.move("active", "off", lambda s: not _on_paths(s, origin, trie))
+        simgr.move("active", "off", lambda s: not paths.keep(s))
         if len(simgr.active) > MAX_ACTIVE:
             simgr.split(limit=MAX_ACTIVE, from_stash="active", to_stash="cut")
             cut = f"value tracking kept {MAX_ACTIVE} runs at a time"
@@ -326,20 +365,6 @@ def _explore(proj, st, lo: int, hi: int, origin: int, trie: dict) -> str:
         if simgr.active:
             cut = f"value tracking stopped after {n + 1} steps"
     return cut
-
-
-def _on_paths(s, origin: int, trie: dict) -> bool:
-    """Keep a run on the walker's trie from the PUSHF on (before it, anything goes): moves its node along."""
-    node = s.globals.get("node")
-    if node is None:
-        if s.addr != origin:
-            return True
-        node = trie
-    child = node.get(s.addr)
-    if child is None:
-        return False
-    s.globals["node"] = child
-    return True
 
 
 def judge_paths(paths: list[FlagsPath], records: list[Record], origin: int, cut: str, ver: str) -> None:

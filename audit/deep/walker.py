@@ -139,7 +139,8 @@ class Walk:
 
     def finish(self, s: _State, insn: Insn | None, consumer: str, note: str) -> list[_State]:
         steps = s.steps if insn is None else (*s.steps, Step(insn.addr, insn.text, note))
-        trace = s.trace if insn is None else (*s.trace, insn.addr)
+        done = insn is None or (s.trace and s.trace[-1] == insn.addr)  # the state after insn has it in its trace
+        trace = s.trace if done else (*s.trace, insn.addr)
         self.paths.append(FlagsPath(steps, consumer, trace, caveats=s.caveats))
         return []
 
