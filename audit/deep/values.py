@@ -37,9 +37,9 @@ from fbt_audit.model.core import IC, Insn
 STACK_TOP = 0x7FF0_0000_0000  # %rsp at the function's entry in the model
 FRAME = 0x1_0000  # the frame below it that incoming pointers cannot reach
 GS_BASE = 0x6000_0000_0000
-MAX_INSNS = 4_000  # steps of the run (each steps every active state by one instruction)
-MAX_ACTIVE = 64
-BUDGET_S = 5  # wall-clock seconds of value tracking per function
+MAX_WORK = 300  # block runs per function (a run stepped by one VEX block is one)
+MAX_ACTIVE = 64  # runs at once
+DEADLINE_S = 30  # wall-clock safety net per function
 _REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", *(f"r{n}" for n in range(8, 16)))
 _CALLER_SAVED = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11")
 _ARGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
@@ -344,27 +344,26 @@ class _Paths:
 
 
 def _explore(proj, st, lo: int, hi: int, paths: _Paths) -> str:
-    """Step every run a VEX block at a time; a run leaves when it leaves the function or the walker's paths."""
+    """Step every run a VEX block at a time; a run leaves when it leaves the function or the walker's paths.
+    The work is bounded by a count of block runs (deterministic: the same answer on a loaded machine), and by a
+    wall-clock safety net that only a pathological function reaches."""
     import time
 
     simgr = proj.factory.simgr(st)
-    cut = ""
-    deadline = time.monotonic() + BUDGET_S
-    for n in range(MAX_INSNS):
-        if not simgr.active:
-            break
+    deadline = time.monotonic() + DEADLINE_S
+    work = 0
+    while simgr.active:
+        if work >= MAX_WORK:
+            return f"value tracking stopped after {work} block runs"
+        if time.monotonic() > deadline:
+            return f"value tracking stopped after {DEADLINE_S} s ({work} block runs)"
+        work += len(simgr.active)
         simgr.step()
         simgr.move("active", "left", lambda s: s.regs.ip.symbolic or not lo <= s.addr < hi)
         simgr.move("active", "off", lambda s: not paths.keep(s))
         if len(simgr.active) > MAX_ACTIVE:
-            simgr.split(limit=MAX_ACTIVE, from_stash="active", to_stash="cut")
-            cut = f"value tracking kept {MAX_ACTIVE} runs at a time"
-        if time.monotonic() > deadline:
-            return f"value tracking stopped after {BUDGET_S} s ({n + 1} steps)"
-    else:
-        if simgr.active:
-            cut = f"value tracking stopped after {n + 1} steps"
-    return cut
+            return f"value tracking stopped at {len(simgr.active)} runs at once"
+    return ""
 
 
 def judge_paths(paths: list[FlagsPath], records: list[Record], origin: int, cut: str, ver: str) -> None:

@@ -81,3 +81,5 @@ def test_must_show_sarif(vmlinux61, tmp_path):
     assert all("the frame reaches ftrace_stub in %rcx: it may rewrite the word" in f["properties"]["why"]
                for f in regs)  # fmt: skip
     assert res["kernel:this_cpu_cmpxchg16b_emu:entry"]["properties"]["deep"]["proven"] == 3
+    cpu = res["kernel:verify_cpu:entry"]["properties"]["deep"]
+    assert (cpu["paths"], cpu["proven"], cpu["note"]) == (16, 16, "walk cut at 16 paths and 106 instructions")
