@@ -164,3 +164,11 @@ def test_json_carries_the_paths_briefly(flags_o, monkeypatch, capsys):
         "summary": "1 flags path (stack walk): 1 unknown",
         "paths": [{"consumer": "iretq", "at": "0x1057", "steps": 2, "state": "unknown",
                    "why": "stack walk only: value tracking did not run"}]})  # fmt: skip
+
+
+def test_deep_only_names_what_it_did_not_find(flags_o, monkeypatch, capsys):
+    monkeypatch.setattr(values, "available", lambda: True)  # no notice: only the unknown name is said
+    monkeypatch.setattr(values, "track", lambda *a, **k: ([], ""))
+    monkeypatch.setattr(values, "version", lambda: "0")
+    assert run([str(flags_o), "--table", "legacy-2011", "--deep-only", "deep_save_fl", "--deep-only", "nosuch"]) == 1
+    assert capsys.readouterr().err == "fbt-audit: --deep-only nosuch: no entry patchpoint of that name\n"

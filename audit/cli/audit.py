@@ -296,6 +296,12 @@ def _audit(s: AuditSettings):
         paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
         progress=s.progress, sources=s.fmt in ("sarif", "github"), deep=deep,
     )  # fmt: skip
+    if s.deep_only:  # a name that matched nothing is said, not silently skipped
+        analysed = [j.pp for r in results for j in r.judgements if (j.pp.addr, j.pp.site) in r.evidence]
+        found = {n for pp in analysed for n in (pp.name, *pp.aliases)}
+        for name in s.deep_only:
+            if name not in found:
+                click.echo(f"fbt-audit: --deep-only {name}: no entry patchpoint of that name", err=True)
     for r in results:
         source = getattr(r.kernel, "symbol_source", ".symtab")
         if source != ".symtab":
