@@ -2,7 +2,7 @@
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.core import Level
-from fbt_audit.model.facts import DENY
+from fbt_audit.model.facts import BUG_SITE, DENY
 
 WHY = {
     "blacklist": "NOKPROBE_SYMBOL (_kprobe_blacklist)",
@@ -11,6 +11,7 @@ WHY = {
     "entry": "entry text",
     "kprobes": "__kprobes text",
     "cpuidle": "cpuidle text",
+    BUG_SITE: "a __bug_table site (find_bug)",
 }
 
 
@@ -25,6 +26,9 @@ class DenyRegion(Rule):
     `.cpuidle.text` (inside the noinstr range from 6.2; separate, and not blacklisted by
     kprobes, in 6.1, but `noinstr` in spirit: it runs with RCU not watching), and a suffixed
     symbol (`foo.cold`, `foo.isra.0`) of a listed `foo`, which `within_kprobe_blacklist` also refuses.
+    Under a `kprobes-*` table `.cpuidle.text` alone is not reported: 6.1's kprobes accepts it (the
+    register_kprobe() oracle, docs/verify.md), and from 6.2 on it lies inside `__noinstr_text_*`; and a
+    `__bug_table` site (a `BUG()`/`WARN()` `ud2`) is, as `check_kprobe_address_safe` refuses it (`find_bug`).
 
     Why it is unsafe:
     This code runs where a trap is fatal or unrecoverable: before the entry code switched
@@ -56,5 +60,10 @@ class DenyRegion(Rule):
     facts_only = True
 
     def check(self, site: Site) -> str | None:
-        why = [WHY[f[len(DENY) :]] for f in sorted(site.pp.facts) if f.startswith(DENY)]
+        kinds = [f[len(DENY) :] for f in sorted(site.pp.facts) if f.startswith(DENY)]
+        if site.kprobes_model:
+            kinds = [k for k in kinds if k != "cpuidle"]  # 6.1 kprobes accepts it; 6.12's noinstr range holds it
+            if BUG_SITE in site.pp.facts:
+                kinds.append(BUG_SITE)  # check_kprobe_address_safe refuses a BUG()/WARN() ud2 by its address
+        why = [WHY[k] for k in kinds]
         return "deny region: " + ", ".join(why) if why else None

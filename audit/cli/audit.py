@@ -79,6 +79,16 @@ from fbt_audit.model.core import Level
     "a linear decode of all text cross-checked with .return_sites. Off by default: entry-only audits stay fast.",
 )
 @click.option(
+    "--platform",
+    type=click.Choice(("all", "native", "xen-pv", "up")),
+    default="all",
+    show_default=True,
+    help="Which boot-time forms can be live: all (every form any boot leaves, worst wins); native (bare metal, "
+    "KVM: paravirt calls patched direct, Xen-only alternatives dead, .smp_locks prefixes fixed at boot); xen-pv "
+    "(a Xen PV guest); up (native booted with one CPU present and more possible: .smp_locks rewritten at run "
+    "time). The list's live column and SARIF name the platform.",
+)
+@click.option(
     "--deep",
     is_flag=True,
     help="Deep analysis of the flagged flags patchpoints (FBT101-103: pushf, popf, cli, sti, iret): the paths of "
@@ -180,6 +190,7 @@ class AuditSettings:
     ignore: list[str] | None
     statistics: bool
     returns: bool
+    platform: str
     deep: bool
     deep_only: tuple[str, ...]
     baseline: Path | None
@@ -294,7 +305,7 @@ def _audit(s: AuditSettings):
     deep = _deep_options(s)
     results, failures = run_batch(
         paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
-        progress=s.progress, sources=s.fmt in ("sarif", "github"), deep=deep,
+        progress=s.progress, sources=s.fmt in ("sarif", "github"), platform=s.platform, deep=deep,
     )  # fmt: skip
     if s.deep_only:  # a name that matched nothing is said, not silently skipped
         analysed = [j.pp for r in results for j in r.judgements if (j.pp.addr, j.pp.site) in r.evidence]

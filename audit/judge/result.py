@@ -21,6 +21,7 @@ class AuditResult:
     # (symbol name, address) -> its compilation unit's STT_FILE name, recorded by the pipeline for the names
     # that need telling apart before the image is let go (pipeline.batch.detach); None: ask the image.
     units: dict[tuple[str, int], str] | None = None
+    platform: str = "all"  # the boot-time forms judged (--platform, audit/sites/platform.py): all = every one
     # (patchpoint address, site) -> what --deep found there (deep.model.FlagsEvidence); typed loosely: deep is later
     evidence: dict[tuple[int, str], Any] = field(default_factory=dict)
 

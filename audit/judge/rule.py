@@ -34,6 +34,12 @@ class Site:
         return self.handling == Handling.EMULATE
 
     @property
+    def kprobes_model(self) -> bool:
+        """The table models Linux kprobes (kprobes-6.1, kprobes-6.12, kprobes): site rules then refuse what
+        kprobes refuses and no more (docs/verify.md, the register_kprobe() oracle)."""
+        return self.table.name.startswith("kprobes")
+
+    @property
     def placed(self) -> bool:
         """The module plants an int3 here and runs its handler on the displaced instruction."""
         return self.handling in (Handling.STEP, Handling.EMULATE)

@@ -12,6 +12,7 @@ from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.patchpoints.entry import entry_patchpoints, gc_paused
 from fbt_audit.sites.annotate import add_site_facts
+from fbt_audit.sites.platform import apply_platform
 from fbt_audit.table import emulation as tables
 from fbt_audit.table.emulation import EmulationTable
 
@@ -32,11 +33,13 @@ def audit(
     ignore: list[str] | None = None,
     returns: bool = False,
     symbols: SymbolOptions | None = None,
+    platform: str = "all",
     deep: DeepOptions | None = None,
 ) -> AuditResult:
     """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
     with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
-    a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in);
+    a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in).
+    `platform` keeps only the boot-time forms that platform can leave live (audit/sites/platform.py);
     with `deep`, the flags paths of the FBT101-103 findings (audit/deep/)."""
     from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
@@ -51,13 +54,15 @@ def audit(
 
             pps = pps + return_patchpoints(kernel)[0]
         tables_read = add_site_facts(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
+        apply_platform(pps, platform)  # --platform: only the forms that platform can leave live (all: every one)
         judgements = list(map(judge_for(tab, rules), pps))
         addrs = [j.pp.addr for j in judgements]
         if not all(map(lt, addrs, islice(addrs, 1, None))):  # strictly increasing: already in order
             judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
         # a table no known layout fits is said, never guessed: its sites are left out
         errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
-        result = AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors)
+        result = AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors,
+                             platform=platform)
         if deep is not None:  # --deep: flags paths of the flagged patchpoints (audit/deep/)
             from fbt_audit.deep.run import analyse
 

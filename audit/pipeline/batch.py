@@ -156,7 +156,7 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
         return_stats=k.return_stats,
     )
     return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units,
-                       evidence=result.evidence)  # fmt: skip
+                       platform=result.platform, evidence=result.evidence)  # fmt: skip
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -164,20 +164,20 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
 _job: dict = {}  # what every task of this worker shares: table, rule selection, options
 
 
-def _setup(table, select, ignore, returns, symbols, sources, deep=None) -> None:
+def _setup(table, select, ignore, returns, symbols, sources, platform="all", deep=None) -> None:
     """Worker start: the parent's modules come with the fork (no re-import). Ctrl-C is the parent's to
     handle; the objects inherited are frozen so that the collector never scans them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
     _job.update(table=table, select=select, ignore=ignore, returns=returns, symbols=symbols, sources=sources,
-                deep=deep)  # fmt: skip
+                platform=platform, deep=deep)  # fmt: skip
 
 
 def _audit_one(path: Path, job: dict) -> AuditResult:
     from fbt_audit.pipeline.api import audit
 
     r = audit(path, job["table"], select=job["select"], ignore=job["ignore"], returns=job["returns"],
-              symbols=job["symbols"], deep=job.get("deep"))  # fmt: skip
+              symbols=job["symbols"], platform=job.get("platform", "all"), deep=job.get("deep"))  # fmt: skip
     return detach(r, job["sources"])
 
 
@@ -244,6 +244,7 @@ def run_batch(
     jobs: int | None = None,
     progress: bool = False,
     sources: bool = False,
+    platform: str = "all",
     deep=None,
 ) -> tuple[Results, list[str]]:
     """Audit every input PATH... names (directories: every module under them), modules across `jobs`
@@ -259,12 +260,13 @@ def run_batch(
     if not inputs and len(problems) == 1 and len(paths) == 1:
         raise InputError(problems[0])
     if len(inputs) == 1 and inputs[0].listed and not problems:
-        r = audit(inputs[0].path, table, select=select, ignore=ignore, returns=returns, symbols=symbols, deep=deep)
+        r = audit(inputs[0].path, table, select=select, ignore=ignore, returns=returns, symbols=symbols,
+                  platform=platform, deep=deep)  # fmt: skip
         return Results([r]), []
     jobs = max(1, jobs or os.cpu_count() or 1)
     rules = select_rules(select, ignore)
     opts = {"table": table, "select": select, "ignore": ignore, "returns": returns, "symbols": symbols,
-            "sources": sources, "deep": deep}  # fmt: skip
+            "sources": sources, "platform": platform, "deep": deep}  # fmt: skip
     got: dict[int, AuditResult] = {}
     failed: dict[int, str] = {}
     modules = [(i, inp.path) for i, inp in enumerate(inputs) if inp.module]
@@ -278,7 +280,8 @@ def run_batch(
         bar = _bar(len(inputs), progress)
         for i, path in local:  # a vmlinux keeps its whole Kernel, as a single audit does; a module is detached
             try:
-                r = audit(path, table, select=select, ignore=ignore, returns=returns, symbols=symbols, deep=deep)
+                r = audit(path, table, select=select, ignore=ignore, returns=returns, symbols=symbols,
+                          platform=platform, deep=deep)  # fmt: skip
                 got[i] = detach(r, sources) if inputs[i].module else r
             except Exception as e:  # noqa: BLE001 - one bad input is a failure line; the others complete
                 if not isinstance(e, AuditError) and os.environ.get("FBT_AUDIT_DEBUG"):
@@ -310,7 +313,7 @@ def _start(modules: list[tuple[int, Path]], jobs: int, opts: dict):
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     chunks = _chunks(modules, jobs)
     args = (opts["table"], opts["select"], opts["ignore"], opts["returns"], opts["symbols"], opts["sources"],
-            opts["deep"])  # fmt: skip
+            opts["platform"], opts["deep"])  # fmt: skip
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), mp_context=ctx, initializer=_setup, initargs=args)
     return pool, {pool.submit(_task, c): c for c in chunks}
 

@@ -48,7 +48,7 @@ def row(index: int, r: AuditResult, j: Judgement, counts: Mapping[str, int] | No
     pp, insn = j.pp, j.pp.insn
     where = f"{pp.addr:016x}" if r.kernel.kind == "vmlinux" else f"{pp.sec_off:x}"
     count = counts.get(pp.probe_name) if counts is not None else None
-    live = ",".join(f"{v.label}={v.insn.raw.hex()}" for v in pp.variants[1:]) or "-"
+    live = live_text(getattr(r, "platform", "all"), tuple((v.label, v.insn.raw) for v in _forms(pp.variants)))
     fields = (
         str(index),
         "-" if count is None else str(count),
@@ -65,6 +65,19 @@ def row(index: int, r: AuditResult, j: Judgement, counts: Mapping[str, int] | No
         live,
     )
     return "\t".join(fields)
+
+
+def _forms(variants):
+    """The forms the live column shows: every variant but the disk form (a platform may have dropped it)."""
+    return variants[1:] if variants and variants[0].label == "disk" else variants
+
+
+def live_text(platform: str, pairs: tuple) -> str:
+    """The live column: `label=hex` per form; under a named --platform, `platform=<name>` first."""
+    text = ",".join(f"{label}={b.hex()}" for label, b in pairs)
+    if platform != "all":
+        return f"platform={platform}" + ("," + text if text else "")
+    return text or "-"
 
 
 def in_order(result: AuditResult) -> list[Judgement]:
@@ -92,6 +105,7 @@ def render_list(results: list[AuditResult], counts: Mapping[str, int] | None = N
     invalid = IC.INVALID
     for r in results:
         vmlinux = r.kernel.kind == "vmlinux"
+        platform = getattr(r, "platform", "all")
         for j in in_order(r):
             pp = j.pp
             insn = pp.insn
@@ -110,18 +124,17 @@ def render_list(results: list[AuditResult], counts: Mapping[str, int] | None = N
                 op = f"{raw[0]:02x}" if raw else "-"
                 shape = shapes[key] = f"{op}\t{0 if key[1] else len(raw)}\t{insn.modrm_off}"
             variants = pp.variants
-            if len(variants) == 1:
+            if len(variants) == 1 and variants[0].label == "disk":
                 live = ()
-            elif len(variants) == 2:  # the usual live form: one run-time variant (ftrace-nop)
+            elif len(variants) == 2 and variants[0].label == "disk":  # the usual: one run-time form (ftrace-nop)
                 live = (variants[1].label, variants[1].insn.raw)
             else:
-                live = tuple((v.label, v.insn.raw) for v in variants[1:])
-            key = (pp.addr - pp.sym_addr, pp.kind, live)
+                live = tuple((v.label, v.insn.raw) for v in _forms(variants))
+            key = (pp.addr - pp.sym_addr, pp.kind, live, platform)
             tail = tails.get(key)
             if tail is None:
-                pairs = (live,) if len(variants) == 2 else live
-                live_text = ",".join(f"{label}={b.hex()}" for label, b in pairs) or "-"
-                tail = tails[key] = f"+0x{key[0]:x}\t{pp.kind}\t{live_text}"
+                pairs = (live,) if live and isinstance(live[0], str) else live
+                tail = tails[key] = f"+0x{key[0]:x}\t{pp.kind}\t{live_text(platform, pairs)}"
             probe = f"{pp.module}:{pp.name}:{pp.site}"
             count = counts.get(probe) if counts is not None else None
             lines.append(

@@ -141,6 +141,9 @@ def _result(item: Item, rule_index: int, paths: PathMap | None, addresses: Addre
             "variants": variants,
         },
     }
+    platform = getattr(r, "platform", "all")
+    if platform != "all":  # --platform: the boot-time forms this verdict assumes (absent: all of them)
+        out["properties"]["platform"] = platform
     if item.state is not None:
         out["baselineState"] = item.state
     if addresses is not None and item.result.evidence:  # --deep: the flags paths (report/sarif_flows.py)
@@ -186,6 +189,9 @@ def _run(
         "tables": [{"name": n, "sha256": h} for n, h in tables(group)],
         "resultsTotal": total,
     }
+    platforms = sorted({getattr(r, "platform", "all") for r in group} - {"all"})
+    if platforms:  # --platform: which boot-time forms the verdicts assume (absent: every form, worst wins)
+        properties["platform"] = platforms[0] if len(platforms) == 1 else platforms
     if hidden:
         properties["resultsNotShown"] = hidden  # below --show, or on __pfx_/__cfi_ padding (--show all)
     if omitted:

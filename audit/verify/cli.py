@@ -33,10 +33,20 @@ FORMATS = ("text", "json")
               help="Seconds a boot may take before it counts as a hang.")
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
               help="Keep the build, serial logs and boot files here (default: a new directory under /tmp).")
+@click.option("--oracle", is_flag=True,
+              help="Instead of arming: ask the booted kernel's register_kprobe() (kmod/oracle/, disabled probes) "
+              "about every text symbol (or --only / --sample of the audit's entries) and compare with the audit "
+              "under the release's kprobes-* table; exit 1 below --min-agreement.")
+@click.option("--platform", type=click.Choice(("all", "native", "xen-pv", "up")), default="native",
+              show_default=True, help="With --oracle: the boot-time forms the audit judges (QEMU boots native).")
+@click.option("--save", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --oracle: write the answers as tests/data/oracle-<release>.txt does.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.999, show_default=True,
+              help="With --oracle: the agreement below which the exit code is 1.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the report here.")
-def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload, rounds, timeout, workdir, fmt,
-               output):
+def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload, rounds, timeout, workdir, oracle,
+               platform, save, min_agreement, fmt, output):
     """Prove verdicts by execution: build kmod/ with --table for KERNEL (a locked release such as
     6.1.0-56-amd64, or an unpacked linux-image-* directory), boot it under QEMU with a busybox initramfs,
     arm the selected patchpoints (default: those the audit calls safe), run a workload, and classify the
@@ -49,6 +59,9 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
 
     if sample is not None and sample < 1:
         raise UsageError("verify --sample: must be at least 1")
+    if oracle:
+        only = [f.strip() for v in only for f in v.split(",") if f.strip()]
+        sys.exit(_oracle(kernel, only, sample, seed, cpu, workdir, platform, save, min_agreement, output))
     if table_name not in qemu.KMOD_TABLES:
         raise UsageError(f"verify --table {table_name}: kmod/ compiles in only {', '.join(qemu.KMOD_TABLES)}")
     missing = initramfs.have_tools()
@@ -98,3 +111,32 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
     else:
         sys.stdout.write(out)
     sys.exit(1 if rep.complaint else 0)
+
+
+def _oracle(kernel, only, sample, seed, cpu, workdir, platform, save, min_agreement, output) -> int:
+    """verify --oracle: one boot asking register_kprobe(), compared with the audit; the exit code."""
+    from fbt_audit.verify import initramfs, oracle, target
+    from fbt_audit.verify.deps import audit
+
+    missing = initramfs.have_tools()
+    if missing:
+        raise InputError(f"verify: {missing}")
+    t = target.resolve(kernel)
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="fbt-oracle-"))
+    click.echo(f"fbt-audit verify --oracle: boot and serial log in {workdir}", err=True)
+    table = oracle.kprobes_table(t.release)
+    result = audit(t.image, table, platform=platform)
+    symbols = oracle.choose(result, only=only or None, sample=sample, seed=seed)
+    start = time.monotonic()
+    answers = oracle.ask(t, workdir, symbols, cpu=cpu)
+    click.echo(f"fbt-audit verify --oracle: {len(answers)} answers in {time.monotonic() - start:.0f} s", err=True)
+    if save:
+        oracle.save(save, t.release, result.kernel.build_id or "-", answers)
+    cmp = oracle.compare(result, answers)
+    out = oracle.render(cmp, t.release, table, platform)
+    if output:
+        output.write_text(out)
+    else:
+        sys.stdout.write(out)
+    return 0 if cmp.ratio >= min_agreement else 1

@@ -87,7 +87,7 @@ def _marks(log: str) -> dict[str, float]:
     return out
 
 
-def boot(vmlinuz: Path, initrd: Path, workdir: Path, *, cpu: str, smp: int, timeout: float,
+def boot(vmlinuz: Path, initrd: Path, workdir: Path, *, cpu: str, smp: int | str, timeout: float,
          memory: str = "2G") -> Boot:
     """Boot once; kill QEMU after timeout seconds (a hang). The serial log stays in workdir."""
     qemu = shutil.which("qemu-system-x86_64")

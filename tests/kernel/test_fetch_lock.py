@@ -36,11 +36,16 @@ def edited_lock(tmp_path, kind: str, **changes: str):
 def test_lock_pins_every_kind_the_tests_fetch():
     with open(LOCK, "rb") as f:
         lock = tomllib.load(f)
-    assert set(lock) == {"dbg-6.1", "image-6.1", "headers-6.1", "headers-common-6.1", "dbg-6.12", "image-6.12"}
+    assert set(lock) == {"dbg-6.1", "image-6.1", "headers-6.1", "headers-common-6.1", "dbg-6.12", "image-6.12",
+                         "headers-6.12", "headers-common-6.12", "headers-kbuild-6.12"}
     for kind, e in lock.items():
         assert re.fullmatch(r"[0-9a-f]{64}", e["sha256"]), kind
-        assert e["package"].startswith(("linux-image-", "linux-headers-")) and e["version"], kind
-        assert e["release"] in e["package"] or kind.startswith("headers-common"), kind
+        assert e["package"].startswith(("linux-image-", "linux-headers-", "linux-kbuild-")) and e["version"], kind
+        assert e["release"] in e["package"] or kind.startswith(("headers-common", "headers-kbuild")), kind
+    # the oracle builds kmod/oracle/ for the image-6.12 build (scripts/unpack-headers 6.12): the same build
+    for kind in ("headers-6.12", "headers-common-6.12", "headers-kbuild-6.12"):
+        assert (lock[kind]["release"], lock[kind]["version"]) == (lock["image-6.12"]["release"],
+                                                                  lock["image-6.12"]["version"]), kind
     # the -dbg and -unsigned builds of 6.1 are one build; the pins of tests/kernel/ were measured on these
     assert lock["dbg-6.1"]["release"] == lock["image-6.1"]["release"] == lock["headers-6.1"]["release"]
     assert lock["dbg-6.1"]["version"] == lock["image-6.1"]["version"] == lock["headers-6.1"]["version"]
