@@ -12,6 +12,8 @@ class IfModifierStepped(Rule):
     CLI, STI, POPF, IRET/IRETQ and any other instruction that writes the interrupt flag (IF)
     or the trap flag (TF), when the table steps it, or emulates it on the trap handler's own
     flags instead of the interrupted context's saved `pt_regs->flags`.
+    With `--deep`, the finding says whether a flags word is followed: a PUSHF variant's paths
+    to its consumers, as for FBT102; CLI, STI, POPF and IRET push none (a one-line note).
 
     Why it is unsafe:
     A step runs the copy with flags the handler chose: IF masked, and under a TF step TF set.

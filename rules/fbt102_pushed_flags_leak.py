@@ -19,6 +19,10 @@ class PushedFlagsLeak(Rule):
     `local_irq_save`/`local_irq_restore`, the 3.0-era `native_load_gs_index`), so interrupts
     stay disabled on a CPU that had them enabled, or a stray TF=1 raises #DB with no handler
     expecting it. Emulating PUSHF from the handler's own flags pushes the same wrong word.
+    With `--deep`, the finding shows where the pushed word goes: every path from the
+    patchpoint to its consumer (POPF, IRET, `pop reg`, through copies to other slots), each
+    proven, refuted or unknown (with why) by value tracking when the `[deep]` extra (angr) is
+    installed; SARIF carries them as codeFlows.
 
     Example:
     Under `legacy-2011` (TF step, IF masked, PUSHF stepped without repair), on the locked 6.1

@@ -10,6 +10,8 @@ class LiveIfNotRestored(Rule):
     What it finds:
     Any instruction the table steps while its header masks IF during a step (`step_if` =
     masked), when neither the entry nor the header's step fixups include LIVE_IF.
+    With `--deep`, a stepped PUSHF's finding also shows the paths of the pushed flags word to
+    its consumers, as for FBT102.
 
     Why it is unsafe:
     The step runs with IF cleared in the flags the copy resumes with. Unless the handler puts

@@ -8,7 +8,7 @@ from pathlib import Path
 from .conftest import ROOT
 
 # Stages in pipeline order (DESIGN.md, "Stages and rooms"). A module may import its own stage and earlier ones.
-STAGES = ["model", "input", "decode", "table", "sites", "patchpoints", "judge", "gate", "report", "investigate",
+STAGES = ["model", "input", "decode", "table", "sites", "patchpoints", "judge", "deep", "gate", "report", "investigate",
           "pipeline", "verify", "cli"]  # fmt: skip
 RULES_MAY_IMPORT = {"fbt_audit.model.core", "fbt_audit.model.abi", "fbt_audit.model.facts", "fbt_audit.judge.rule"}
 

@@ -92,8 +92,19 @@ from fbt_audit.model.core import Level
 @click.option(
     "--deep",
     is_flag=True,
-    help="Deep checks: one sweep of every direct branch (FBT115 under a table with a patch window, such as "
-    "kprobes-6.1-optprobe) and FBT207 from the image's own call graph instead of audit/data/handler-path.txt.",
+    help="Deep analysis. The flagged flags patchpoints (FBT101-103: pushf, popf, cli, sti, iret): the paths of "
+    "the pushed flags word to where it is consumed (popf, iret, pop reg, a copy), as evidence on the finding "
+    "(SARIF codeFlows; a line in text and json). With the [deep] extra (angr), value tracking proves or refutes "
+    "each path; without it the stack walk alone says where the word goes. Their verdicts do not change. Also: one "
+    "sweep of every direct branch (FBT115 under a table with a patch window, such as kprobes-6.1-optprobe) and "
+    "FBT207 from the image's own call graph instead of audit/data/handler-path.txt.",
+)
+@click.option(
+    "--deep-only",
+    "deep_only",
+    multiple=True,
+    metavar="FUNC",
+    help="--deep for these functions only (repeatable), whatever their findings.",
 )
 @click.option(
     "--baseline",
@@ -184,6 +195,7 @@ class AuditSettings:
     returns: bool
     platform: str
     deep: bool
+    deep_only: tuple[str, ...]
     baseline: Path | None
     allowlist: Path | None
     source_root: str | None
@@ -206,6 +218,7 @@ class AuditSettings:
             params = config.merge(ctx, file, params)
         params["select"], params["ignore"] = split_ids(params["select"]), split_ids(params["ignore"])
         params["progress"] = sys.stderr.isatty() if params["progress"] is None else params["progress"]
+        params["deep_only"] = tuple(params.get("deep_only") or ())
         for key in ("baseline", "allowlist"):  # a settings file gives them as strings
             params[key] = Path(params[key]) if params[key] is not None else None
         return cls(**params)
@@ -292,15 +305,34 @@ def _audit(s: AuditSettings):
         path, symbols = running_kernel(symbols)
         paths = (path,)
     table = load_table(s.table_spec)
+    deep = _deep_options(s)
     results, failures = run_batch(
         paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
-        progress=s.progress, sources=s.fmt in ("sarif", "github"), platform=s.platform, deep=s.deep,
+        progress=s.progress, sources=s.fmt in ("sarif", "github"), platform=s.platform, deep=deep,
     )  # fmt: skip
+    if s.deep_only:  # a name that matched nothing is said, not silently skipped
+        analysed = [j.pp for r in results for j in r.judgements if (j.pp.addr, j.pp.site) in r.evidence]
+        found = {n for pp in analysed for n in (pp.name, *pp.aliases)}
+        for name in s.deep_only:
+            if name not in found:
+                click.echo(f"fbt-audit: --deep-only {name}: no entry patchpoint of that name", err=True)
     for r in results:
         source = getattr(r.kernel, "symbol_source", ".symtab")
         if source != ".symtab":
             click.echo(f"fbt-audit: {r.kernel.display}: symbols from {source}", err=True)
     return results, failures
+
+
+def _deep_options(s: AuditSettings):
+    """--deep / --deep-only as the pipeline's DeepOptions (None: off); says once when angr is not installed."""
+    if not s.deep and not s.deep_only:
+        return None
+    from fbt_audit.deep import values
+    from fbt_audit.deep.run import DeepOptions
+
+    if not values.available():
+        click.echo(f"fbt-audit: --deep: {values.EXTRA_HINT}; the flags paths come from the stack walk alone", err=True)
+    return DeepOptions(only=s.deep_only)
 
 
 def _render(s: AuditSettings, results, gate) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from capstone import CS_ARCH_X86, CS_MODE_64, CS_OPT_SYNTAX_ATT, Cs, CsError
 
@@ -202,6 +203,8 @@ def decode_fields(code: bytes, addr: int) -> tuple:
         lkgs = _lkgs(code, addr, rex, i)
         if lkgs is not None:
             return lkgs
+    if got is None and opcode == b"\x63" and not rex & 8:
+        got = _movsxd(code, addr, rex, i)
     if got is None or not opcode or (len(opcode) == 1 and opcode[0] in INVALID_64):
         return _fields(invalid(addr, code))
     raw = code[: got.size]
@@ -234,6 +237,50 @@ def _lkgs(code: bytes, addr: int, rex: int, i: int) -> tuple | None:
     return (addr, raw, "lkgs", "%" + name, prefixes, rex, b"\x0f\x00", i + 2, 0, None)
 
 
+class _Decoded(NamedTuple):
+    """The fields of a capstone instruction that decode_fields reads, for the forms decoded around it."""
+
+    size: int
+    mnemonic: str
+    op_str: str
+    modrm_offset: int
+
+
+_REG64 = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", *(f"r{n}" for n in range(8, 16)))
+_REG32 = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", *(f"r{n}d" for n in range(8, 16)))
+_NARROW = {4: dict(zip(_REG64, _REG32, strict=True)), 2: dict(zip(_REG64, _REG16, strict=True))}
+
+
+def _movsxd(code: bytes, addr: int, rex: int, i: int) -> _Decoded | None:
+    """MOVSXD r32/r16, r/m32 (63 /r without REX.W), which capstone 5.0.6 (the one angr pins) does not decode
+    while 5.0.7+ does (as movslq). Decoded by capstone itself with REX.W set: the length and the source operand
+    are the same; only the destination narrows. So both capstones give one answer (tests/test_xlen.py)."""
+    if rex:
+        wide = code[: i - 1] + bytes([rex | 8]) + code[i:]
+        shift = 0
+    else:
+        wide = code[:i] + b"\x48" + code[i:]
+        shift = 1
+    got = next(_md.disasm(wide[: MAX_INSN + shift], addr, 1), None)
+    if got is None or got.size - shift > MAX_INSN:
+        return None
+    src, sep, dst = got.op_str.rpartition(", %")
+    width = 2 if 0x66 in code[: i - (1 if rex else 0)] else 4
+    narrow = _NARROW[width].get(dst)
+    if not sep or narrow is None:
+        return None
+    return _Decoded(got.size - shift, got.mnemonic, f"{src}, %{narrow}", got.modrm_offset - shift)
+
+
+def movsxd_length(code: bytes) -> int:
+    """The length of a MOVSXD without REX.W at the start of code (capstone 5.0.6's gap), else 0."""
+    prefixes, rex, i = split_prefixes(code)
+    if i >= len(code) or code[i] != 0x63 or rex & 8:
+        return 0
+    got = _movsxd(bytes(code[:MAX_INSN]), 0, rex, i)
+    return got.size if got is not None else 0
+
+
 def _fields(insn: Insn) -> tuple:
     i = insn
     return (i.addr, i.raw, i.mnemonic, i.operands, i.prefixes, i.rex, i.opcode, i.modrm_off, i.classes, i.target)
@@ -251,7 +298,7 @@ def insn_length(code: bytes) -> int:
     """The length of the first instruction of code as the sweep sees it: 0 when it does not decode."""
     for _a, size, _m, _o in _md_lite.disasm_lite(code, 0, 1):
         return size
-    return 0
+    return movsxd_length(code)
 
 
 def sweep(code: bytes, addr: int) -> Iterator[tuple[int, int]]:
@@ -266,5 +313,6 @@ def sweep(code: bytes, addr: int) -> Iterator[tuple[int, int]]:
             last = a - addr + size
         if last >= end:
             return
-        yield addr + last, 0
-        at = last + 1
+        size = movsxd_length(code[last : last + MAX_INSN])
+        yield addr + last, size
+        at = last + (size or 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fbt_audit.judge.rule import Rule
 from fbt_audit.model.core import Judgement
@@ -21,6 +22,8 @@ class AuditResult:
     # that need telling apart before the image is let go (pipeline.batch.detach); None: ask the image.
     units: dict[tuple[str, int], str] | None = None
     platform: str = "all"  # the boot-time forms judged (--platform, audit/sites/platform.py): all = every one
+    # (patchpoint address, site) -> what --deep found there (deep.model.FlagsEvidence); typed loosely: deep is later
+    evidence: dict[tuple[int, str], Any] = field(default_factory=dict)
 
     def unit_files(self, names: set[str]) -> dict[tuple[str, int], str]:
         """The STT_FILE name of each symbol called one of `names`: as recorded, or from the image itself."""

@@ -6,6 +6,7 @@ from itertools import islice
 from operator import lt
 from pathlib import Path
 
+from fbt_audit.deep.run import DeepOptions
 from fbt_audit.input.loader import SymbolOptions, load_input
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel
@@ -33,16 +34,18 @@ def audit(
     returns: bool = False,
     symbols: SymbolOptions | None = None,
     platform: str = "all",
-    deep: bool = False,
+    deep: DeepOptions | bool | None = None,
 ) -> AuditResult:
     """Audit every entry patchpoint of one image (vmlinux or module) against one emulation table;
     with `returns`, also every return patchpoint (ret, ret imm16, jmp __x86_return_thunk), found by
     a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in).
     `platform` keeps only the boot-time forms that platform can leave live (audit/sites/platform.py).
-    With `deep`, the whole-image branch sweep adds FBT115's and the call graph FBT207's facts (sites/deepfacts.py)."""
+    With `deep` (DeepOptions, or True for the defaults): the whole-image branch sweep adds FBT115's and the
+    call graph FBT207's facts (sites/deepfacts.py), and the flags paths of the FBT101-103 findings (audit/deep/)."""
     from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
 
+    deep = DeepOptions() if deep is True else (deep or None)
     with gc_paused():  # the collector would rescan the audit's acyclic objects: half of the run time
         kernel = path if isinstance(path, Kernel) else load_kernel(path, symbols)
         tab = load_table(table)
@@ -64,5 +67,10 @@ def audit(
             judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
         # a table no known layout fits is said, never guessed: its sites are left out
         errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
-        return AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors,
-                           platform=platform)
+        result = AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors,
+                             platform=platform)
+        if deep is not None:  # --deep: flags paths of the flagged patchpoints (audit/deep/)
+            from fbt_audit.deep.run import analyse
+
+            analyse(result, deep)
+        return result

@@ -156,7 +156,7 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
         return_stats=k.return_stats,
     )
     return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units,
-                       platform=result.platform)
+                       platform=result.platform, evidence=result.evidence)  # fmt: skip
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -164,20 +164,20 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
 _job: dict = {}  # what every task of this worker shares: table, rule selection, options
 
 
-def _setup(table, select, ignore, returns, symbols, sources, platform="all", deep=False) -> None:
+def _setup(table, select, ignore, returns, symbols, sources, platform="all", deep=None) -> None:
     """Worker start: the parent's modules come with the fork (no re-import). Ctrl-C is the parent's to
     handle; the objects inherited are frozen so that the collector never scans them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
     _job.update(table=table, select=select, ignore=ignore, returns=returns, symbols=symbols, sources=sources,
-                platform=platform, deep=deep)
+                platform=platform, deep=deep)  # fmt: skip
 
 
 def _audit_one(path: Path, job: dict) -> AuditResult:
     from fbt_audit.pipeline.api import audit
 
     r = audit(path, job["table"], select=job["select"], ignore=job["ignore"], returns=job["returns"],
-              symbols=job["symbols"], platform=job.get("platform", "all"), deep=job.get("deep", False))  # fmt: skip
+              symbols=job["symbols"], platform=job.get("platform", "all"), deep=job.get("deep"))  # fmt: skip
     return detach(r, job["sources"])
 
 
@@ -245,7 +245,7 @@ def run_batch(
     progress: bool = False,
     sources: bool = False,
     platform: str = "all",
-    deep: bool = False,
+    deep=None,
 ) -> tuple[Results, list[str]]:
     """Audit every input PATH... names (directories: every module under them), modules across `jobs`
     worker processes, anything else (vmlinux, vmlinuz) in this one. Returns the results in input order
@@ -261,7 +261,7 @@ def run_batch(
         raise InputError(problems[0])
     if len(inputs) == 1 and inputs[0].listed and not problems:
         r = audit(inputs[0].path, table, select=select, ignore=ignore, returns=returns, symbols=symbols,
-                  platform=platform, deep=deep)
+                  platform=platform, deep=deep)  # fmt: skip
         return Results([r]), []
     jobs = max(1, jobs or os.cpu_count() or 1)
     rules = select_rules(select, ignore)
@@ -281,7 +281,7 @@ def run_batch(
         for i, path in local:  # a vmlinux keeps its whole Kernel, as a single audit does; a module is detached
             try:
                 r = audit(path, table, select=select, ignore=ignore, returns=returns, symbols=symbols,
-                          platform=platform, deep=deep)
+                          platform=platform, deep=deep)  # fmt: skip
                 got[i] = detach(r, sources) if inputs[i].module else r
             except Exception as e:  # noqa: BLE001 - one bad input is a failure line; the others complete
                 if not isinstance(e, AuditError) and os.environ.get("FBT_AUDIT_DEBUG"):

@@ -32,9 +32,9 @@ def _summary(results: list[AuditResult]) -> dict[str, Any]:
     }
 
 
-def _patchpoint(j: Judgement) -> dict[str, Any]:
+def _patchpoint(j: Judgement, ev=None) -> dict[str, Any]:
     pp, insn = j.pp, j.pp.insn
-    return {
+    out = {
         "name": pp.name,
         "aliases": list(pp.aliases),
         "module": pp.module,
@@ -60,6 +60,11 @@ def _patchpoint(j: Judgement) -> dict[str, Any]:
         "facts": sorted(pp.facts),
         "source": {"file": pp.source[0], "line": pp.source[1]} if pp.source else None,
     }
+    if ev is not None:  # --deep (audit/deep/): the flags paths, briefly; SARIF has them step by step
+        out["deep"] = {"summary": ev.summary(), "paths": [
+            {"consumer": p.consumer, "at": f"0x{p.end.addr:x}", "steps": len(p.steps), "state": p.state, "why": p.why}
+            for p in ev.paths]}  # fmt: skip
+    return out
 
 
 def _image(r: AuditResult, all_patchpoints: bool) -> dict[str, Any]:
@@ -74,7 +79,8 @@ def _image(r: AuditResult, all_patchpoints: bool) -> dict[str, Any]:
         "table": {"name": r.table.name, "sha256": r.table.sha256},
         "summary": _summary([r]),
         "errors": list(r.errors),
-        "patchpoints": [_patchpoint(j) for j in judgements(r) if all_patchpoints or j.findings],
+        "patchpoints": [_patchpoint(j, r.evidence.get((j.pp.addr, j.pp.site)) if r.evidence else None)
+                        for j in judgements(r) if all_patchpoints or j.findings],  # fmt: skip
     }
 
 

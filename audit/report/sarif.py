@@ -12,6 +12,7 @@ from fbt_audit.gate.identity import PATCHPOINT_KEY, Item, items, pseudo_path, ru
 from fbt_audit.input.dwarf import relative_source
 from fbt_audit.model.core import Level
 from fbt_audit.report.common import tables
+from fbt_audit.report.sarif_flows import Addresses, add_flows
 
 if TYPE_CHECKING:
     from fbt_audit.gate.baseline import Gate
@@ -108,7 +109,7 @@ def _related(item: Item) -> list[dict[str, Any]]:
     return [{"id": 0, "physicalLocation": base, "message": {"text": text}}]
 
 
-def _result(item: Item, rule_index: int, paths: PathMap | None) -> dict[str, Any]:
+def _result(item: Item, rule_index: int, paths: PathMap | None, addresses: Addresses | None = None) -> dict[str, Any]:
     """One SARIF result for one (patchpoint, rule): the worst finding speaks, every variant is listed."""
     r, j, group = item.result, item.j, item.findings
     pp, insn = j.pp, j.pp.insn
@@ -145,6 +146,8 @@ def _result(item: Item, rule_index: int, paths: PathMap | None) -> dict[str, Any
         out["properties"]["platform"] = platform
     if item.state is not None:
         out["baselineState"] = item.state
+    if addresses is not None and item.result.evidence:  # --deep: the flags paths (report/sarif_flows.py)
+        add_flows(out, item, paths, addresses)
     if len(group) > 1:
         out["properties"]["messages"] = [f.message for f in group]
     return out
@@ -194,15 +197,19 @@ def _run(
     if omitted:
         properties["resultsOmitted"] = omitted
     properties.update(stats)
-    return {
+    addresses = Addresses()
+    out = {
         "tool": {"driver": {"name": TOOL_NAME, "version": __version__, "informationUri": INFORMATION_URI,
                             "rules": list(descriptors.values())}},  # fmt: skip
         "automationDetails": {"id": rid},
         "invocations": [invocation],
         "columnKind": "utf16CodeUnits",
-        "results": [_result(it, index[it.rule_id], paths) for it in keyed],
+        "results": [_result(it, index[it.rule_id], paths, addresses) for it in keyed],
         "properties": properties,
     }
+    if addresses.rows:
+        out["addresses"] = addresses.rows
+    return out
 
 
 def _descriptors(group: list[AuditResult], keyed: list[Item]) -> dict[str, dict[str, Any]]:

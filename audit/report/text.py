@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from fbt_audit.deep.model import FLAG_RULES
 from fbt_audit.judge.order import findings, ordered
 from fbt_audit.model.core import Level, Verdict
 from fbt_audit.report.common import rule_counts, rules_by_id, tables, verdict_counts
@@ -33,6 +34,15 @@ def finding_line(display: str, j: Judgement, f: Finding, colour: bool = False) -
 
 _COLOURS = {Level.ERROR: "\033[1;31m", Level.WARNING: "\033[33m", Level.NOTE: "\033[36m"}
 SHOW = ("error", "warning", "note", "all")  # --show: the least severe level listed line by line
+
+
+def deep_lines(ev, sym_addr: int) -> list[str]:
+    """--deep's evidence under a finding: the summary, then each path's end, proof state and why."""
+    out = [f"    deep: {ev.summary()}" + (f"; {ev.note}" if ev.note and ev.paths else "")]
+    for p in ev.paths:
+        end = p.end
+        out.append(f"      -> {end.text} at +0x{end.addr - sym_addr:x} ({len(p.steps)} steps): {p.state}: {p.why}")
+    return out
 
 
 def statistics_lines(results: list[AuditResult]) -> list[str]:
@@ -105,6 +115,9 @@ def render_text(
                 continue
             line = finding_line(r.kernel.display, j, f, colour)
             lines.append(f"{line} hits {counts.get(j.pp.probe_name, 0)}" if counts is not None else line)
+            ev = r.evidence.get((j.pp.addr, j.pp.site)) if r.evidence and f.rule_id in FLAG_RULES else None
+            if ev is not None:  # --deep: one line per path after the finding (audit/deep/)
+                lines.extend(deep_lines(ev, j.pp.sym_addr))
     summary = _held_lines(held, results, show)
     if summary:
         lines.extend(([""] if lines else []) + summary)

@@ -154,6 +154,11 @@ class _Reader:
         return [(a, b)] if a is not None and b is not None and b > a else []
 
 
+def table_bytes(kernel: Kernel, key: str) -> tuple[bytes, int] | None:
+    """(contents, address) of one of the kernel's TABLES (relocated in a module), or None when absent."""
+    return _Reader(kernel).table(key)
+
+
 def _in_text(kernel: Kernel, addr: int) -> bool:
     s = kernel.section_at(addr)
     return s is not None and s.executable

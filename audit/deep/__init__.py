@@ -1,0 +1,1 @@
+"""deep/: the --deep stage after judge: flags paths of the flagged patchpoints, value tracking (angr) if installed."""
