@@ -310,12 +310,8 @@ def _audit(s: AuditSettings):
         paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
         progress=s.progress, sources=s.fmt in ("sarif", "github"), platform=s.platform, deep=deep,
     )  # fmt: skip
-    if s.deep_only:  # a name that matched nothing is said, not silently skipped
-        analysed = [j.pp for r in results for j in r.judgements if (j.pp.addr, j.pp.site) in r.evidence]
-        found = {n for pp in analysed for n in (pp.name, *pp.aliases)}
-        for name in s.deep_only:
-            if name not in found:
-                click.echo(f"fbt-audit: --deep-only {name}: no entry patchpoint of that name", err=True)
+    if deep is not None:
+        _deep_notes(s, results)
     for r in results:
         source = getattr(r.kernel, "symbol_source", ".symtab")
         if source != ".symtab":
@@ -324,15 +320,27 @@ def _audit(s: AuditSettings):
 
 
 def _deep_options(s: AuditSettings):
-    """--deep / --deep-only as the pipeline's DeepOptions (None: off); says once when angr is not installed."""
+    """--deep / --deep-only as the pipeline's DeepOptions (None: off)."""
     if not s.deep and not s.deep_only:
         return None
-    from fbt_audit.deep import values
     from fbt_audit.deep.run import DeepOptions
 
-    if not values.available():
-        click.echo(f"fbt-audit: --deep: {values.EXTRA_HINT}; the flags paths come from the stack walk alone", err=True)
     return DeepOptions(only=s.deep_only)
+
+
+def _deep_notes(s: AuditSettings, results) -> None:
+    """Says once when flags paths were walked but angr is not installed to prove them, and each --deep-only name
+    that matched nothing (never silently skipped)."""
+    from fbt_audit.deep import values
+
+    if any(r.evidence for r in results) and not values.available():
+        click.echo(f"fbt-audit: --deep: {values.EXTRA_HINT}; the flags paths come from the stack walk alone", err=True)
+    if s.deep_only:
+        analysed = [j.pp for r in results for j in r.judgements if (j.pp.addr, j.pp.site) in r.evidence]
+        found = {n for pp in analysed for n in (pp.name, *pp.aliases)}
+        for name in s.deep_only:
+            if name not in found:
+                click.echo(f"fbt-audit: --deep-only {name}: no entry patchpoint of that name", err=True)
 
 
 def _render(s: AuditSettings, results, gate) -> str:
