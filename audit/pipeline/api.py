@@ -6,10 +6,12 @@ from itertools import islice
 from operator import lt
 from pathlib import Path
 
+import numpy as np
+
 from fbt_audit.input.loader import SymbolOptions, load_input
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel
-from fbt_audit.patchpoints.entry import entry_patchpoints, gc_paused
+from fbt_audit.patchpoints.entry import entry_rows, gc_paused
 from fbt_audit.sites.annotate import add_site_facts
 from fbt_audit.table import emulation as tables
 from fbt_audit.table.emulation import EmulationTable
@@ -37,21 +39,28 @@ def audit(
     a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in)."""
     from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
+    from fbt_audit.judge.rows import judge_rows
 
     with gc_paused():  # the collector would rescan the audit's acyclic objects: half of the run time
         kernel = path if isinstance(path, Kernel) else load_kernel(path, symbols)
         tab = load_table(table)
         rules = select_rules(select, ignore)
-        pps = entry_patchpoints(kernel, tab)
+        rows = entry_rows(kernel, tab)
+        pps = []
         if returns:
             from fbt_audit.patchpoints.returns import return_patchpoints
 
-            pps = pps + return_patchpoints(kernel)[0]
-        tables_read = add_site_facts(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
-        judgements = list(map(judge_for(tab, rules), pps))
-        addrs = [j.pp.addr for j in judgements]
-        if not all(map(lt, addrs, islice(addrs, 1, None))):  # strictly increasing: already in order
-            judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
+            pps = return_patchpoints(kernel)[0]
+        tables_read = add_site_facts(kernel, pps, rows)  # site facts and boot-time variants from the kernel's tables
+        judge = judge_for(tab, rules)
+        judged = judge_rows(judge, rows)  # the entries first, then the returns: the order the judge memoises in
         # a table no known layout fits is said, never guessed: its sites are left out
         errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
+        addrs = rows.addr
+        if not pps and bool(np.all(addrs[1:] > addrs[:-1])):  # strictly increasing: already in order
+            return AuditResult(kernel=kernel, table=tab, judgements=None, rules=rules, errors=errors, rows=judged)
+        judgements = judged.judgements() + list(map(judge, pps))
+        addrs = [j.pp.addr for j in judgements]
+        if not all(map(lt, addrs, islice(addrs, 1, None))):
+            judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
         return AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors)

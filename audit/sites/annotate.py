@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import bisect
 import struct
+from typing import Any
+
+import numpy as np
 
 from fbt_audit.decode.insn import decode
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -53,28 +56,79 @@ def _segments(ranges: list[tuple[str, tuple[int, int]]]) -> tuple[list[int], lis
     return points, segs
 
 
-def add_site_facts(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
-    """Add site facts and boot-time variants to every patchpoint (in place); return the tables.
+def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None) -> Tables:
+    """Add site facts and boot-time variants to every patchpoint of pps, and to the entry rows (in place);
+    return the tables. rows: a patchpoints.entry.EntryRows (a later stage, so not named here).
 
-    One bisect per patchpoint into all table sites merged, one into the text ranges; the facts
-    set is built only for the patchpoints something applies to (a few thousand of 100,000)."""
+    One bisect per patchpoint into all table sites merged, one into the text ranges; the facts set is built
+    only for the patchpoints something applies to. Of `rows`, only those a table site, a text range, IBT or
+    their name may touch (found over the columns at once) are built as Patchpoints and annotated: a few
+    thousand of 100,000; the others keep the facts and variants their columns give."""
     t = read_tables(kernel)
     sites = _SiteIndex(kernel, t)
-    names = _NameFacts(kernel, t, pps)
+    pairs = [(pp.name, pp.sym_addr) for pp in pps]
+    if rows is not None:
+        black = np.isin(rows.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
+        pairs += [(rows.name(i), int(rows.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
+    names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
-    endbr = IC.ENDBR
+    if rows is not None:
+        for i in _candidates(rows, sites, names, ibt):
+            pp = rows.patchpoint(i)
+            if _annotate(pp, sites, names, ibt):
+                rows.objs[i] = pp
     for pp in pps:
-        add: list[str] = []
-        extra: list[Variant] = []
-        sites.facts(pp, add, extra)
-        if ibt and pp.insn.classes & endbr:
-            add.append(IBT_KERNEL)
-        names.facts(pp, add)
-        if add:
-            pp.facts = pp.facts | frozenset(add)
-        if extra:
-            _add_variants(pp, extra)
+        _annotate(pp, sites, names, ibt)
     return t
+
+
+def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> bool:
+    """Add pp's site facts and boot-time variants; whether there were any."""
+    add: list[str] = []
+    extra: list[Variant] = []
+    sites.facts(pp, add, extra)
+    if ibt and pp.insn.classes & IC.ENDBR:
+        add.append(IBT_KERNEL)
+    names.facts(pp, add)
+    if add:
+        pp.facts = pp.facts | frozenset(add)
+    if extra:
+        _add_variants(pp, extra)
+    return bool(add or extra)
+
+
+def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> list[int]:
+    """The rows whose patchpoint _annotate may change, over the columns: a table site within reach of the
+    displaced instruction (the bisect window of _SiteIndex.facts), a text range, ENDBR under IBT, a name or
+    symbol address _NameFacts looks at, or a row already built. A superset: _annotate decides."""
+    a = rows.addr
+    n = np.maximum(rows.length, 1).astype(np.uint64)
+
+    def near(starts: list[int], reach: int) -> np.ndarray:
+        arr = np.array(starts, dtype=np.uint64)
+        lo = np.where(a >= reach - 1, a - np.uint64(reach - 1), np.uint64(0))
+        return np.searchsorted(arr, lo, side="left") < np.searchsorted(arr, a + n, side="left")
+
+    cand = np.zeros(rows.n, dtype=bool)
+    if sites.starts:
+        cand |= near(sites.starts, sites.maxlen)
+    if sites.all_points:
+        cand |= near(sites.all_points, sites.max_ln)
+    if sites.points:
+        some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
+        cand |= some[np.searchsorted(np.array(sites.points, dtype=np.uint64), a, side="right")]
+    if ibt:
+        cand |= (rows.shape_column(7) & IC.ENDBR) != 0
+    addrs = np.array(sorted(names.black | set(names.containers)), dtype=np.uint64)
+    cand |= np.isin(rows.sym_addr, addrs)
+    cols, handlers = rows.kernel.symbol_columns(), names.handlers
+    cand |= np.array([nm.startswith(_NAMED) or "." in nm or nm in handlers for nm in map(cols.name.__getitem__,
+                     rows.first)], dtype=bool)  # fmt: skip
+    cand[list(rows.objs)] = True
+    return np.flatnonzero(cand).tolist()
+
+
+_NAMED = ("__SCT__", "__pfx_", "__cfi_")
 
 
 class _SiteIndex:
@@ -164,9 +218,10 @@ class _NameFacts:
     """The facts a patchpoint's symbol gives: blacklisted, a static-call trampoline, padding, a .cold part,
     a label inside another function, the trap-handling path."""
 
-    def __init__(self, kernel: Kernel, t: Tables, pps: list[Patchpoint]) -> None:
+    def __init__(self, kernel: Kernel, t: Tables, pairs: list[tuple[str, int]]) -> None:
+        """pairs: (name, symbol address) of the patchpoints, at least of those at a blacklisted address."""
         self.black = set(t.blacklist)
-        self.black_names = {pp.name.split(".", 1)[0] for pp in pps if pp.sym_addr in self.black}
+        self.black_names = {name.split(".", 1)[0] for name, addr in pairs if addr in self.black}
         self.containers = _label_containers(kernel)
         self.handlers = handler_path()
 
