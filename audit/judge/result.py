@@ -40,8 +40,16 @@ class AuditResult:
         return self.judgements
 
     def __getstate__(self) -> dict:
+        if self.rows is not None and self.rows.detached:  # columns: cheaper to send than the objects
+            return dict(self.__dict__)
         self.judgements  # noqa: B018 - built before pickling: the rows hold the image
         return {**self.__dict__, "rows": None}
+
+    def name_addrs(self) -> set[tuple[str, int]]:
+        """(symbol name, address) of every patchpoint, without building the judgements."""
+        if "judgements" not in self.__dict__:
+            return self.rows.name_addrs()
+        return {(j.pp.name, j.pp.sym_addr) for j in self.judgements}
 
     def count(self) -> int:
         """How many patchpoints (judgements) the result holds, without building them."""

@@ -33,6 +33,15 @@ class JudgedRows:
         judged, group, handling, pp = self.judged, self.group.tolist(), self.handling, self.rows.patchpoint
         return [judged[i] if i in judged else Judgement(pp(i), [], handling[group[i]]) for i in range(self.n)]
 
+    def name_addrs(self) -> set[tuple[str, int]]:
+        """(symbol name, address) of every row."""
+        return set(zip(map(self.rows.name, range(self.n)), self.rows.sym_addr.tolist(), strict=True))
+
+    @property
+    def detached(self) -> bool:
+        """Whether the rows no longer need the image (EntryRows.detach): then they are what is pickled."""
+        return self.rows.raw_at is not None
+
     def verdicts(self) -> dict[Verdict, int]:
         """How many rows take each verdict."""
         out = dict.fromkeys(Verdict, 0)

@@ -92,20 +92,40 @@ class EntryRows:
         self.tnames: list[tuple] = []
         self.tname_ids: dict[tuple, int] = {}
         self.nop_tail = decode_fields(FTRACE_NOP, 0)[1:]
+        # Set by detach(): what patchpoint() reads of the image, kept once the image is let go.
+        self.names: list[str] | None = None
+        self.fallback: dict[int, str] = {}
+        self.raw_at: dict[int, bytes] | None = None
 
     @property
     def n(self) -> int:
         return len(self.sym_addr)
 
     def name(self, i: int) -> str:
-        return self.kernel.symbol_columns().name[self.first[i]]
+        return self.names[i] if self.names is not None else self.kernel.symbol_columns().name[self.first[i]]
+
+    def detach(self, kernel: Kernel) -> None:
+        """Let the image go (for a module's result sent from a worker): keep the row names, the sections of the
+        rows outside every section, and the bytes of each relative branch; `kernel` is the detached one (its
+        identity and sections). patchpoint() then builds the same Patchpoints as before."""
+        cols = self.kernel.symbol_columns()
+        self.names = [cols.name[k] for k in self.first]
+        self.fallback = {i: cols.section[self.first[i]] for i in np.flatnonzero(self.sec < 0).tolist()}
+        own = np.array([s[0] is None for s in self.shapes], dtype=bool)[self.shape]  # bytes read from the image
+        spans = set(zip([self.offset[i] for i in np.flatnonzero(own).tolist()], self.length[own].tolist(), strict=True))
+        spans |= {(st[4], self.shapes[st[1]][8]) for steps in self.moved.values() for st in steps
+                  if self.shapes[st[1]][0] is None}  # fmt: skip
+        data = self.kernel.data
+        self.raw_at = {off: bytes(data[off : off + n]) for off, n in spans}
+        self.kernel, self.table = kernel, None
+        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = None
 
     def insn(self, at: int, sid: int, target: int, t: int, off: int) -> Insn:
         """The Insn of shape sid at address at (file offset off), with a relative branch's target and name."""
         sh = self.shapes[sid]
         raw = sh[0]
         if raw is None:
-            raw = bytes(self.kernel.data[off : off + sh[8]])
+            raw = self.raw_at[off] if self.raw_at is not None else bytes(self.kernel.data[off : off + sh[8]])
         if sh[7] & _REL:
             name, cls = self.tnames[t] if t >= 0 else (None, Target.ANY)
             return Insn(at, raw, sh[1], sh[2] if sh[2] is not None else hex(target), *sh[3:8], target, name, cls)
@@ -131,6 +151,8 @@ class EntryRows:
         if s >= 0:
             sec = k._sec_sorted[s]
             section, sec_off = sec.name, at - sec.addr
+        elif self.names is not None:
+            section, sec_off = self.fallback[i], 0
         else:
             section, sec_off = k.symbol_columns().section[self.first[i]], 0
         steps = self.moved.get(i)
@@ -163,7 +185,7 @@ def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
     _decode(rows, every)
     _name_targets(rows, every)
     _moves(rows, table)
-    mcount = np.fromiter(kernel.mcount_sites, dtype=np.uint64, count=len(kernel.mcount_sites))
+    mcount = np.array([a for a in kernel.mcount_sites if 0 <= a < 1 << 64], dtype=np.uint64)  # others match nothing
     fentry = np.array([c == Target.FENTRY for _n, c in rows.tnames] + [False], dtype=bool)
     rows.ftrace = np.isin(rows.addr, mcount) | fentry[rows.tname]
     _overlaps(rows)
@@ -207,7 +229,7 @@ def _place(rows: EntryRows, idx: np.ndarray) -> None:
     offset and the bytes available to decode there (up to MAX_INSN, stopping at the section's end)."""
     secs = rows.kernel._sec_sorted
     starts = np.array([s.addr for s in secs], dtype=np.uint64)
-    ends = np.array([s.addr + s.size for s in secs] + [0], dtype=np.uint64)
+    ends = np.array([min(s.addr + s.size, (1 << 64) - 1) for s in secs] + [0], dtype=np.uint64)
     fileoff = np.array([s.offset for s in secs] + [0], dtype=np.uint64)
     at = rows.addr[idx]
     s = np.searchsorted(starts, at, side="right").astype(np.int64) - 1
@@ -362,14 +384,22 @@ def _overlaps(rows: EntryRows) -> None:
 
 def _movable_bytes(table: EmulationTable) -> set[int]:
     """The last opcode bytes a `move` entry accepts: any other instruction cannot move the patchpoint, so
-    most never need the table lookup (ENDBR is the only move in the shipped tables)."""
-    return {
-        b
-        for e in table.entries
-        if e.handling == Handling.MOVE
-        for b in range(256)
-        if (b & e.opcode_mask) == (e.opcode[-1] & e.opcode_mask)
-    }
+    most never need the table lookup (ENDBR is the only move in the shipped tables). Kept per entry tuple:
+    a module tree asks once per module."""
+    got = _MOVABLE.get(id(table.entries))
+    if got is None or got[0] is not table.entries:
+        moves = {
+            b
+            for e in table.entries
+            if e.handling == Handling.MOVE
+            for b in range(256)
+            if (b & e.opcode_mask) == (e.opcode[-1] & e.opcode_mask)
+        }
+        got = _MOVABLE[id(table.entries)] = (table.entries, moves)
+    return got[1]
+
+
+_MOVABLE: dict[int, tuple[tuple, set[int]]] = {}
 
 
 # Linker-defined section boundaries in text (vmlinux.lds.h, arch/x86/kernel/vmlinux.lds.S): labels that

@@ -98,36 +98,43 @@ def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -
 
 
 def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> list[int]:
-    """The rows whose patchpoint _annotate may change, over the columns: a table site within reach of the
-    displaced instruction (the bisect window of _SiteIndex.facts), a text range, ENDBR under IBT, a name or
-    symbol address _NameFacts looks at, or a row already built. A superset: _annotate decides."""
+    """The rows whose patchpoint _annotate may change, over the columns: a table site the displaced
+    instruction overlaps, a text range, ENDBR under IBT, a name or symbol address _NameFacts acts on, or a
+    row already built. A superset of the rows _annotate changes (it decides), but a close one."""
     a = rows.addr
-    n = np.maximum(rows.length, 1).astype(np.uint64)
-
-    def near(starts: list[int], reach: int) -> np.ndarray:
-        arr = np.array(starts, dtype=np.uint64)
-        lo = np.where(a >= reach - 1, a - np.uint64(reach - 1), np.uint64(0))
-        return np.searchsorted(arr, lo, side="left") < np.searchsorted(arr, a + n, side="left")
-
+    stop = a + np.maximum(rows.length, 1).astype(np.uint64)
     cand = np.zeros(rows.n, dtype=bool)
-    if sites.starts:
-        cand |= near(sites.starts, sites.maxlen)
-    if sites.all_points:
-        cand |= near(sites.all_points, sites.max_ln)
+    if sites.items:  # some site starts before the instruction ends and ends after it starts: a prefix maximum
+        starts = _u64s(sites.starts)
+        reach = np.maximum.accumulate(_u64s([s + ln for s, ln, _k, _p in sites.items]))
+        hi = np.searchsorted(starts, stop, side="left")
+        cand |= (hi > 0) & (reach[np.maximum(hi - 1, 0)] > a)
+    for _kind, ln, arr in sites.points_tables:  # a site in [a - ln + 1, a + n), as _point_facts asks
+        pts = _u64s(arr)
+        lo = np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0))
+        cand |= np.searchsorted(pts, lo, side="left") < np.searchsorted(pts, stop, side="left")
     if sites.points:
         some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
-        cand |= some[np.searchsorted(np.array(sites.points, dtype=np.uint64), a, side="right")]
+        cand |= some[np.searchsorted(_u64s(sites.points), a, side="right")]
     if ibt:
         cand |= (rows.shape_column(7) & IC.ENDBR) != 0
     addrs = np.array(sorted(names.black | set(names.containers)), dtype=np.uint64)
     cand |= np.isin(rows.sym_addr, addrs)
-    cols, handlers = rows.kernel.symbol_columns(), names.handlers
-    cand |= np.array([nm.startswith(_NAMED) or "." in nm or nm in handlers for nm in map(cols.name.__getitem__,
-                     rows.first)], dtype=bool)  # fmt: skip
+    cols = rows.kernel.symbol_columns()
+    cand |= np.array(list(map(names.named, map(cols.name.__getitem__, rows.first))), dtype=bool)
     cand[list(rows.objs)] = True
     return np.flatnonzero(cand).tolist()
 
 
+def _u64s(values: list[int]) -> np.ndarray:
+    """values as uint64, those a malformed table puts below 0 or past 2**64 clipped to the ends (order kept)."""
+    try:
+        return np.array(values, dtype=np.uint64)
+    except OverflowError:
+        return np.array([min(max(v, 0), _U64_MAX) for v in values], dtype=np.uint64)
+
+
+_U64_MAX = (1 << 64) - 1
 _NAMED = ("__SCT__", "__pfx_", "__cfi_")
 
 
@@ -224,6 +231,15 @@ class _NameFacts:
         self.black_names = {name.split(".", 1)[0] for name, addr in pairs if addr in self.black}
         self.containers = _label_containers(kernel)
         self.handlers = handler_path()
+
+    def named(self, name: str) -> bool:
+        """Whether facts() may add a fact for this name at an address neither blacklisted nor a label's."""
+        if name.startswith(_NAMED) or name in self.handlers:
+            return True
+        if "." not in name:
+            return False
+        base, _, suffix = name.partition(".")
+        return "cold" in suffix.split(".") or base in self.black_names or base in self.handlers
 
     def facts(self, pp: Patchpoint, add: list[str]) -> None:
         name = pp.name
