@@ -14,8 +14,6 @@ from itertools import compress, islice, repeat
 from operator import eq
 from pathlib import Path
 
-import numpy as np
-
 from fbt_audit.input.rela import R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, SYM, Relocations
 from fbt_audit.input.symbols import TEXT_TYPES, ExternalSymbols
 from fbt_audit.model.errors import ElfFormatError, InputError, one_line
@@ -459,6 +457,8 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int]) -> tuple[di
     """A module's relocated call targets (PC32/PLT32 in text naming a symbol, not a section: a call out
     of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). Each RELA section
     is read as numpy columns, and only the names of the symbols a call names are decoded."""
+    import numpy as np  # here, not at the top: the command line reaches this module before it parses options
+
     call_targets: dict[int, str] = {}
     mcount: set[int] = set()
     secs = e.sections

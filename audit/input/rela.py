@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-
-import numpy as np
+from functools import cache
 
 # By struct, as the section headers are (elf.py): pyelftools' relocation handling copies and re-parses
 # whole sections, and the loader, the table reader and the DWARF reader need only these five types.
@@ -42,7 +41,7 @@ class Relocations:
             if h.sh_type == "SHT_RELA":
                 self.patching.setdefault(h.sh_info, []).append(h)
 
-    def columns(self, target: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def columns(self, target: int) -> list[tuple]:
         """entries() of each RELA section that patches section `target`, as arrays (r_offset, symbol index,
         type, r_addend), in file order."""
         return [_columns(self.data, h) for h in self.patching.get(target, ())]
@@ -68,6 +67,7 @@ class Relocations:
         S + A (R_X86_64_64, _32, _32S) or S + A - P (PC32, PLT32); a field past the section is skipped.
         Over arrays (a module's tables carry thousands): each field's bytes computed at once, and where
         fields overlap the later relocation's bytes win, as when they are applied one after another."""
+        import numpy as np  # here, not at the top: the command line reaches this module before it parses options
         buf = np.frombuffer(bytes(contents), dtype=np.uint8).copy()
         size = len(buf)
         cols = self.columns(target)
@@ -92,8 +92,11 @@ class Relocations:
         buf[at[last]] = byte[last]
         return buf.tobytes()
 
-    def _symbols(self, si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _symbols(self, si):
         """symbol() of each index in si, as uint64, and whether it names a symbol (si within the table)."""
+        import numpy as np
+
+        _RELA, _SYM = _dtypes()
         named = si < self.nsyms
         syms = np.frombuffer(self.symtab, dtype=_SYM, count=self.nsyms) if self.nsyms else np.zeros(0, dtype=_SYM)
         shndx = syms["shndx"][np.where(named, si, 0)] if self.nsyms else np.zeros(len(si), dtype=np.uint16)
@@ -107,12 +110,21 @@ class Relocations:
         return s, named
 
 
-_RELA = np.dtype([("off", "<u8"), ("info", "<u8"), ("addend", "<i8")])
-_SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"), ("size", "<u8")])
+@cache
+def _dtypes():
+    """Elf64_Rela and Elf64_Sym as numpy record types."""
+    import numpy as np
+
+    return (np.dtype([("off", "<u8"), ("info", "<u8"), ("addend", "<i8")]),
+            np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"),
+                      ("size", "<u8")]))  # fmt: skip
 
 
-def _columns(data, h) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _columns(data, h) -> tuple:
     """entries() of one SHT_RELA section as arrays: r_offset, symbol index, type, r_addend."""
+    import numpy as np
+
+    _RELA = _dtypes()[0]
     n = max(0, min(h.sh_size, len(data) - h.sh_offset)) // _RELA.itemsize  # a section past the file: what is there
     a = np.frombuffer(data, dtype=_RELA, count=n, offset=h.sh_offset) if n else np.zeros(0, dtype=_RELA)
     return a["off"], (a["info"] >> np.uint64(32)).astype(np.int64), a["info"] & np.uint64(0xFFFFFFFF), a["addend"]

@@ -12,9 +12,9 @@ _REL = IC.REL_CALL | IC.REL_BRANCH
 
 
 class JudgedRows:
-    """The judgements of every entry row: `judged` (row -> Judgement) for the rows judged one by one and for
-    every row with findings; the other rows share their group's judgement (no findings) and are built as
-    Judgements only when all are asked for (judgements())."""
+    """The judgements of every entry row: `judged` (row -> Judgement) for every row with findings; each other
+    row has no findings and its group's handling, and is built as a Judgement only when all are asked for
+    (judgements())."""
 
     def __init__(self, rows: EntryRows, judged: dict[int, Judgement], group: np.ndarray, handling: list[str]) -> None:
         self.rows, self.judged, self.group, self.handling = rows, judged, group, handling
@@ -82,4 +82,7 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
         if i not in judged:
             rep = judged[int(first[group[i]])]
             judged[i] = Judgement(pp(i), rep.findings[:], rep.handling)
-    return JudgedRows(rows, judged, group, handling)
+    # Only the judgements with findings are kept: the others are their group's handling and no findings, built
+    # again the same when every row is asked for (and a module tree's parent holds fewer objects).
+    kept = {i: j for i, j in judged.items() if j.findings}
+    return JudgedRows(rows, kept, group, handling)

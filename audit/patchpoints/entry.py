@@ -117,6 +117,7 @@ class EntryRows:
                   if self.shapes[st[1]][0] is None}  # fmt: skip
         data = self.kernel.data
         self.raw_at = {off: bytes(data[off : off + n]) for off, n in spans}
+        self.moved = {i: steps for i, steps in self.moved.items() if i not in self.objs}  # a built row has its own
         self.kernel, self.table = kernel, None
         self.first = self.end = self.avail = self.shape_ids = self.tname_ids = None
 

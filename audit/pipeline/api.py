@@ -6,13 +6,9 @@ from itertools import islice
 from operator import lt
 from pathlib import Path
 
-import numpy as np
-
 from fbt_audit.input.loader import SymbolOptions, load_input
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel
-from fbt_audit.patchpoints.entry import entry_rows, gc_paused
-from fbt_audit.sites.annotate import add_site_facts
 from fbt_audit.table import emulation as tables
 from fbt_audit.table.emulation import EmulationTable
 
@@ -39,7 +35,9 @@ def audit(
     a linear decode of all text (audit/patchpoints/returns.py: it doubles a vmlinux audit, so it is opt-in)."""
     from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
-    from fbt_audit.judge.rows import judge_rows
+    from fbt_audit.judge.rows import judge_rows  # these import numpy: not at the command line's start
+    from fbt_audit.patchpoints.entry import entry_rows, gc_paused
+    from fbt_audit.sites.annotate import add_site_facts
 
     with gc_paused():  # the collector would rescan the audit's acyclic objects: half of the run time
         kernel = path if isinstance(path, Kernel) else load_kernel(path, symbols)
@@ -57,7 +55,7 @@ def audit(
         # a table no known layout fits is said, never guessed: its sites are left out
         errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
         addrs = rows.addr
-        if not pps and bool(np.all(addrs[1:] > addrs[:-1])):  # strictly increasing: already in order
+        if not pps and bool((addrs[1:] > addrs[:-1]).all()):  # strictly increasing: already in order
             return AuditResult(kernel=kernel, table=tab, judgements=None, rules=rules, errors=errors, rows=judged)
         judgements = judged.judgements() + list(map(judge, pps))
         addrs = [j.pp.addr for j in judgements]
