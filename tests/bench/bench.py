@@ -127,7 +127,7 @@ def main() -> int:
     load0 = os.getloadavg()
     rows: list[tuple[str, Run | None, Run | None, float, str]] = []  # label, fbt, objdump, target, note
     notes: list[str] = []
-    vm = a.vmlinux
+    vm, tree = a.vmlinux, None
     if {"entry", "returns"} & set(cases):
         vm = vm or fetch("dbg-6.1")
         od = measure(["objdump", "-d", str(vm)], a.repeat)
