@@ -9,10 +9,9 @@ from urllib.parse import quote
 
 from fbt_audit import __version__
 from fbt_audit.gate.identity import PATCHPOINT_KEY, Item, items, pseudo_path, run_id, runs_of, shown
-from fbt_audit.input.dwarf import relative_source
 from fbt_audit.model.core import Level
 from fbt_audit.report.common import tables
-from fbt_audit.report.sarif_flows import Addresses, add_flows
+from fbt_audit.report.sarif_flows import Addresses, add_flows, source_uri
 
 if TYPE_CHECKING:
     from fbt_audit.gate.baseline import Gate
@@ -84,11 +83,7 @@ def _unknown_rule(rule_id: str, level: Level) -> dict[str, Any]:
 
 def _location(item: Item, paths: PathMap | None) -> dict[str, Any]:
     pp = item.j.pp
-    uri, line = pseudo_path(item.result), 1
-    if pp.source:
-        rel = paths.relative(pp.source[0]) if paths else relative_source(pp.source[0])
-        if rel:
-            uri, line = rel, max(1, int(pp.source[1]))
+    uri, line = source_uri(item, pp.source, paths)
     return {
         "physicalLocation": {"artifactLocation": {"uri": _uri(uri)}, "region": {"startLine": line}},
         "logicalLocations": [{"name": pp.name, "fullyQualifiedName": pp.probe_name, "kind": "function"}],

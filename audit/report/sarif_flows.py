@@ -50,13 +50,19 @@ class Addresses:
         )  # fmt: skip
 
 
+def source_uri(item: Item, source, paths: PathMap | None) -> tuple[str, int]:
+    """(uri, line) of a DWARF (file, line) in the repository's terms, else the image's pseudo-path at line 1: the
+    one rule for a result's location and for each codeFlow step."""
+    if source:
+        rel = paths.relative(source[0]) if paths else relative_source(source[0])
+        if rel:
+            return rel, max(1, int(source[1]))
+    return pseudo_path(item.result), 1
+
+
 def _physical(item: Item, step, paths: PathMap | None, addresses: Addresses) -> dict[str, Any]:
     pp = item.j.pp
-    uri, line = pseudo_path(item.result), 1
-    if step.source:
-        rel = paths.relative(step.source[0]) if paths else relative_source(step.source[0])
-        if rel:
-            uri, line = rel, max(1, int(step.source[1]))
+    uri, line = source_uri(item, step.source, paths)
     off = step.addr - pp.sym_addr
     return {
         "artifactLocation": {"uri": quote(uri, safe="/-._~+@")},

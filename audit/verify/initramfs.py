@@ -16,9 +16,8 @@ VIRTIO = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_d
 WORKLOAD_MODULES = ("crc7", "dummy")
 MARK = "FBT-VERIFY:"
 
-INIT = r"""#!/bin/busybox sh
-# /init of an fbt-audit verify boot: load fbt.ko, arm, run the workload, save hits, write /out to /dev/vda.
-/bin/busybox --install -s /bin
+# The start every /init of ours shares (verify boots, oracle boots): busybox, the file systems, /out, marks.
+INIT_START = r"""/bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -29,7 +28,11 @@ mkdir -p /out
 up() { cut -d' ' -f1 /proc/uptime; }
 mark() { echo "@MARK@ $* t=$(up)"; }
 mark init
-ifconfig lo 127.0.0.1 up
+"""
+
+INIT = r"""#!/bin/busybox sh
+# /init of an fbt-audit verify boot: load fbt.ko, arm, run the workload, save hits, write /out to /dev/vda.
+""" + INIT_START + r"""ifconfig lo 127.0.0.1 up
 if ! insmod /fbt.ko @FBT_ARGS@; then mark insmod-failed; poweroff -f; fi
 mark loaded
 cat /arm.txt > /sys/kernel/debug/fbt/control

@@ -20,18 +20,7 @@ BOOT_SECONDS = 120.0
 
 INIT = r"""#!/bin/busybox sh
 # /init of an fbt-audit oracle boot: load fbt_oracle.ko, ask register_kprobe() about each symbol, save the answers.
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-mount -t debugfs debugfs /sys/kernel/debug
-mount -t tmpfs tmpfs /tmp
-mkdir -p /out
-up() { cut -d' ' -f1 /proc/uptime; }
-mark() { echo "@MARK@ $* t=$(up)"; }
-mark init
-echo 0 > /proc/sys/kernel/kptr_restrict
+""" + initramfs.INIT_START + r"""echo 0 > /proc/sys/kernel/kptr_restrict
 # every text symbol of the running kernel (no module is loaded yet), unless the host gave a list
 if [ ! -s /syms.txt ]; then awk 'NF == 3 && $2 ~ /^[tTwW]$/' /proc/kallsyms > /syms.txt; fi
 if ! insmod /fbt_oracle.ko; then mark insmod-failed; poweroff -f; fi
