@@ -369,4 +369,4 @@ def _exit_code(s: AuditSettings, results, gate) -> int:
     if gate.active:
         gate.report_stderr()
         return 1 if gate.fails(threshold) else 0
-    return 1 if any(f.level >= threshold for r in results for j in r.judgements for f in j.findings) else 0
+    return 1 if any(f.level >= threshold for r in results for j in r.with_findings() for f in j.findings) else 0

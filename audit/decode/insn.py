@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from capstone import CS_ARCH_X86, CS_MODE_64, CS_OPT_SYNTAX_ATT, Cs, CsError
-
 from fbt_audit.model.core import IC, Insn
 
 LEGACY_PREFIXES = frozenset(b"\xf0\xf2\xf3\x2e\x36\x3e\x26\x64\x65\x66\x67")
@@ -29,9 +27,21 @@ PRIV_0F01 = {
 MAX_INSN = 15
 _ic = IC
 
-_md = Cs(CS_ARCH_X86, CS_MODE_64)
-_md.detail = True  # for the ModRM offset
-_md.syntax = CS_OPT_SYNTAX_ATT  # kernel developers read AT&T, as objdump prints it
+_CS: dict[str, object] = {}  # capstone's decoders, made on first use: importing capstone costs ~60 ms
+
+
+def _capstone(lite: bool = False):
+    """The capstone decoder (lite: without detail, for the linear sweep) and capstone's CsError."""
+    md = _CS.get("lite" if lite else "full")
+    if md is None:
+        from capstone import CS_ARCH_X86, CS_MODE_64, CS_OPT_SYNTAX_ATT, Cs, CsError
+
+        full = Cs(CS_ARCH_X86, CS_MODE_64)
+        full.detail = True  # for the ModRM offset
+        full.syntax = CS_OPT_SYNTAX_ATT  # kernel developers read AT&T, as objdump prints it
+        _CS.update(full=full, lite=Cs(CS_ARCH_X86, CS_MODE_64), error=CsError)  # lite: addresses and sizes only
+        md = _CS["lite" if lite else "full"]
+    return md
 
 
 def split_prefixes(code: bytes) -> tuple[bytes, int, int]:
@@ -193,9 +203,10 @@ def decode_fields(code: bytes, addr: int) -> tuple:
             raw = code[:end]
             target = (addr + end + int.from_bytes(raw[n:], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
             return (addr, raw, s[1], hex(target), *s[3:8], target)
+    md = _capstone()
     try:
-        got = next(_md.disasm(code, addr, 1), None)
-    except CsError:
+        got = next(md.disasm(code, addr, 1), None)
+    except _CS["error"]:
         got = None
     prefixes, rex, i = split_prefixes(code)
     opcode = _opcode(code, i)
@@ -261,7 +272,7 @@ def _movsxd(code: bytes, addr: int, rex: int, i: int) -> _Decoded | None:
     else:
         wide = code[:i] + b"\x48" + code[i:]
         shift = 1
-    got = next(_md.disasm(wide[: MAX_INSN + shift], addr, 1), None)
+    got = next(_capstone().disasm(wide[: MAX_INSN + shift], addr, 1), None)
     if got is None or got.size - shift > MAX_INSN:
         return None
     src, sep, dst = got.op_str.rpartition(", %")
@@ -291,12 +302,10 @@ def decode(code: bytes, addr: int) -> Insn:
     return Insn(*decode_fields(code, addr))
 
 
-_md_lite = Cs(CS_ARCH_X86, CS_MODE_64)  # no detail: the linear sweep needs only addresses and sizes
-
 
 def insn_length(code: bytes) -> int:
     """The length of the first instruction of code as the sweep sees it: 0 when it does not decode."""
-    for _a, size, _m, _o in _md_lite.disasm_lite(code, 0, 1):
+    for _a, size, _m, _o in _capstone(lite=True).disasm_lite(code, 0, 1):
         return size
     return movsxd_length(code)
 
@@ -306,9 +315,10 @@ def sweep(code: bytes, addr: int) -> Iterator[tuple[int, int]]:
     decode are skipped one at a time (a size-0 marker is yielded for each), so the sweep reaches the
     end; callers start a new sweep at each symbol, which keeps it in sync with symbol boundaries."""
     at, end = 0, len(code)
+    md = _capstone(lite=True)
     while at < end:
         last = at
-        for a, size, _m, _o in _md_lite.disasm_lite(code[at:], addr + at):
+        for a, size, _m, _o in md.disasm_lite(code[at:], addr + at):
             yield a, size
             last = a - addr + size
         if last >= end:

@@ -700,7 +700,7 @@ def add_source_lines(results, limit: int | None = None) -> None:
     fragment (outlined by GCC into .text.unlikely, which Debian's .debug_aranges leave out) takes
     the line of the function it was split from."""
     for r in results:
-        js = [j for j in r.judgements if j.findings and j.pp.source is None]
+        js = [j for j in r.with_findings() if j.pp.source is None]
         if limit is not None:
             js = js[:limit]
         if not js or not has_dwarf(r.kernel):

@@ -455,12 +455,15 @@ def _sort_aliases(keep: list[int], t_addr: list[int], c_name: list[str]) -> None
 
 def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int]) -> tuple[dict[int, str], set[int]]:
     """A module's relocated call targets (PC32/PLT32 in text naming a symbol, not a section: a call out
-    of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A)."""
+    of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). Each RELA section
+    is read as numpy columns, and only the names of the symbols a call names are decoded."""
+    import numpy as np  # here, not at the top: the command line reaches this module before it parses options
+
     call_targets: dict[int, str] = {}
     mcount: set[int] = set()
     secs = e.sections
     relocs = Relocations(e.data, secs, bases, st.raw)
-    all_names, st_info = st.names_of(range(st.n)), st.info
+    is_section = np.frombuffer(st.info, dtype=np.uint8) & 0xF == STT_SECTION if st.n else np.zeros(0, dtype=bool)
     for i in relocs.patching:
         if i not in bases:
             continue
@@ -469,16 +472,21 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int]) -> tuple[di
         if not (is_text or is_mcount):
             continue
         tbase = bases[i]
-        for r_offset, si, rtype, addend in relocs.of(i):
-            if si >= st.n:
-                continue
-            if is_mcount and rtype == R_X86_64_64:
-                if st.shndx[si] in bases:  # a site in a section the module loads
-                    mcount.add(relocs.symbol(si) + addend)
-            elif is_text and rtype in (R_X86_64_PC32, R_X86_64_PLT32):
-                if st_info[si] & 0xF == STT_SECTION or not all_names[si]:
-                    continue  # intra-module branch: the target is resolved from the bytes
-                call_targets[tbase + r_offset] = all_names[si]
+        for off, si, rtype, addend in relocs.columns(i):
+            ok = si < st.n
+            if is_mcount:
+                abs64 = ok & (rtype == R_X86_64_64)
+                for sym, add in zip(si[abs64].tolist(), addend[abs64].tolist(), strict=True):
+                    if st.shndx[sym] in bases:  # a site in a section the module loads
+                        mcount.add(relocs.symbol(sym) + add)
+            elif is_text:
+                call = ok & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
+                call[ok] &= ~is_section[si[ok]]  # intra-module branch: the target is resolved from the bytes
+                sel = si[call].tolist()
+                names = dict(zip(sorted(set(sel)), st.names_of(sorted(set(sel))), strict=True))
+                for at, sym in zip(off[call].tolist(), sel, strict=True):
+                    if names[sym]:
+                        call_targets[tbase + at] = names[sym]
     return call_targets, mcount
 
 

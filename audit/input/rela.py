@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from functools import cache
 
 # By struct, as the section headers are (elf.py): pyelftools' relocation handling copies and re-parses
 # whole sections, and the loader, the table reader and the DWARF reader need only these five types.
@@ -40,6 +41,11 @@ class Relocations:
             if h.sh_type == "SHT_RELA":
                 self.patching.setdefault(h.sh_info, []).append(h)
 
+    def columns(self, target: int) -> list[tuple]:
+        """entries() of each RELA section that patches section `target`, as arrays (r_offset, symbol index,
+        type, r_addend), in file order."""
+        return [_columns(self.data, h) for h in self.patching.get(target, ())]
+
     def of(self, target: int) -> Iterator[tuple[int, int, int, int]]:
         """entries() of every RELA section that patches section `target`."""
         for h in self.patching.get(target, ()):
@@ -58,17 +64,67 @@ class Relocations:
 
     def applied(self, target: int, contents, base: int) -> bytes:
         """A copy of section `target`'s `contents`, loaded at `base`, with its relocations applied:
-        S + A (R_X86_64_64, _32, _32S) or S + A - P (PC32, PLT32); a field past the section is skipped."""
-        buf = bytearray(contents)
+        S + A (R_X86_64_64, _32, _32S) or S + A - P (PC32, PLT32); a field past the section is skipped.
+        Over arrays (a module's tables carry thousands): each field's bytes computed at once, and where
+        fields overlap the later relocation's bytes win, as when they are applied one after another."""
+        import numpy as np  # here, not at the top: the command line reaches this module before it parses options
+        buf = np.frombuffer(bytes(contents), dtype=np.uint8).copy()
         size = len(buf)
-        for off, si, rtype, addend in self.of(target):
-            s = self.symbol(si)
-            if s is None:
-                continue
-            if rtype == R_X86_64_64 and off + 8 <= size:
-                struct.pack_into("<Q", buf, off, (s + addend) & _MASK64)
-            elif rtype in (R_X86_64_PC32, R_X86_64_PLT32) and off + 4 <= size:
-                struct.pack_into("<I", buf, off, (s + addend - (base + off)) & 0xFFFFFFFF)
-            elif rtype in (R_X86_64_32, R_X86_64_32S) and off + 4 <= size:
-                struct.pack_into("<I", buf, off, (s + addend) & 0xFFFFFFFF)
-        return bytes(buf)
+        cols = self.columns(target)
+        if not cols or not size:
+            return bytes(buf)
+        off, si, rtype, addend = (np.concatenate(c) for c in zip(*cols, strict=True))
+        s, named = self._symbols(si)
+        value = s + addend.view(np.uint64)
+        pc = (rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32)
+        value[pc] -= np.uint64(base) + off[pc]
+        wide = rtype == R_X86_64_64
+        width = np.where(wide, 8, 4)
+        fits = (off <= np.uint64(size)) & (off + width.astype(np.uint64) <= np.uint64(size))
+        keep = named & fits & (wide | pc | (rtype == R_X86_64_32) | (rtype == R_X86_64_32S))
+        off, value, width = off[keep].astype(np.int64), value[keep], width[keep]
+        lanes = np.arange(8)
+        at = (off[:, None] + lanes).reshape(-1)
+        byte = ((value[:, None] >> (lanes * 8).astype(np.uint64)) & np.uint64(0xFF)).astype(np.uint8).reshape(-1)
+        used = (lanes < width[:, None]).reshape(-1)
+        at, byte = at[used][::-1], byte[used][::-1]
+        _u, last = np.unique(at, return_index=True)  # the last relocation to write each byte
+        buf[at[last]] = byte[last]
+        return buf.tobytes()
+
+    def _symbols(self, si):
+        """symbol() of each index in si, as uint64, and whether it names a symbol (si within the table)."""
+        import numpy as np
+
+        _RELA, _SYM = _dtypes()
+        named = si < self.nsyms
+        syms = np.frombuffer(self.symtab, dtype=_SYM, count=self.nsyms) if self.nsyms else np.zeros(0, dtype=_SYM)
+        shndx = syms["shndx"][np.where(named, si, 0)] if self.nsyms else np.zeros(len(si), dtype=np.uint16)
+        value = syms["value"][np.where(named, si, 0)] if self.nsyms else np.zeros(len(si), dtype=np.uint64)
+        loaded = {x: b for x, b in self.bases.items() if SHN_UNDEF < x < SHN_LORESERVE}
+        base = np.zeros(max(loaded, default=0) + 2, dtype=np.uint64)  # the last slot: every other section (0)
+        base[list(loaded)] = list(loaded.values())
+        defined = (shndx > SHN_UNDEF) & (shndx < SHN_LORESERVE)
+        s = np.where(defined, base[np.minimum(shndx, len(base) - 1)] + value,
+                     np.where(shndx == SHN_ABS, value, np.uint64(0)))  # fmt: skip
+        return s, named
+
+
+@cache
+def _dtypes():
+    """Elf64_Rela and Elf64_Sym as numpy record types."""
+    import numpy as np
+
+    return (np.dtype([("off", "<u8"), ("info", "<u8"), ("addend", "<i8")]),
+            np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"),
+                      ("size", "<u8")]))  # fmt: skip
+
+
+def _columns(data, h) -> tuple:
+    """entries() of one SHT_RELA section as arrays: r_offset, symbol index, type, r_addend."""
+    import numpy as np
+
+    _RELA = _dtypes()[0]
+    n = max(0, min(h.sh_size, len(data) - h.sh_offset)) // _RELA.itemsize  # a section past the file: what is there
+    a = np.frombuffer(data, dtype=_RELA, count=n, offset=h.sh_offset) if n else np.zeros(0, dtype=_RELA)
+    return a["off"], (a["info"] >> np.uint64(32)).astype(np.int64), a["info"] & np.uint64(0xFFFFFFFF), a["addend"]

@@ -50,6 +50,11 @@ class Judge:
         facts_only = all(getattr(r, "facts_only", False) for r in site_rules)
         self._verdicts: dict[tuple, tuple[list[Finding], str]] | None = {} if facts_only else None
 
+    @property
+    def memoises(self) -> bool:
+        """Whether judgements are memoised by what the rules read (every site rule reads only the facts)."""
+        return self._verdicts is not None
+
     def handling(self, insn: Insn) -> tuple[Entry | None, Handling, Fixup]:
         """The matching entry (or None), the handling and the fixups the table gives insn (memoised there)."""
         return self.table.handling(insn)

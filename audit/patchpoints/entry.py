@@ -1,4 +1,12 @@
-"""enumerate.py: Kernel + table -> entry patchpoints: one per text address, moved past `move` entries, with variants."""
+"""entry.py: Kernel + table -> entry patchpoints, column-wise: one row per text address, moved past `move` entries.
+
+The entry pass runs over arrays (numpy): symbols grouped by address, the first bytes of every entry gathered
+in one fancy index, `call rel32` decoded in numpy, every other encoding decoded once per distinct bytes.
+A row becomes a Patchpoint (Insn, Variants) only when something asks for it: the site-fact pass for the rows
+a kernel table or a name may touch, the judge for one row per distinct judgement key, the report for the
+rows it prints (EntryRows.patchpoint). Rows that move past a `move` entry or run into the next symbol are
+built as objects at once (a few, and none on most kernels).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fbt_audit.decode.insn import decode_fields
+import numpy as np
+
+from fbt_audit.decode.insn import MAX_INSN, decode_fields
 from fbt_audit.model.abi import Handling, Target
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
 from fbt_audit.model.facts import FTRACE_SITE, MID_INSTRUCTION
@@ -39,9 +49,8 @@ def _primary(cols: SymbolColumns, members: list[int]) -> int:
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """The cyclic collector off while an audit builds its objects (~10 per patchpoint, a million on
-    a 6.12 vmlinux, none freed before the end and none in a cycle): it would rescan all of them
-    each time the heap grows by a quarter, half of the run time, and could free nothing."""
+    """The cyclic collector off while an audit builds its objects (~10 per reported patchpoint, none in a
+    cycle): it would rescan all of them each time the heap grows by a quarter, and could free nothing."""
     paused = gc.isenabled()
     gc.disable()
     try:
@@ -52,106 +61,353 @@ def gc_paused() -> Iterator[None]:
 
 
 def entry_patchpoints(kernel: Kernel, table: EmulationTable) -> list[Patchpoint]:
-    """One patchpoint per distinct text symbol address, in address order. Walks the symbol columns
-    and builds each Insn once (name included); the decoder caches shapes, names are asked once
-    per target, and the table lookup is memoised, because ~50,000 entries repeat a few shapes."""
+    """One patchpoint per distinct text symbol address, in address order (every row of entry_rows built)."""
     with gc_paused():
-        return _entry_patchpoints(kernel, table)
+        return entry_rows(kernel, table).patchpoints()
 
 
-def _entry_patchpoints(kernel: Kernel, table: EmulationTable) -> list[Patchpoint]:
-    out: list[Patchpoint] = []
-    cols = kernel.symbol_columns()
-    c_name, c_size, c_kind = cols.name, cols.size, cols.kind
-    c_addr = [*cols.addr, -1]  # a sentinel ends the last group
-    nsyms = len(cols.addr)
-    module, mcount, data = kernel.module, kernel.mcount_sites, kernel.data
-    lookup, name_target = table.lookup, kernel.name_target
-    nop_tail = decode_fields(FTRACE_NOP, 0)[1:]
-    rel, invalid, move, fentry, max_moves = _REL, IC.INVALID, Handling.MOVE, Target.FENTRY, MAX_MOVES
-    movable = _movable_bytes(table)
-    sec, lo, hi, base, sec_end = None, 0, -1, 0, 0  # the section that holds [lo, hi)
-    prev: Patchpoint | None = None
-    prev_end = 0
-    i = 0
-    while i < nsyms:
-        addr = c_addr[i]
-        if c_addr[i + 1] != addr:
-            name, aliases, kind, end, first = c_name[i], (), c_kind[i], addr + c_size[i], i
-            i += 1
-            if kind == "NOTYPE" and is_marker(cols, first):
-                continue
-        else:
-            i, first, name, aliases, kind, end = _aliases(cols, c_addr, i)
-            if first < 0:
-                continue
-        at = addr
-        moved: tuple[Insn, ...] = ()
-        while True:
-            if not lo <= at < hi:
-                sec, lo, hi = kernel.section_span(at)
-                if sec is not None:
-                    base, sec_end = sec.offset - sec.addr, sec.addr + sec.size
-            stop = at + 15
-            if stop > sec_end:
-                stop = sec_end
-            code = data[base + at : base + stop] if sec is not None else b""
-            f = decode_fields(code, at)
-            insn = Insn(*f, *name_target(at, len(f[1]), f[9])) if f[8] & rel else Insn(*f)
-            length = 0 if f[8] & invalid else len(f[1])
-            if length and f[6][-1] in movable and at + length < end and len(moved) < max_moves:
-                entry = lookup(insn)
-                if entry is not None and entry.handling == move:
-                    moved += (insn,)
-                    at += length
-                    continue
-            break
-        if at in mcount or insn.target_class == fentry:
+_E8, _U64 = np.uint64(5), np.uint64
+_REL = IC.REL_CALL | IC.REL_BRANCH
+_CALL_SHAPE = (None, "callq", None, b"", 0, b"\xe8", -1, IC.REL_CALL | IC.STACK, 5)
+
+
+class EntryRows:
+    """The entry patchpoints of one image as columns (row i: the i-th distinct text address).
+
+    Per row: the primary symbol's index `first`, `sym_addr`, effective `addr`, `length` of the displaced
+    instruction, its `shape` (index into `shapes`: the Insn fields after addr, raw and operands None for a
+    relative branch, whose bytes and target are the row's), `target` and `tname` (index into `tnames`,
+    -1 without a name) for relative branches, `ftrace` (an ftrace site: the ftrace-nop variant and fact),
+    `sec` (index into the kernel's sorted sections, -1 outside them), `offset` (file offset of addr) and
+    `moved` (row -> the instructions moved past, as (addr, shape, target, tname, offset)). `objs` holds the
+    rows already built as Patchpoints (overlapping, annotated): those are the row's truth from then on."""
+
+    def __init__(self, kernel: Kernel, table: EmulationTable) -> None:
+        self.kernel, self.table = kernel, table
+        self.objs: dict[int, Patchpoint] = {}
+        self.aliases: dict[int, tuple[str, ...]] = {}
+        self.moved: dict[int, list[tuple]] = {}
+        self.shapes: list[tuple] = [_CALL_SHAPE]
+        self.shape_ids: dict[tuple, int] = {_CALL_SHAPE: 0}
+        self.tnames: list[tuple] = []
+        self.tname_ids: dict[tuple, int] = {}
+        self.nop_tail = decode_fields(FTRACE_NOP, 0)[1:]
+        # Set by detach(): what patchpoint() reads of the image, kept once the image is let go.
+        self.names: list[str] | None = None
+        self.fallback: dict[int, str] = {}
+        self.raw_at: dict[int, bytes] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.sym_addr)
+
+    def name(self, i: int) -> str:
+        return self.names[i] if self.names is not None else self.kernel.symbol_columns().name[self.first[i]]
+
+    def detach(self, kernel: Kernel) -> None:
+        """Let the image go (for a module's result sent from a worker): keep the row names, the sections of the
+        rows outside every section, and the bytes of each relative branch; `kernel` is the detached one (its
+        identity and sections). patchpoint() then builds the same Patchpoints as before."""
+        cols = self.kernel.symbol_columns()
+        self.names = [cols.name[k] for k in self.first]
+        self.fallback = {i: cols.section[self.first[i]] for i in np.flatnonzero(self.sec < 0).tolist()}
+        own = np.array([s[0] is None for s in self.shapes], dtype=bool)[self.shape]  # bytes read from the image
+        spans = set(zip([self.offset[i] for i in np.flatnonzero(own).tolist()], self.length[own].tolist(), strict=True))
+        spans |= {(st[4], self.shapes[st[1]][8]) for steps in self.moved.values() for st in steps
+                  if self.shapes[st[1]][0] is None}  # fmt: skip
+        data = self.kernel.data
+        self.raw_at = {off: bytes(data[off : off + n]) for off, n in spans}
+        self.moved = {i: steps for i, steps in self.moved.items() if i not in self.objs}  # a built row has its own
+        self.kernel, self.table = kernel, None
+        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = None
+
+    def insn(self, at: int, sid: int, target: int, t: int, off: int) -> Insn:
+        """The Insn of shape sid at address at (file offset off), with a relative branch's target and name."""
+        sh = self.shapes[sid]
+        raw = sh[0]
+        if raw is None:
+            raw = self.raw_at[off] if self.raw_at is not None else bytes(self.kernel.data[off : off + sh[8]])
+        if sh[7] & _REL:
+            name, cls = self.tnames[t] if t >= 0 else (None, Target.ANY)
+            return Insn(at, raw, sh[1], sh[2] if sh[2] is not None else hex(target), *sh[3:8], target, name, cls)
+        return Insn(at, raw, *sh[1:8])
+
+    def row_insn(self, i: int) -> Insn:
+        return self.insn(int(self.addr[i]), int(self.shape[i]), int(self.target[i]), int(self.tname[i]), self.offset[i])
+
+    def patchpoint(self, i: int) -> Patchpoint:
+        """Row i as a Patchpoint (the one already built, or a new one from the columns)."""
+        pp = self.objs.get(i)
+        if pp is not None:
+            return pp
+        k = self.kernel
+        at = int(self.addr[i])
+        insn = self.row_insn(i)
+        if self.ftrace[i]:
+            variants = (Variant("disk", insn), Variant("ftrace-nop", Insn(at, *self.nop_tail)))
             facts = _FTRACE_SITE
-            variants = (Variant("disk", insn), Variant("ftrace-nop", Insn(at, *nop_tail)))
         else:
-            facts = _NO_FACTS
-            variants = (Variant("disk", insn),)
-        if not lo <= at < hi:
-            sec, lo, hi = kernel.section_span(at)
-            if sec is not None:
-                base, sec_end = sec.offset - sec.addr, sec.addr + sec.size
-        section, sec_off = (sec.name, at - sec.addr) if sec is not None else (cols.section[first], 0)
-        pp = Patchpoint(module, name, aliases, kind, "entry", addr, at, section, sec_off, insn, variants, moved, facts)
-        if prev_end > addr and prev is not None:
-            _overlap(prev, pp)
-        out.append(pp)
-        prev, prev_end = pp, at + length
-    return out
+            variants, facts = (Variant("disk", insn),), _NO_FACTS
+        s = self.sec[i]
+        if s >= 0:
+            sec = k._sec_sorted[s]
+            section, sec_off = sec.name, at - sec.addr
+        elif self.names is not None:
+            section, sec_off = self.fallback[i], 0
+        else:
+            section, sec_off = k.symbol_columns().section[self.first[i]], 0
+        steps = self.moved.get(i)
+        moved = tuple(self.insn(*st) for st in steps) if steps else ()
+        return Patchpoint(k.module, self.name(i), self.aliases.get(i, ()), self.kind[i], "entry", int(self.sym_addr[i]),
+                          at, section, sec_off, insn, variants, moved, facts)  # fmt: skip
+
+    def patchpoints(self) -> list[Patchpoint]:
+        return [self.patchpoint(i) for i in range(self.n)]
+
+    def build_all(self) -> None:
+        """Every row as a Patchpoint of its own (objs): for what reads or changes one row's variants and facts
+        outside the columns (--platform, --deep); each is then annotated and judged on its own."""
+        for i in range(self.n):
+            if i not in self.objs:
+                self.objs[i] = self.patchpoint(i)
+
+    def shape_column(self, index: int) -> np.ndarray:
+        """Field `index` of each row's shape (7: the IC bits), as an array."""
+        return np.array([s[index] for s in self.shapes], dtype=np.int64)[self.shape]
+
+
+def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
+    """The entry patchpoints of kernel, column-wise (EntryRows): symbols grouped by address, the displaced
+    instruction of each decoded (call rel32 in numpy, every other encoding once per distinct bytes), the
+    call targets named once per distinct target, moved past `move` entries, ftrace sites marked."""
+    rows = EntryRows(kernel, table)
+    _group_symbols(rows, kernel.symbol_columns())
+    n = len(rows.sym_addr)
+    rows.addr = rows.sym_addr.copy()
+    rows.sec, rows.avail = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    rows.offset = [0] * n
+    rows.shape, rows.length = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    rows.target, rows.tname = np.zeros(n, dtype=np.uint64), np.full(n, -1, dtype=np.int64)
+    every = np.arange(n)
+    _place(rows, every)
+    _decode(rows, every)
+    _name_targets(rows, every)
+    _moves(rows, table)
+    mcount = np.array([a for a in kernel.mcount_sites if 0 <= a < 1 << 64], dtype=np.uint64)  # others match nothing
+    fentry = np.array([c == Target.FENTRY for _n, c in rows.tnames] + [False], dtype=bool)
+    rows.ftrace = np.isin(rows.addr, mcount) | fentry[rows.tname]
+    _overlaps(rows)
+    return rows
+
+
+def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
+    """Rows from the symbols: one per distinct address (the primary symbol's index, the others as aliases,
+    FUNC if any is, the furthest end); linker section markers are never rows."""
+    addr = np.array(cols.addr, dtype=np.uint64)
+    n = len(addr)
+    starts = np.flatnonzero(np.r_[True, addr[1:] != addr[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], n].astype(np.int64)
+    first = starts.tolist()
+    kinds = [cols.kind[k] for k in first]
+    end = (addr[starts] + np.array([cols.size[k] for k in first], dtype=np.uint64)).tolist() if n else []
+    keep = [True] * len(first)
+    for g in np.flatnonzero(ends - starts > 1).tolist():  # addresses several symbols share
+        members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
+        if not members:
+            keep[g] = False
+            continue
+        p = _primary(cols, members)
+        first[g] = p
+        rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
+        kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
+        end[g] = max(cols.addr[k] + cols.size[k] for k in members)
+    for g, k in enumerate(first):
+        if kinds[g] == "NOTYPE" and ends[g] - starts[g] == 1 and is_marker(cols, k):
+            keep[g] = False
+    if not all(keep):
+        sel = [g for g, ok in enumerate(keep) if ok]
+        rows.aliases = {r: rows.aliases[g] for r, g in enumerate(sel) if g in rows.aliases}
+        first, kinds, end = [first[g] for g in sel], [kinds[g] for g in sel], [end[g] for g in sel]
+    rows.first, rows.kind, rows.end = first, kinds, end
+    rows.sym_addr = np.array([cols.addr[k] for k in first], dtype=np.uint64)
+
+
+def _place(rows: EntryRows, idx: np.ndarray) -> None:
+    """For rows idx at their addr: the section (index into the kernel's sorted sections, -1 outside), the file
+    offset and the bytes available to decode there (up to MAX_INSN, stopping at the section's end)."""
+    secs = rows.kernel._sec_sorted
+    starts = np.array([s.addr for s in secs], dtype=np.uint64)
+    ends = np.array([min(s.addr + s.size, (1 << 64) - 1) for s in secs] + [0], dtype=np.uint64)
+    fileoff = np.array([s.offset for s in secs] + [0], dtype=np.uint64)
+    at = rows.addr[idx]
+    s = np.searchsorted(starts, at, side="right").astype(np.int64) - 1
+    inside = (s >= 0) & (at < ends[s])
+    s[~inside] = -1
+    start = np.r_[starts, _U64(0)][s]
+    rows.sec[idx] = s
+    offset = np.where(inside, at - np.minimum(start, at) + fileoff[s], 0).astype(np.int64).tolist()
+    for i, o in zip(idx.tolist(), offset, strict=True):
+        rows.offset[i] = o
+    avail = np.minimum(ends[s] - np.minimum(at, ends[s]), MAX_INSN).astype(np.int64)
+    avail[~inside] = 0
+    rows.avail[idx] = avail
+
+
+def _decode(rows: EntryRows, idx: np.ndarray) -> None:
+    """The displaced instruction of rows idx: `call rel32` (four in five) in numpy, the others through
+    decode_fields, whose cache decodes each distinct encoding once."""
+    k = rows.kernel
+    buf = np.frombuffer(k.data, dtype=np.uint8) if len(k.data) else np.zeros(1, dtype=np.uint8)
+    off = np.array([rows.offset[i] for i in idx.tolist()], dtype=np.int64)
+    head = buf[np.clip(off[:, None] + np.arange(5), 0, len(buf) - 1)] if len(idx) else np.zeros((0, 5), np.uint8)
+    call = (head[:, 0] == 0xE8) & (rows.avail[idx] >= 5)
+    disp = head[:, 1:5].copy().view("<i4").reshape(-1).astype(np.int64)
+    ci = idx[call]
+    rows.shape[ci], rows.length[ci] = 0, 5
+    rows.target[ci] = rows.addr[ci] + _E8 + disp[call].astype(np.uint64)
+    rest = idx[~call]
+    for width in (4, 8):  # rows grouped by their first bytes: one decode per group whose instruction fits in them
+        rest = _decode_grouped(rows, rest, buf, width)
+    got = [_decode_one(rows, rows.offset[i], a, v) for i, a, v in _where(rows, rest)]
+    rows.shape[rest] = [g[0] for g in got]
+    rows.length[rest] = [g[1] for g in got]
+    rows.target[rest] = [g[2] for g in got]
+
+
+def _where(rows: EntryRows, idx: np.ndarray):
+    """(row, addr, bytes available) of rows idx, as Python ints."""
+    return zip(idx.tolist(), rows.addr[idx].tolist(), rows.avail[idx].tolist(), strict=True)
+
+
+def _decode_grouped(rows: EntryRows, idx: np.ndarray, buf: np.ndarray, width: int) -> np.ndarray:
+    """Rows idx that share their first `width` bytes and whose instruction (decoded once, at the group's first
+    row) is no longer than that and not a relative branch: that instruction, at each row's address (bytes
+    that decoded to an n-byte instruction decode the same whatever follows). Returns the rows left."""
+    if not idx.size:
+        return idx
+    ok = rows.avail[idx] >= width
+    cand = idx[ok]
+    off = np.array([rows.offset[i] for i in cand.tolist()], dtype=np.int64)
+    win = buf[np.clip(off[:, None] + np.arange(width), 0, len(buf) - 1)] if cand.size else np.zeros((0, width), "u1")
+    keys = win.copy().view("<u4" if width == 4 else "<u8").reshape(-1)
+    _uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    got = [_decode_one(rows, rows.offset[i], a, v) for i, a, v in _where(rows, cand[first])]
+    good = np.array([0 < ln <= width and not rows.shapes[sid][7] & _REL for sid, ln, _t in got], dtype=bool)
+    inv = inv.reshape(-1)
+    hit = good[inv]
+    sel = cand[hit]
+    rows.shape[sel] = np.array([g[0] for g in got], dtype=np.int64)[inv[hit]]
+    rows.length[sel] = np.array([g[1] for g in got], dtype=np.int64)[inv[hit]]
+    rows.target[sel] = 0
+    return np.sort(np.concatenate([idx[~ok], cand[~hit]]))
+
+
+def _decode_one(rows: EntryRows, o: int, at: int, av: int) -> tuple[int, int, int]:
+    """The instruction at address at (file offset o, av bytes available) through decode_fields: (shape id,
+    length, relative branch target or 0)."""
+    f = decode_fields(rows.kernel.data[o : o + av] if av else b"", at)
+    raw, classes = f[1], f[8]
+    if classes & _REL and f[3] == hex(f[9]):  # bytes and operand text follow from the row's target
+        key = (None, f[2], None, *f[4:9], len(raw))
+    elif classes & _REL:  # a relative branch printed otherwise: its own shape
+        key = (raw, *f[2:9], len(raw), f[9])
+    else:
+        key = (raw, *f[2:9], len(raw))
+    sid = rows.shape_ids.get(key)
+    if sid is None:
+        sid = rows.shape_ids[key] = len(rows.shapes)
+        rows.shapes.append(key)
+    return sid, 0 if classes & IC.INVALID else len(raw), f[9] if classes & _REL else 0
+
+
+def _name_targets(rows: EntryRows, idx: np.ndarray) -> None:
+    """The target name and class of each relative branch among rows idx (Kernel.name_target), asked once per
+    distinct target when no relocation names call sites (vmlinux), else once per site."""
+    k = rows.kernel
+    rel = np.array([bool(s[7] & _REL) for s in rows.shapes], dtype=bool)[rows.shape[idx]]
+    sel = idx[rel]
+    rows.tname[idx[~rel]] = -1
+    if k.call_targets:
+        at, ln, tg = rows.addr[sel].tolist(), rows.length[sel].tolist(), rows.target[sel].tolist()
+        got = [k.name_target(a, n, t) for a, n, t in zip(at, ln, tg, strict=True)]
+    else:
+        uniq, inv = np.unique(rows.target[sel], return_inverse=True)
+        per = [k.name_target(0, 0, t) for t in uniq.tolist()]
+        got = [per[j] for j in inv.reshape(-1).tolist()]
+    ids, tnames = rows.tname_ids, rows.tnames
+    vals = []
+    for hit in got:
+        t = ids.get(hit)
+        if t is None:
+            t = ids[hit] = len(tnames) if hit[0] is not None else -1
+            if hit[0] is not None:
+                tnames.append(hit)
+        vals.append(t)
+    rows.tname[sel] = vals
+
+
+def _moves(rows: EntryRows, table: EmulationTable) -> None:
+    """Rows whose instruction a `move` entry covers (ENDBR under the shipped tables) move past it, up to
+    MAX_MOVES times within their symbol: the table is asked once per distinct instruction (shape and
+    target name: all that its match reads), the moved rows placed and decoded again together."""
+    movable = _movable_bytes(table)
+    if not movable:
+        return
+    last = np.zeros(256, dtype=bool)
+    last[list(movable)] = True
+    end = np.array(rows.end, dtype=np.uint64)
+    active = np.arange(rows.n)
+    for _step in range(MAX_MOVES):
+        op_last = np.array([s[5][-1] if s[5] else 0 for s in rows.shapes], dtype=np.int64)[rows.shape[active]]
+        ln = rows.length[active]
+        active = active[(ln > 0) & last[op_last] & (rows.addr[active] + ln.astype(np.uint64) < end[active])]
+        if not active.size:
+            return
+        keys = rows.shape[active] * (len(rows.tnames) + 1) + rows.tname[active] + 1
+        _uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        entries = [table.lookup(rows.row_insn(int(active[p]))) for p in first.tolist()]
+        moves = np.array([e is not None and e.handling == Handling.MOVE for e in entries], dtype=bool)
+        active = active[moves[inv.reshape(-1)]]
+        if not active.size:
+            return
+        act = active.tolist()
+        cols = (rows.addr[active].tolist(), rows.shape[active].tolist(), rows.target[active].tolist(),
+                rows.tname[active].tolist(), [rows.offset[i] for i in act])  # fmt: skip
+        for i, *step in zip(act, *cols, strict=True):
+            rows.moved.setdefault(i, []).append(tuple(step))
+        rows.addr[active] += rows.length[active].astype(np.uint64)
+        _place(rows, active)
+        _decode(rows, active)
+        _name_targets(rows, active)
+
+
+def _overlaps(rows: EntryRows) -> None:
+    """Rows whose instruction runs into the next row's symbol (_overlap): both built, in address order."""
+    ends = rows.addr + rows.length.astype(np.uint64)
+    for i in np.flatnonzero(ends[:-1] > rows.sym_addr[1:]).tolist():
+        prev, nxt = rows.patchpoint(i), rows.patchpoint(i + 1)
+        _overlap(prev, nxt)
+        rows.objs[i], rows.objs[i + 1] = prev, nxt
 
 
 def _movable_bytes(table: EmulationTable) -> set[int]:
     """The last opcode bytes a `move` entry accepts: any other instruction cannot move the patchpoint, so
-    most never need the table lookup (ENDBR is the only move in the shipped tables)."""
-    return {
-        b
-        for e in table.entries
-        if e.handling == Handling.MOVE
-        for b in range(256)
-        if (b & e.opcode_mask) == (e.opcode[-1] & e.opcode_mask)
-    }
+    most never need the table lookup (ENDBR is the only move in the shipped tables). Kept per entry tuple:
+    a module tree asks once per module."""
+    got = _MOVABLE.get(id(table.entries))
+    if got is None or got[0] is not table.entries:
+        moves = {
+            b
+            for e in table.entries
+            if e.handling == Handling.MOVE
+            for b in range(256)
+            if (b & e.opcode_mask) == (e.opcode[-1] & e.opcode_mask)
+        }
+        got = _MOVABLE[id(table.entries)] = (table.entries, moves)
+    return got[1]
 
 
-def _aliases(cols: SymbolColumns, c_addr: list[int], i: int) -> tuple[int, int, str, tuple[str, ...], str, int]:
-    """Symbols i.. sharing one address: (the index after them, the primary's index, its name, the other
-    names, FUNC if any of them is, the furthest end). Linker section markers are none of these; when
-    only markers share the address, the primary's index is -1 (no patchpoint)."""
-    addr, j = c_addr[i], i + 1
-    while c_addr[j] == addr:
-        j += 1
-    members = [k for k in range(i, j) if not is_marker(cols, k)]
-    if not members:
-        return j, -1, "", (), "", addr
-    first = _primary(cols, members)
-    aliases = tuple(cols.name[k] for k in members if k != first)
-    kind = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
-    end = max(addr + cols.size[k] for k in members)
-    return j, first, cols.name[first], aliases, kind, end
+_MOVABLE: dict[int, tuple[tuple, set[int]]] = {}
 
 
 # Linker-defined section boundaries in text (vmlinux.lds.h, arch/x86/kernel/vmlinux.lds.S): labels that

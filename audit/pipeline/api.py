@@ -10,8 +10,6 @@ from fbt_audit.deep.run import DeepOptions
 from fbt_audit.input.loader import SymbolOptions, load_input
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel
-from fbt_audit.patchpoints.entry import entry_patchpoints, gc_paused
-from fbt_audit.sites.annotate import add_site_facts
 from fbt_audit.sites.platform import apply_platform
 from fbt_audit.table import emulation as tables
 from fbt_audit.table.emulation import EmulationTable
@@ -44,31 +42,47 @@ def audit(
     call graph FBT207's facts (sites/deepfacts.py), and the flags paths of the FBT101-103 findings (audit/deep/)."""
     from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
+    from fbt_audit.judge.rows import judge_rows  # these import numpy: not at the command line's start
+    from fbt_audit.patchpoints.entry import entry_rows, gc_paused
+    from fbt_audit.sites.annotate import add_site_facts
 
     deep = DeepOptions() if deep is True else (deep or None)
     with gc_paused():  # the collector would rescan the audit's acyclic objects: half of the run time
         kernel = path if isinstance(path, Kernel) else load_kernel(path, symbols)
         tab = load_table(table)
         rules = select_rules(select, ignore)
-        pps = entry_patchpoints(kernel, tab)
+        rows = entry_rows(kernel, tab)
+        pps = []
         if returns:
             from fbt_audit.patchpoints.returns import return_patchpoints
 
-            pps = pps + return_patchpoints(kernel)[0]
-        tables_read = add_site_facts(kernel, pps)  # site facts and boot-time variants from the kernel's own tables
-        apply_platform(pps, platform)  # --platform: only the forms that platform can leave live (all: every one)
-        if deep:
-            from fbt_audit.sites.deepfacts import add_deep_facts
+            pps = return_patchpoints(kernel)[0]
+        every = platform != "all" or deep is not None  # forms dropped or deep facts: every row a Patchpoint
+        if every:
+            rows.build_all()
+        tables_read = add_site_facts(kernel, pps, rows)  # site facts and boot-time variants from the kernel's tables
+        if every:
+            built = [*map(rows.objs.__getitem__, range(rows.n)), *pps]
+            apply_platform(built, platform)  # --platform: only the forms that platform can leave live
+            if deep is not None:
+                from fbt_audit.sites.deepfacts import add_deep_facts
 
-            add_deep_facts(kernel, pps, tab)
-        judgements = list(map(judge_for(tab, rules), pps))
-        addrs = [j.pp.addr for j in judgements]
-        if not all(map(lt, addrs, islice(addrs, 1, None))):  # strictly increasing: already in order
-            judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
+                add_deep_facts(kernel, built, tab)
+        judge = judge_for(tab, rules)
+        judged = judge_rows(judge, rows)  # the entries first, then the returns: the order the judge memoises in
         # a table no known layout fits is said, never guessed: its sites are left out
         errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
-        result = AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors,
-                             platform=platform)
+        addrs = rows.addr
+        if not pps and bool((addrs[1:] > addrs[:-1]).all()):  # strictly increasing: already in order
+            result = AuditResult(kernel=kernel, table=tab, judgements=None, rules=rules, errors=errors, rows=judged,
+                                 platform=platform)
+        else:
+            judgements = judged.judgements() + list(map(judge, pps))
+            addrs = [j.pp.addr for j in judgements]
+            if not all(map(lt, addrs, islice(addrs, 1, None))):
+                judgements.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
+            result = AuditResult(kernel=kernel, table=tab, judgements=judgements, rules=rules, errors=errors,
+                                 platform=platform)
         if deep is not None:  # --deep: flags paths of the flagged patchpoints (audit/deep/)
             from fbt_audit.deep.run import analyse
 

@@ -19,7 +19,7 @@ from fbt_audit.input.modfile import SUFFIXES, is_module_name
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.core import Finding, Insn, Judgement, Patchpoint, Variant
 from fbt_audit.model.errors import AuditError, InputError
-from fbt_audit.model.kernel import Kernel
+from fbt_audit.model.kernel import Kernel, Section
 from fbt_audit.table.emulation import EmulationTable
 
 MAX_CHUNK = 16  # modules per worker task: few enough that the progress bar moves and the load balances
@@ -99,7 +99,7 @@ def expand(paths) -> tuple[list[Input], list[str]]:
 # constructors with the field values instead: 20% fewer bytes, half the time to dump and 40% of the time to
 # load (measured against one flat tuple per judgement too: as fast to dump, slower to load in the parent).
 _DISPATCH = copyreg.dispatch_table.copy()
-for _cls in (Insn, Variant, Patchpoint, Finding, Judgement):
+for _cls in (Insn, Variant, Patchpoint, Finding, Judgement, Section):
     _DISPATCH[_cls] = (lambda cls, get: lambda o: (cls, get(o)))(_cls, attrgetter(*(f.name for f in fields(_cls))))
 
 
@@ -117,7 +117,7 @@ def ambiguous_names(result: AuditResult) -> set[str]:
     fingerprint disambiguator)."""
     from fbt_audit.gate.identity import normalise_function
 
-    syms = {(j.pp.name, j.pp.sym_addr) for j in result.judgements}
+    syms = result.name_addrs()
     by_name = Counter(n for n, _ in syms)
     by_norm = Counter(normalise_function(n) for n, _ in syms)
     return {n for n, _ in syms if by_name[n] > 1 or by_norm[normalise_function(n)] > 1}
@@ -155,6 +155,10 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
         site_tables=Tables(counts=dict(t.counts), layouts=dict(t.layouts), problems=list(t.problems)),
         return_stats=k.return_stats,
     )
+    if "judgements" not in result.__dict__:  # built lazily from the entry rows: they come along instead
+        result.rows.rows.detach(d)
+        return AuditResult(d, result.table, None, result.rules, list(result.errors), units=units, rows=result.rows,
+                           platform=result.platform, evidence=result.evidence)  # fmt: skip
     return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units,
                        platform=result.platform, evidence=result.evidence)  # fmt: skip
 

@@ -19,13 +19,15 @@ VERDICT_ORDER = (Verdict.UNSAFE, Verdict.DENY, Verdict.REFUSED, Verdict.SAFE)
 
 
 def verdict_counts(results: Iterable[AuditResult]) -> dict[Verdict, int]:
-    c = Counter(j.verdict for r in results for j in r.judgements)
+    c: Counter[Verdict] = Counter()
+    for r in results:
+        c.update(r.verdict_counts())
     return {v: c.get(v, 0) for v in VERDICT_ORDER}
 
 
 def rule_counts(results: Iterable[AuditResult]) -> Counter[str]:
     """Findings per rule id."""
-    return Counter(f.rule_id for r in results for j in r.judgements for f in j.findings)
+    return Counter(f.rule_id for r in results for j in r.with_findings() for f in j.findings)
 
 
 def rules_by_id(results: Iterable[AuditResult]) -> dict[str, Rule]:

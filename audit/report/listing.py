@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import islice
-from operator import lt
 from typing import TYPE_CHECKING
 
 from fbt_audit import __version__
-from fbt_audit.judge.order import judgements, ordered
+from fbt_audit.judge.order import ordered
+from fbt_audit.judge.result import in_order
 from fbt_audit.model.core import IC
 from fbt_audit.report.common import tables
 
@@ -78,16 +77,6 @@ def live_text(platform: str, pairs: tuple) -> str:
     if platform != "all":
         return f"platform={platform}" + ("," + text if text else "")
     return text or "-"
-
-
-def in_order(result: AuditResult) -> list[Judgement]:
-    """judgements(result), without the sort when the addresses already strictly increase (as the api
-    leaves them): a check in C instead of a sort with a Python key over 50,000 judgements."""
-    js = result.judgements
-    addrs = [j.pp.addr for j in js]
-    if all(map(lt, addrs, islice(addrs, 1, None))):
-        return js
-    return judgements(result)
 
 
 def render_list(results: list[AuditResult], counts: Mapping[str, int] | None = None) -> str:

@@ -10,7 +10,6 @@ from fbt_audit.deep.model import FLAG_RULES
 from fbt_audit.judge.order import findings, ordered
 from fbt_audit.model.core import Level, Verdict
 from fbt_audit.report.common import rule_counts, rules_by_id, tables, verdict_counts
-from fbt_audit.report.listing import in_order
 
 if TYPE_CHECKING:
     from fbt_audit.judge.result import AuditResult
@@ -64,9 +63,9 @@ def statistics_lines(results: list[AuditResult]) -> list[str]:
 
 def summary_line(results: list[AuditResult]) -> str:
     """`audited 5 patchpoints in 1 image (table legacy-2011): 1 unsafe, 1 deny, 1 refused, 2 safe; 3 findings`."""
-    n_pp = sum(len(r.judgements) for r in results)
+    n_pp = sum(r.count() for r in results)
     n_img = len(results)
-    n_find = sum(len(j.findings) for r in results for j in r.judgements)
+    n_find = sum(len(j.findings) for r in results for j in r.with_findings())
     names = ", ".join(name for name, _ in tables(results)) or "-"
     counts = ", ".join(f"{n} {v.label}" for v, n in verdict_counts(results).items())
     line = (
@@ -135,7 +134,7 @@ def render_text(
 
 def _worst_first(results: list[AuditResult]) -> list[tuple[AuditResult, Judgement]]:
     """Patchpoints with findings: unsafe first, then deny, then refused; within a verdict, by image and address."""
-    pairs = [(r, j) for r in results for j in in_order(r) if j.findings]
+    pairs = [(r, j) for r in results for j in r.with_findings()]
     return sorted(pairs, key=lambda rj: -rj[1].verdict)  # stable: image and address order within a verdict
 
 

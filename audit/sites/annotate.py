@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import bisect
 import struct
+from typing import Any
+
+import numpy as np
 
 from fbt_audit.decode.insn import decode
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -53,28 +56,86 @@ def _segments(ranges: list[tuple[str, tuple[int, int]]]) -> tuple[list[int], lis
     return points, segs
 
 
-def add_site_facts(kernel: Kernel, pps: list[Patchpoint]) -> Tables:
-    """Add site facts and boot-time variants to every patchpoint (in place); return the tables.
+def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None) -> Tables:
+    """Add site facts and boot-time variants to every patchpoint of pps, and to the entry rows (in place);
+    return the tables. rows: a patchpoints.entry.EntryRows (a later stage, so not named here).
 
-    One bisect per patchpoint into all table sites merged, one into the text ranges; the facts
-    set is built only for the patchpoints something applies to (a few thousand of 100,000)."""
+    One bisect per patchpoint into all table sites merged, one into the text ranges; the facts set is built
+    only for the patchpoints something applies to. Of `rows`, only those a table site, a text range, IBT or
+    their name may touch (found over the columns at once) are built as Patchpoints and annotated: a few
+    thousand of 100,000; the others keep the facts and variants their columns give."""
     t = read_tables(kernel)
     sites = _SiteIndex(kernel, t)
-    names = _NameFacts(kernel, t, pps)
+    pairs = [(pp.name, pp.sym_addr) for pp in pps]
+    if rows is not None:
+        black = np.isin(rows.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
+        pairs += [(rows.name(i), int(rows.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
+    names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
-    endbr = IC.ENDBR
+    if rows is not None:
+        for i in _candidates(rows, sites, names, ibt):
+            pp = rows.patchpoint(i)
+            if _annotate(pp, sites, names, ibt):
+                rows.objs[i] = pp
     for pp in pps:
-        add: list[str] = []
-        extra: list[Variant] = []
-        sites.facts(pp, add, extra)
-        if ibt and pp.insn.classes & endbr:
-            add.append(IBT_KERNEL)
-        names.facts(pp, add)
-        if add:
-            pp.facts = pp.facts | frozenset(add)
-        if extra:
-            _add_variants(pp, extra)
+        _annotate(pp, sites, names, ibt)
     return t
+
+
+def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> bool:
+    """Add pp's site facts and boot-time variants; whether there were any."""
+    add: list[str] = []
+    extra: list[Variant] = []
+    sites.facts(pp, add, extra)
+    if ibt and pp.insn.classes & IC.ENDBR:
+        add.append(IBT_KERNEL)
+    names.facts(pp, add)
+    if add:
+        pp.facts = pp.facts | frozenset(add)
+    if extra:
+        _add_variants(pp, extra)
+    return bool(add or extra)
+
+
+def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> list[int]:
+    """The rows whose patchpoint _annotate may change, over the columns: a table site the displaced
+    instruction overlaps, a text range, ENDBR under IBT, a name or symbol address _NameFacts acts on, or a
+    row already built. A superset of the rows _annotate changes (it decides), but a close one."""
+    a = rows.addr
+    stop = a + np.maximum(rows.length, 1).astype(np.uint64)
+    cand = np.zeros(rows.n, dtype=bool)
+    if sites.items:  # some site starts before the instruction ends and ends after it starts: a prefix maximum
+        starts = _u64s(sites.starts)
+        reach = np.maximum.accumulate(_u64s([s + ln for s, ln, _k, _p in sites.items]))
+        hi = np.searchsorted(starts, stop, side="left")
+        cand |= (hi > 0) & (reach[np.maximum(hi - 1, 0)] > a)
+    for _kind, ln, arr in sites.points_tables:  # a site in [a - ln + 1, a + n), as _point_facts asks
+        pts = _u64s(arr)
+        lo = np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0))
+        cand |= np.searchsorted(pts, lo, side="left") < np.searchsorted(pts, stop, side="left")
+    if sites.points:
+        some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
+        cand |= some[np.searchsorted(_u64s(sites.points), a, side="right")]
+    if ibt:
+        cand |= (rows.shape_column(7) & IC.ENDBR) != 0
+    addrs = np.array(sorted(names.black | set(names.containers)), dtype=np.uint64)
+    cand |= np.isin(rows.sym_addr, addrs)
+    cols = rows.kernel.symbol_columns()
+    cand |= np.array(list(map(names.named, map(cols.name.__getitem__, rows.first))), dtype=bool)
+    cand[list(rows.objs)] = True
+    return np.flatnonzero(cand).tolist()
+
+
+def _u64s(values: list[int]) -> np.ndarray:
+    """values as uint64, those a malformed table puts below 0 or past 2**64 clipped to the ends (order kept)."""
+    try:
+        return np.array(values, dtype=np.uint64)
+    except OverflowError:
+        return np.array([min(max(v, 0), _U64_MAX) for v in values], dtype=np.uint64)
+
+
+_U64_MAX = (1 << 64) - 1
+_NAMED = ("__SCT__", "__pfx_", "__cfi_")
 
 
 class _SiteIndex:
@@ -164,11 +225,21 @@ class _NameFacts:
     """The facts a patchpoint's symbol gives: blacklisted, a static-call trampoline, padding, a .cold part,
     a label inside another function, the trap-handling path."""
 
-    def __init__(self, kernel: Kernel, t: Tables, pps: list[Patchpoint]) -> None:
+    def __init__(self, kernel: Kernel, t: Tables, pairs: list[tuple[str, int]]) -> None:
+        """pairs: (name, symbol address) of the patchpoints, at least of those at a blacklisted address."""
         self.black = set(t.blacklist)
-        self.black_names = {pp.name.split(".", 1)[0] for pp in pps if pp.sym_addr in self.black}
+        self.black_names = {name.split(".", 1)[0] for name, addr in pairs if addr in self.black}
         self.containers = _label_containers(kernel)
         self.handlers = handler_path()
+
+    def named(self, name: str) -> bool:
+        """Whether facts() may add a fact for this name at an address neither blacklisted nor a label's."""
+        if name.startswith(_NAMED) or name in self.handlers:
+            return True
+        if "." not in name:
+            return False
+        base, _, suffix = name.partition(".")
+        return "cold" in suffix.split(".") or base in self.black_names or base in self.handlers
 
     def facts(self, pp: Patchpoint, add: list[str]) -> None:
         name = pp.name

@@ -7,6 +7,8 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fbt_audit.input.elf import section_headers
 from fbt_audit.input.rela import Relocations
 from fbt_audit.model.kernel import Kernel
@@ -185,9 +187,9 @@ STATIC_CALL_SITE = struct.Struct("<ii")  # struct static_call_site: s32 addr, s3
 EX_ENTRY = struct.Struct("<iii")  # struct exception_table_entry: s32 insn, s32 fixup, s32 data
 
 
-def _fixed(rd, t: Tables, key: str, label: str, st: struct.Struct, ctype: str) -> list[tuple[int, tuple]] | None:
-    """A fixed-size table as (entry address, fields) rows; None when absent, or when its size does not
-    divide by the entry size (then a problem is recorded: never a silent guess)."""
+def _fixed(rd, t: Tables, key: str, label: str, st: struct.Struct, ctype: str) -> tuple[bytes, int] | None:
+    """A fixed-size table's bytes and address; None when absent, or when its size does not divide by the
+    entry size (then a problem is recorded: never a silent guess)."""
     got = rd.table(key)
     if got is None or not got[0]:
         return None
@@ -196,7 +198,7 @@ def _fixed(rd, t: Tables, key: str, label: str, st: struct.Struct, ctype: str) -
         t.problems.append(f"{label}: size {len(blob)} is not a multiple of {st.size} (struct {ctype})")
         return None
     t.layouts[key] = f"{ctype}/{st.size}"
-    return [(base + st.size * i, rec) for i, rec in enumerate(st.iter_unpack(blob))]
+    return blob, base
 
 
 def _read(kernel: Kernel, t: Tables) -> None:
@@ -241,13 +243,20 @@ def _read_fixed(rd: _Reader, t: Tables, keys: tuple[str, ...]) -> None:
     """The fixed-size tables among keys: each entry's site, from the entry's address and its fields."""
     for key in keys:
         label, st, ctype, field_name, sites = _FIXED[key]
-        rows = _fixed(rd, t, key, label, st, ctype)
-        if rows is not None:
-            got = sites(rows)
+        raw = _fixed(rd, t, key, label, st, ctype)
+        if raw is not None:
+            got = sites(*raw, st)
             setattr(t, field_name, got)
             t.counts[key] = len(got)
             if key in _TARGETS:  # where the entry sends execution: --deep's branch targets (sites/branches.py)
-                setattr(t, _TARGETS[key], [at + 4 + r[1] for at, r in rows])
+                setattr(t, _TARGETS[key], _second_targets(*raw, st))
+
+
+def _second_targets(blob: bytes, base: int, st: struct.Struct) -> list[int]:
+    """Each entry's self-relative second field (s32 at +4: jump_entry.target, exception_table_entry.fixup) as
+    the address it names."""
+    second = np.frombuffer(blob, dtype="<i4").reshape(-1, st.size // 4)[:, 1].tolist()
+    return [base + k * st.size + 4 + off for k, off in enumerate(second)]
 
 
 def _u64_sites(rd: _Reader, t: Tables, key: str) -> list[int]:
@@ -256,7 +265,8 @@ def _u64_sites(rd: _Reader, t: Tables, key: str) -> list[int]:
     if got is None or not got[0]:
         return []
     blob = got[0]
-    sites = [a for a in array("Q", blob[: len(blob) - len(blob) % 8]) if a]
+    vals = np.frombuffer(blob, dtype="<u8", count=len(blob) // 8)
+    sites = vals[vals != 0].tolist()
     t.counts[key] = len(sites)
     return sites
 
@@ -270,8 +280,9 @@ def _read_s32(rd: _Reader, t: Tables, kernel: Kernel) -> None:
         blob, base = got
         # A zero field points at itself: page-alignment padding (.smp_locks) or a site in code the
         # linker discarded (ld resolves it to 0). The kernel skips those; so do we.
-        vals = array("i", blob[: len(blob) - len(blob) % 4])
-        sites = [base + 4 * i + v for i, v in enumerate(vals) if v]
+        vals = np.frombuffer(blob, dtype="<i4", count=len(blob) // 4).astype(np.int64)
+        nz = np.flatnonzero(vals)
+        sites = _plus(base, 4 * nz + vals[nz])
         t.s32[key] = sites
         t.counts[key] = len(sites)
     # runtime-const (6.11+): one section per constant, runtime_ptr_<sym> / runtime_shift_<sym>.
@@ -298,15 +309,43 @@ def _read_ranges(rd: _Reader, t: Tables, kernel: Kernel) -> None:
 
 
 # Fixed-size table -> (label, entry struct, C type, Tables field, the field's value from (entry address, fields) rows)
-_FIXED: dict[str, tuple[str, struct.Struct, str, str, Callable[[list], list]]] = {
+def _plus(base: int, rel: np.ndarray) -> list[int]:
+    """base + each of rel (int64 offsets, |rel| < 2**40), exactly, as Python ints: past 2**64 or below 0 too,
+    as a malformed table may say (no site is there: nothing matches it)."""
+    if base < 1 << 62:
+        return (rel.astype(np.int64) + base).tolist()
+    out = (np.uint64(base) + rel.astype(np.int64).astype(np.uint64)).tolist()  # wraps only past 2**64
+    for i in np.flatnonzero(rel > 0).tolist():
+        if out[i] < base:
+            out[i] += 1 << 64
+    return out
+
+
+def _s32_at(blob: bytes, st: struct.Struct, field: int) -> np.ndarray:
+    """The s32 at byte `field` of each entry, with each entry's offset from the table's start added."""
+    n = len(blob) // st.size
+    vals = np.frombuffer(blob, dtype="<i4").reshape(n, st.size // 4)[:, field // 4] if n else np.zeros(0, np.int32)
+    return np.arange(n, dtype=np.int64) * st.size + field + vals.astype(np.int64)
+
+
+def _self_relative(blob: bytes, base: int, st: struct.Struct) -> list[int]:
+    """Each entry's address plus its first s32 field: the site of a jump, exception-table or bug entry."""
+    return _plus(base, _s32_at(blob, st, 0))
+
+
+def _static_calls(blob: bytes, base: int, st: struct.Struct) -> list[tuple[int, bool]]:
+    """(site, whether the key's low bit marks a tail call) of each static_call_site."""
+    sites, keys = _plus(base, _s32_at(blob, st, 0)), _plus(base, _s32_at(blob, st, 4))
+    return [(a, bool(k & 1)) for a, k in zip(sites, keys, strict=True)]
+
+
+_FIXED: dict[str, tuple[str, struct.Struct, str, str, Callable[[bytes, int, struct.Struct], list]]] = {
     "parainstructions": (".parainstructions", PARA_ENTRY, "paravirt_patch_site", "para",
-                         lambda rows: [(a, ln, ty) for _at, (a, ty, ln) in rows]),
-    "jump_table": ("__jump_table", JUMP_ENTRY, "jump_entry", "jump", lambda rows: [at + c for at, (c, _t, _k) in rows]),
-    "static_call_sites": (".static_call_sites", STATIC_CALL_SITE, "static_call_site", "static_calls",
-                          lambda rows: [(at + a, bool((at + 4 + k) & 1)) for at, (a, k) in rows]),
-    "ex_table": ("__ex_table", EX_ENTRY, "exception_table_entry", "extable",
-                 lambda rows: [at + a for at, (a, _f, _d) in rows]),
-    "bug_table": ("__bug_table", BUG_ENTRY, "bug_entry", "bugs", lambda rows: [at + r[0] for at, r in rows]),
+                         lambda blob, _base, st: [(a, ln, ty) for a, ty, ln in st.iter_unpack(blob)]),
+    "jump_table": ("__jump_table", JUMP_ENTRY, "jump_entry", "jump", _self_relative),
+    "static_call_sites": (".static_call_sites", STATIC_CALL_SITE, "static_call_site", "static_calls", _static_calls),
+    "ex_table": ("__ex_table", EX_ENTRY, "exception_table_entry", "extable", _self_relative),
+    "bug_table": ("__bug_table", BUG_ENTRY, "bug_entry", "bugs", _self_relative),
 }  # fmt: skip
 # Fixed-size table -> the Tables field of its second s32, a target relative to its own address
 _TARGETS = {"jump_table": "jump_targets", "ex_table": "extable_fixups"}

@@ -1,0 +1,88 @@
+"""rows.py: the judge over entry rows: one judgement per distinct key, Judgements built only for what is reported."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fbt_audit.judge.judge import Judge
+from fbt_audit.model.core import IC, Judgement, Verdict
+from fbt_audit.patchpoints.entry import EntryRows
+
+_REL = IC.REL_CALL | IC.REL_BRANCH
+
+
+class JudgedRows:
+    """The judgements of every entry row: `judged` (row -> Judgement) for every row with findings; each other
+    row has no findings and its group's handling, and is built as a Judgement only when all are asked for
+    (judgements())."""
+
+    def __init__(self, rows: EntryRows, judged: dict[int, Judgement], group: np.ndarray, handling: list[str]) -> None:
+        self.rows, self.judged, self.group, self.handling = rows, judged, group, handling
+        self.reported_rows = sorted(i for i, j in judged.items() if j.findings)
+
+    @property
+    def n(self) -> int:
+        return self.rows.n
+
+    def reported(self) -> list[Judgement]:
+        """The judgements with findings, in row (address) order."""
+        return [self.judged[i] for i in self.reported_rows]
+
+    def judgements(self) -> list[Judgement]:
+        """Every row's judgement, in row order (the ones not kept are built now, with no findings)."""
+        judged, group, handling, pp = self.judged, self.group.tolist(), self.handling, self.rows.patchpoint
+        return [judged[i] if i in judged else Judgement(pp(i), [], handling[group[i]]) for i in range(self.n)]
+
+    def name_addrs(self) -> set[tuple[str, int]]:
+        """(symbol name, address) of every row."""
+        return set(zip(map(self.rows.name, range(self.n)), self.rows.sym_addr.tolist(), strict=True))
+
+    @property
+    def detached(self) -> bool:
+        """Whether the rows no longer need the image (EntryRows.detach): then they are what is pickled."""
+        return self.rows.raw_at is not None
+
+    def verdicts(self) -> dict[Verdict, int]:
+        """How many rows take each verdict."""
+        out = dict.fromkeys(Verdict, 0)
+        for j in self.reported():
+            out[j.verdict] += 1
+        out[Verdict.SAFE] = self.n - len(self.reported_rows)
+        return out
+
+
+def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
+    """Judge every entry row. Rows not built as Patchpoints are grouped by what the judge's memo key reads
+    of them (instruction shape, target name, ftrace site; their facts and variants follow from those); each
+    group is judged once at its first row, the built rows one by one, all in row order, so that the judge
+    meets (and memoises) them in the order a row-by-row pass would. A relative branch to an unnamed target is
+    keyed by its bytes and target: judged on its own. Without the judge's memo (a rule that reads more than
+    the facts) every row is judged on its own."""
+    n = rows.n
+    if judge.memoises:
+        rel = np.array([bool(s[7] & _REL) for s in rows.shapes], dtype=bool)[rows.shape]
+        tkey = np.where(rel, rows.tname + 1, 0)
+        key = (rows.shape * (len(rows.tnames) + 2) + tkey) * 2 + rows.ftrace
+        solo = rel & (rows.tname < 0)
+        solo[list(rows.objs)] = True
+        key[solo] = -1 - np.flatnonzero(solo)
+    else:
+        key = -1 - np.arange(n)
+    _uniq, first, group = np.unique(key, return_index=True, return_inverse=True)
+    group = group.reshape(-1)
+    judged: dict[int, Judgement] = {}
+    handling: list[str] = [""] * len(first)
+    findings = np.zeros(len(first), dtype=bool)
+    for g, i in sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1]):
+        j = judged[i] = judge(rows.patchpoint(i))
+        handling[g] = j.handling
+        findings[g] = bool(j.findings)
+    pp = rows.patchpoint
+    for i in np.flatnonzero(findings[group]).tolist():
+        if i not in judged:
+            rep = judged[int(first[group[i]])]
+            judged[i] = Judgement(pp(i), rep.findings[:], rep.handling)
+    # Only the judgements with findings are kept: the others are their group's handling and no findings, built
+    # again the same when every row is asked for (and a module tree's parent holds fewer objects).
+    kept = {i: j for i, j in judged.items() if j.findings}
+    return JudgedRows(rows, kept, group, handling)
