@@ -52,7 +52,7 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
     arm the selected patchpoints (default: those the audit calls safe), run a workload, and classify the
     kernel log (oops, BUG, WARNING, irq-state, lockup, hang). Exit 0 no complaint, 1 a complaint, 2 tool error.
     """
-    from fbt_audit.verify import initramfs, qemu, run, target
+    from fbt_audit.verify import qemu, run
     from fbt_audit.verify.deps import audit
     from fbt_audit.verify.hunt import hunt as do_hunt
     from fbt_audit.verify.report import Report, render_json, render_text
@@ -64,14 +64,7 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
         sys.exit(_oracle(kernel, only, sample, seed, cpu, workdir, platform, save, min_agreement, output))
     if table_name not in qemu.KMOD_TABLES:
         raise UsageError(f"verify --table {table_name}: kmod/ compiles in only {', '.join(qemu.KMOD_TABLES)}")
-    missing = initramfs.have_tools()
-    if missing:
-        raise InputError(f"verify: {missing}")
-    t = target.resolve(kernel)
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="fbt-verify-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    click.echo(f"fbt-audit verify: boots and serial logs in {workdir}", err=True)
+    t, workdir = _prepare(kernel, workdir, "fbt-verify-", "fbt-audit verify: boots and serial logs")
     fbt_ko = qemu.build_kmod(t.release, table_name, workdir / "kmod")
     result = audit(t.image, table_name)
     ref = audit(t.image, "reference") if hunt and table_name != "reference" else None
@@ -113,18 +106,27 @@ def verify_cmd(kernel, table_name, only, sample, seed, cpu, smp, hunt, workload,
     sys.exit(1 if rep.complaint else 0)
 
 
-def _oracle(kernel, only, sample, seed, cpu, workdir, platform, save, min_agreement, output) -> int:
-    """verify --oracle: one boot asking register_kprobe(), compared with the audit; the exit code."""
-    from fbt_audit.verify import initramfs, oracle, target
-    from fbt_audit.verify.deps import audit
+def _prepare(kernel, workdir, prefix: str, what: str):
+    """What every boot needs first: the host tools, the locked kernel, a work directory (said on stderr)."""
+    from fbt_audit.verify import initramfs, target
 
     missing = initramfs.have_tools()
     if missing:
         raise InputError(f"verify: {missing}")
     t = target.resolve(kernel)
     if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="fbt-oracle-"))
-    click.echo(f"fbt-audit verify --oracle: boot and serial log in {workdir}", err=True)
+        workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"{what} in {workdir}", err=True)
+    return t, workdir
+
+
+def _oracle(kernel, only, sample, seed, cpu, workdir, platform, save, min_agreement, output) -> int:
+    """verify --oracle: one boot asking register_kprobe(), compared with the audit; the exit code."""
+    from fbt_audit.verify import oracle
+    from fbt_audit.verify.deps import audit
+
+    t, workdir = _prepare(kernel, workdir, "fbt-oracle-", "fbt-audit verify --oracle: boot and serial log")
     table = oracle.kprobes_table(t.release)
     result = audit(t.image, table, platform=platform)
     symbols = oracle.choose(result, only=only or None, sample=sample, seed=seed)
