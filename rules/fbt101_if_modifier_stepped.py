@@ -47,6 +47,7 @@ class IfModifierStepped(Rule):
     """
 
     id = "FBT101"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "if-modifier-stepped"
     summary = "an instruction that writes if or tf is stepped or emulated on live flags"
     tags = ("flags", "interrupts", "step")

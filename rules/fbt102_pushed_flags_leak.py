@@ -54,6 +54,7 @@ class PushedFlagsLeak(Rule):
     """
 
     id = "FBT102"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "pushed-flags-leak"
     summary = "pushf stores the handler's flags instead of the interrupted context's"
     tags = ("flags", "interrupts", "step")

@@ -46,6 +46,7 @@ class LiveIfNotRestored(Rule):
     """
 
     id = "FBT103"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "live-if-not-restored"
     summary = "a masked-if step does not restore the interrupted context's if"
     tags = ("interrupts", "step")

@@ -44,6 +44,7 @@ class PcRelativeUnfixed(Rule):
     """
 
     id = "FBT104"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "pc-relative-unfixed"
     summary = "an ip-relative operand, branch or call is stepped out of line without a fixup"
     tags = ("pc-relative", "step")

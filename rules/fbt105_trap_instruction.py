@@ -41,6 +41,7 @@ class TrapInstruction(Rule):
     """
 
     id = "FBT105"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "trap-instruction"
     summary = "a trapping instruction is stepped or emulated away from its original ip"
     tags = ("trap", "bug-table")

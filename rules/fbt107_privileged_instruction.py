@@ -40,6 +40,7 @@ class PrivilegedInstruction(Rule):
     """
 
     id = "FBT107"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "privileged-instruction"
     summary = "a halting, mode-switching or debug-register instruction is stepped or emulated"
     tags = ("privileged",)

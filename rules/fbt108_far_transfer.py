@@ -38,6 +38,7 @@ class FarTransfer(Rule):
     """
 
     id = "FBT108"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "far-transfer"
     summary = "a far call, jump or return is stepped or emulated"
     tags = ("control-transfer",)

@@ -41,6 +41,7 @@ class RepStringStepped(Rule):
     """
 
     id = "FBT109"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "rep-string-stepped"
     summary = "a rep string instruction is tf-stepped without rep continuation"
     tags = ("step",)

@@ -38,6 +38,7 @@ class NotInTable(Rule):
     """
 
     id = "FBT110"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "not-in-table"
     level = Level.NOTE
     summary = "no table entry matches and the table has no default handling"

@@ -49,6 +49,7 @@ class Undecodable(Rule):
     """
 
     id = "FBT111"
+    facts_read = (MID_INSTRUCTION,)  # the facts check() reads (judge/judge.py memoises by them)
     name = "undecodable"
     summary = "the patchpoint is not on a valid 64-bit instruction"
     tags = ("decode",)

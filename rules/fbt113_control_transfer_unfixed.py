@@ -42,6 +42,7 @@ class ControlTransferUnfixed(Rule):
     """
 
     id = "FBT113"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "control-transfer-unfixed"
     summary = "ret or an indirect call or jump is stepped without the ip fixups it needs"
     tags = ("control-transfer", "step")

@@ -39,6 +39,7 @@ class TableRefusal(Rule):
     """
 
     id = "FBT114"
+    facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
     name = "table-refusal"
     level = Level.NOTE
     summary = "the emulation table refuses the instruction"

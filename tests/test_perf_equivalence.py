@@ -12,6 +12,7 @@ from fbt_audit.input import elf
 from fbt_audit.judge import registry
 from fbt_audit.judge.judge import Judge, _shape
 from fbt_audit.judge.rule import Rule
+from fbt_audit.model.facts import EXTABLE, MID_INSTRUCTION, WINDOW_TARGET
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.patchpoints.entry import entry_patchpoints
 from fbt_audit.pipeline import api
@@ -76,10 +77,12 @@ class CountingJudge(Judge):
     """A Judge that counts the patchpoints it judges itself, i.e. those its memo did not answer."""
 
     judged = 0
+    insn_judged = 0
 
-    def _judge(self, pp):
-        self.judged += 1
-        return super()._judge(pp)
+    def _judge(self, pp, part=None):
+        self.judged += 1  # the whole, or the site rules' half: once per patchpoint the memo did not answer
+        self.insn_judged += part is None  # the instruction rules too: once per instruction key
+        return super()._judge(pp, part)
 
 
 def judgements(pps, table, memo: bool):
@@ -109,6 +112,24 @@ def test_judgement_memo_matches_plain_judging(name, fixtures_built):
     assert memo == plain
     assert (judged, plain_judged) == (len(keys), len(pps))  # each key judged once; the memo answered the rest
     assert len(keys) < len(pps)
+
+
+def test_instruction_half_memoised_by_the_facts_it_reads(fixtures_built):
+    """The instruction rules' findings are judged once per (variants, facts those rules read): a .cold part's
+    fact names its function, so every .cold part is its own memo key, but not its own instruction judgement."""
+    table = tables.load("reference")
+    pps = entry_patchpoints(elf.load(SAMPLE), table) + fixture_patchpoints(fixtures_built, table)
+    j = CountingJudge(table, registry.select())
+    prefixes = j._insn_facts
+    assert prefixes == (EXTABLE, MID_INSTRUCTION, WINDOW_TARGET)
+    got = [(x.pp.name, x.pp.addr, x.handling, x.findings) for x in map(j, pps)]
+    plain = CountingJudge(table, registry.select())
+    plain._insn_facts = None  # the whole judged at once, as before the split
+    assert got == [(x.pp.name, x.pp.addr, x.handling, x.findings) for x in map(plain, pps)]
+    keys = {(tuple(map(_shape, pp.variants)), pp.facts) for pp in pps}
+    insn_keys = {(shape, frozenset(f for f in facts if f.startswith(prefixes))) for shape, facts in keys}
+    assert (j.judged, j.insn_judged) == (len(keys), len(insn_keys))
+    assert len(insn_keys) < len(keys)
 
 
 def test_judgement_memo_is_off_with_site_rules():

@@ -344,7 +344,6 @@ def _deep_notes(s: AuditSettings, results) -> None:
 
 
 def _render(s: AuditSettings, results, gate) -> str:
-    from fbt_audit.input.dwarf import PathMap
     from fbt_audit.report.formats import render
 
     merged = merge_hits(s.hits_files, results)
@@ -354,7 +353,11 @@ def _render(s: AuditSettings, results, gate) -> str:
         from fbt_audit.investigate.rank import ranked
 
         order = [(r, j) for r, j, _ in ranked(results, hits.counts if hits is not None else {})]
-    paths = PathMap.parse(s.path_prefix_map or (), s.source_root) if s.fmt in ("sarif", "github") else None
+    paths = None
+    if s.fmt in ("sarif", "github"):
+        from fbt_audit.input.dwarf import PathMap
+
+        paths = PathMap.parse(s.path_prefix_map or (), s.source_root)
     colour = s.output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     return render(s.fmt, results, statistics=s.statistics, gate=gate, paths=paths, hits=hits, order=order, show=s.show,
                   colour=colour)  # fmt: skip

@@ -39,7 +39,9 @@ def _capstone(lite: bool = False):
         full = Cs(CS_ARCH_X86, CS_MODE_64)
         full.detail = True  # for the ModRM offset
         full.syntax = CS_OPT_SYNTAX_ATT  # kernel developers read AT&T, as objdump prints it
-        _CS.update(full=full, lite=Cs(CS_ARCH_X86, CS_MODE_64), error=CsError)  # lite: addresses and sizes only
+        att = Cs(CS_ARCH_X86, CS_MODE_64)
+        att.syntax = CS_OPT_SYNTAX_ATT  # text without detail, where the ModRM offset is known (_disasm)
+        _CS.update(full=full, lite=Cs(CS_ARCH_X86, CS_MODE_64), att=att, error=CsError)  # lite: addresses and sizes
         md = _CS["lite" if lite else "full"]
     return md
 
@@ -203,13 +205,9 @@ def decode_fields(code: bytes, addr: int) -> tuple:
             raw = code[:end]
             target = (addr + end + int.from_bytes(raw[n:], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
             return (addr, raw, s[1], hex(target), *s[3:8], target)
-    md = _capstone()
-    try:
-        got = next(md.disasm(code, addr, 1), None)
-    except _CS["error"]:
-        got = None
     prefixes, rex, i = split_prefixes(code)
     opcode = _opcode(code, i)
+    got = _disasm(code, addr, _modrm_offset(code, prefixes, i))
     if got is None and opcode == b"\x0f\x00" and prefixes == b"\xf2":
         lkgs = _lkgs(code, addr, rex, i)
         if lkgs is not None:
@@ -231,6 +229,34 @@ def decode_fields(code: bytes, addr: int) -> tuple:
     fields = (raw, got.mnemonic, got.op_str, prefixes, rex, opcode, modrm_off, classes)
     _remember(fields, got.op_str, target, width)
     return (addr, *fields, target)
+
+
+def _modrm_offset(code: bytes, prefixes: bytes, i: int) -> int | None:
+    """decode/lengths.py's modrm_offset, imported on the first capstone call (it imports numpy); None without it."""
+    f = _CS.get("modrm")
+    if f is None:
+        try:
+            from fbt_audit.decode.lengths import modrm_offset as f
+        except ImportError:  # numpy < 2: capstone's detail gives every offset
+
+            def f(code: bytes, prefixes: bytes, i: int) -> None:
+                return None
+
+        _CS["modrm"] = f
+    return f(code, prefixes, i)
+
+
+def _disasm(code: bytes, addr: int, mo: int | None):
+    """capstone's first instruction of code (None if it decodes none): without detail when the ModRM offset mo is
+    known from the length tables (decode/lengths.py), as a _Decoded; else capstone's own, with detail."""
+    try:
+        if mo is not None:
+            _capstone()
+            got = next(_CS["att"].disasm_lite(code, addr, 1), None)
+            return None if got is None else _Decoded(got[1], got[2], got[3], mo if mo < got[1] else -1)
+        return next(_capstone().disasm(code, addr, 1), None)
+    except _CS["error"]:
+        return None
 
 
 _REG16 = ("ax", "cx", "dx", "bx", "sp", "bp", "si", "di", "r8w", "r9w", "r10w", "r11w", "r12w", "r13w", "r14w", "r15w")

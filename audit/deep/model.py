@@ -58,3 +58,11 @@ class FlagsEvidence:
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         n = len(self.paths)
         return f"{n} flags path{'s' if n != 1 else ''} ({self.method}): {parts}"
+
+
+@dataclass(frozen=True)
+class DeepOptions:
+    """--deep (only: empty) or --deep-only FUNC... (only those functions); values: use angr when installed."""
+
+    only: tuple[str, ...] = ()
+    values: bool = True

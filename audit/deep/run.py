@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from fbt_audit.decode.insn import decode
-from fbt_audit.deep.model import FLAG_RULES, UNKNOWN, FlagsEvidence, Step
+from fbt_audit.deep.model import FLAG_RULES, UNKNOWN, DeepOptions, FlagsEvidence, Step
 from fbt_audit.deep.walker import Walk
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.core import IC, Insn, Judgement
 from fbt_audit.model.kernel import Kernel
 
 _FLAGS = IC.PUSHES_FLAGS | IC.WRITES_IF | IC.IRET
-
-
-@dataclass(frozen=True)
-class DeepOptions:
-    """--deep (only: empty) or --deep-only FUNC... (only those functions); values: use angr when installed."""
-
-    only: tuple[str, ...] = ()
-    values: bool = True
 
 
 def candidates(result: AuditResult, only: tuple[str, ...]) -> list[tuple[Judgement, str]]:

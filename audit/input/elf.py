@@ -10,11 +10,17 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable
-from itertools import compress, islice, repeat
+from itertools import compress, repeat
 from operator import eq
 from pathlib import Path
 
 from fbt_audit.input.rela import R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, SYM, Relocations
+from fbt_audit.input.strtab import BIND as _BIND
+from fbt_audit.input.strtab import KIND as _KIND
+from fbt_audit.input.strtab import SHF_EXECINSTR, SHN_LORESERVE
+from fbt_audit.input.strtab import TEXT_TYPE as _TEXT_TYPE
+from fbt_audit.input.strtab import names_at as _names_at
+from fbt_audit.input.strtab import sort_aliases as _sort_aliases
 from fbt_audit.input.symbols import TEXT_TYPES, ExternalSymbols
 from fbt_audit.model.errors import ElfFormatError, InputError, one_line
 from fbt_audit.model.kernel import Kernel, Section, SymbolColumns
@@ -22,10 +28,8 @@ from fbt_audit.model.kernel import Kernel, Section, SymbolColumns
 SymbolSource = ExternalSymbols | Callable[[list[Section], bytes], ExternalSymbols | None] | None
 
 SHF_ALLOC = 0x2
-SHF_EXECINSTR = 0x4
-SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
-STT_NOTYPE, STT_FUNC, STT_SECTION = 0, 2, 3
-BINDS = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK"}
+SHN_UNDEF = 0
+STT_SECTION = 3
 NT_GNU_BUILD_ID = 3
 MODULE_BASE = 0x1000  # first synthetic section base in a module
 MODULE_SPACE = 1 << 40  # where a module's synthetic sections must end (x86-64 gives modules 1.5 GiB)
@@ -34,9 +38,6 @@ _SCAN_STEPS = 64  # st_name scans one address_of may do before it indexes the ta
 
 
 _LOCAL = (".L", "$")  # names a kallsyms walker never sees: assembler locals and mapping symbols
-_TEXT_TYPE = bytes(b & 0xF in (STT_NOTYPE, STT_FUNC) for b in range(256))  # by st_info
-_KIND = tuple("FUNC" if b & 0xF == STT_FUNC else "NOTYPE" for b in range(256))
-_BIND = tuple(BINDS.get(b >> 4, "OTHER") for b in range(256))
 # Section and region markers the linker script defines (_stext, __entry_text_start, __stop_mcount_loc ...)
 _MARKER = re.compile(r"_s?text$|_[se]inittext$|_etext$|__\w+_text_(start|end)$|__indirect_thunk_(start|end)$")
 _END_MARKER = re.compile(r"_einittext$|_etext$|__\w+_end$|__stop_\w+$")  # a section's end, not a code label
@@ -163,31 +164,6 @@ def _notes(blob: bytes, align: int):
             return
         yield blob[name_at : name_at + namesz].rstrip(b"\0"), ntype, blob[desc_at : desc_at + descsz]
         pos = end
-
-
-_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\0"  # what a string table of kernel names holds
-
-
-def _names_at(blob: bytes, offsets) -> list[str]:
-    """The NUL-terminated names at string-table offsets ('' for offset 0 and past the end), UTF-8
-    with bad bytes replaced, and control characters escaped (errors.one_line): a hostile name must
-    not add lines to a list or denylist a module later reads."""
-    if blob.translate(None, _PRINTABLE):
-        return list(map(one_line, _decode_names(blob, offsets)))
-    return _decode_names(blob, offsets)
-
-
-def _decode_names(blob: bytes, offsets) -> list[str]:
-    if blob.isascii() and blob[:1] == b"\0" and (not offsets or max(offsets) < len(blob)):
-        # Kernel names are ASCII, so str offsets are byte offsets: one index() and one slice per
-        # name, run by map() in C; a Python loop over 130,000 names cost 100 ms.
-        st = blob.decode("ascii") + "\0"
-        return list(map(st.__getitem__, map(slice, offsets, map(st.index, repeat("\0"), offsets))))
-    out = []
-    for off in offsets:
-        end = blob.find(b"\0", off) if off else off
-        out.append(blob[off : end if end >= 0 else len(blob)].decode("utf-8", "replace"))
-    return out
 
 
 def _column(raw: bytes, code: str, index: int, stride: int) -> array:
@@ -326,8 +302,15 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
         return _load_external(path, e, model_secs, symbols)
     if symtab.header.sh_link >= len(secs):
         raise ElfFormatError(f"{path}: symbol table links to a missing string table")
-    st = _Symtab(bytes(e.contents(symtab)), bytes(e.contents(secs[symtab.header.sh_link])), secs, bases, rel)
-    columns = _text_columns(st, secs, bases)
+    raw, strtab = bytes(e.contents(symtab)), bytes(e.contents(secs[symtab.header.sh_link]))
+    if not rel and len(raw) // SYM.size > _INDEX_FROM:  # a vmlinux: numpy columns (bigsymtab.py)
+        from fbt_audit.input.bigsymtab import BigSymtab
+
+        st = BigSymtab(raw, strtab, secs, bases, rel)
+        columns = st.text_columns(secs, bases)
+    else:
+        st = _Symtab(raw, strtab, secs, bases, rel)
+        columns = _text_columns(st, secs, bases)
     if rel:
         call_targets, mcount = _module_relocations(e, st, bases)
         info = _modinfo(e)
@@ -437,20 +420,6 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
         _pick(sec_names, t_shndx),
         t_sized,
     )
-
-
-def _sort_aliases(keep: list[int], t_addr: list[int], c_name: list[str]) -> None:
-    """Sort each run of equal addresses (aliases) in `keep` by name: after the stable sort by address
-    alone, that orders the text symbols by (addr, name)."""
-    dup = list(compress(range(len(t_addr) - 1), map(eq, t_addr, islice(t_addr, 1, None))))
-    j = 0
-    while j < len(dup):
-        k = j
-        while k + 1 < len(dup) and dup[k + 1] == dup[k] + 1:
-            k += 1
-        first, last = dup[j], dup[k] + 1
-        keep[first : last + 1] = sorted(keep[first : last + 1], key=c_name.__getitem__)
-        j = k + 1
 
 
 def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int]) -> tuple[dict[int, str], set[int]]:

@@ -26,7 +26,8 @@ class Judge:
     """
 
     __slots__ = (
-        "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_verdicts",
+        "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_verdicts", "_parts",
+        "_insn_memo", "_insn_facts", "_insn_ids",
     )  # fmt: skip
 
     def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
@@ -49,6 +50,16 @@ class Judge:
         # unless each declares `facts_only` (it reads only the facts, the variant and the table).
         facts_only = all(getattr(r, "facts_only", False) for r in site_rules)
         self._verdicts: dict[tuple, tuple[list[Finding], str]] | None = {} if facts_only else None
+        # Each plan split into its instruction rules and its site rules: a rule's finding is the first variant it
+        # fires on, whatever the other rules find, so the two halves can be judged (and memoised) apart. The
+        # instruction half by the variants and the facts its rules read (Rule.facts_read), when all declare them.
+        plans = (self._all, self._invalid, self._ftrace, self._refuse, self._unlisted)
+        self._parts = {id(p): (tuple(r for r in p if r not in site_rules), tuple(r for r in p if r in site_rules))
+                       for p in plans}  # fmt: skip
+        reads = [r.facts_read for r in self.rules if r not in site_rules]
+        self._insn_facts = None if any(f is None for f in reads) else tuple(sorted({x for f in reads for x in f}))
+        self._insn_memo: dict[tuple, list[Finding]] = {}
+        self._insn_ids = frozenset(r.id for r in self.rules if r not in site_rules)
 
     @property
     def memoises(self) -> bool:
@@ -71,14 +82,35 @@ class Judge:
         key = (_shape(variants[0]), pp.facts) if len(variants) == 1 else (*map(_shape, variants), pp.facts)
         hit = memo.get(key)
         if hit is None:
-            j = self._judge(pp)
+            j = self._split(pp, key)
             if len(memo) < _MEMO_MAX:
                 memo[key] = (j.findings[:], j.handling)
             return j
         return Judgement(pp, hit[0][:], hit[1])
 
-    def _judge(self, pp: Patchpoint) -> Judgement:
+    def _split(self, pp: Patchpoint, key: tuple) -> Judgement:
+        """_judge's judgement from its two halves: the instruction rules' findings memoised by the variants and
+        the facts they read, the site rules' judged here; merged by rule id, as _judge orders them."""
+        if self._insn_facts is None:
+            return self._judge(pp)
+        prefixes = self._insn_facts
+        ikey = (key[:-1], frozenset(f for f in pp.facts if f.startswith(prefixes))) if prefixes else key[:-1]
+        insn = self._insn_memo.get(ikey)
+        if insn is None:  # a new instruction half: the whole judged at once, its instruction findings kept
+            j = self._judge(pp)
+            if len(self._insn_memo) < _MEMO_MAX:
+                self._insn_memo[ikey] = [f for f in j.findings if f.rule_id in self._insn_ids]
+            return j
+        site = self._judge(pp, 1)
+        if not insn:
+            return site
+        return Judgement(pp, sorted(insn + site.findings, key=_rule_id), site.handling)
+
+    def _judge(self, pp: Patchpoint, part: int | None = None) -> Judgement:
+        """Every variant of pp against the table and the rules; `part` 0 or 1: the instruction or the site rules
+        of each plan only."""
         table = self.table
+        parts = self._parts
         found: dict[str, Finding] = {}
         disk_handling = ""
         variants: Sequence[Variant] = pp.variants or (Variant("disk", pp.insn),)
@@ -97,6 +129,8 @@ class Judge:
                     plan = self._unlisted
                 else:
                     plan = self._all
+            if part is not None:
+                plan = parts[id(plan)][part]
             if i == 0:
                 disk_handling = _HANDLING_NAMES[h]
             elif disk_handling == "ftrace":

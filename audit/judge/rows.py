@@ -63,6 +63,8 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
         rel = np.array([bool(s[7] & _REL) for s in rows.shapes], dtype=bool)[rows.shape]
         tkey = np.where(rel, rows.tname + 1, 0)
         key = (rows.shape * (len(rows.tnames) + 2) + tkey) * 2 + rows.ftrace
+        if rows.xfact is not None:  # site facts set over the columns
+            key = key * len(rows.factsets) + rows.xfact
         solo = rel & (rows.tname < 0)
         solo[list(rows.objs)] = True
         key[solo] = -1 - np.flatnonzero(solo)
@@ -73,15 +75,16 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
     judged: dict[int, Judgement] = {}
     handling: list[str] = [""] * len(first)
     findings = np.zeros(len(first), dtype=bool)
-    for g, i in sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1]):
-        j = judged[i] = judge(rows.patchpoint(i))
+    order = sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1])
+    for (g, i), pp in zip(order, rows.build([i for _g, i in order]), strict=True):
+        j = judged[i] = judge(pp)
         handling[g] = j.handling
         findings[g] = bool(j.findings)
-    pp = rows.patchpoint
-    for i in np.flatnonzero(findings[group]).tolist():
-        if i not in judged:
-            rep = judged[int(first[group[i]])]
-            judged[i] = Judgement(pp(i), rep.findings[:], rep.handling)
+    more = [i for i in np.flatnonzero(findings[group]).tolist() if i not in judged]
+    reps = first[group[more]].tolist() if more else []
+    for i, r, pp in zip(more, reps, rows.build(more), strict=True):
+        rep = judged[r]
+        judged[i] = Judgement(pp, rep.findings[:], rep.handling)
     # Only the judgements with findings are kept: the others are their group's handling and no findings, built
     # again the same when every row is asked for (and a module tree's parent holds fewer objects).
     kept = {i: j for i, j in judged.items() if j.findings}

@@ -58,6 +58,10 @@ class Rule:
     level: Level = Level.ERROR
     summary: str = ""  # one line, lowercase phrase
     tags: tuple[str, ...] = ()
+    # The fact prefixes check() reads of Patchpoint.facts (None: any). The judge memoises the instruction
+    # rules' findings by the variants and these facts only, so a fact naming its symbol (a .cold part's) does
+    # not make each such patchpoint judged from scratch.
+    facts_read: tuple[str, ...] | None = None
 
     def check(self, site: Site) -> str | None:  # pragma: no cover - interface
         raise NotImplementedError

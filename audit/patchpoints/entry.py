@@ -19,6 +19,7 @@ import numpy as np
 
 from fbt_audit.decode.insn import MAX_INSN, decode_fields
 from fbt_audit.model.abi import Handling, Target
+from fbt_audit.model.arrays import member
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
 from fbt_audit.model.facts import FTRACE_SITE, MID_INSTRUCTION
 from fbt_audit.model.kernel import Kernel, SymbolColumns
@@ -92,6 +93,10 @@ class EntryRows:
         self.tnames: list[tuple] = []
         self.tname_ids: dict[tuple, int] = {}
         self.nop_tail = decode_fields(FTRACE_NOP, 0)[1:]
+        # Site facts added over the columns (sites/annotate.py): row -> index into factsets (0: none).
+        self.xfact: np.ndarray | None = None
+        self.factsets: list[frozenset[str]] = [frozenset()]
+        self.factset_ids: dict[frozenset[str], int] = {frozenset(): 0}
         # Set by detach(): what patchpoint() reads of the image, kept once the image is let go.
         self.names: list[str] | None = None
         self.fallback: dict[int, str] = {}
@@ -119,7 +124,7 @@ class EntryRows:
         self.raw_at = {off: bytes(data[off : off + n]) for off, n in spans}
         self.moved = {i: steps for i, steps in self.moved.items() if i not in self.objs}  # a built row has its own
         self.kernel, self.table = kernel, None
-        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = None
+        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = self.factset_ids = None
 
     def insn(self, at: int, sid: int, target: int, t: int, off: int) -> Insn:
         """The Insn of shape sid at address at (file offset off), with a relative branch's target and name."""
@@ -148,6 +153,8 @@ class EntryRows:
             facts = _FTRACE_SITE
         else:
             variants, facts = (Variant("disk", insn),), _NO_FACTS
+        if self.xfact is not None and self.xfact[i]:
+            facts = facts | self.factsets[self.xfact[i]]
         s = self.sec[i]
         if s >= 0:
             sec = k._sec_sorted[s]
@@ -162,7 +169,50 @@ class EntryRows:
                           at, section, sec_off, insn, variants, moved, facts)  # fmt: skip
 
     def patchpoints(self) -> list[Patchpoint]:
-        return [self.patchpoint(i) for i in range(self.n)]
+        return self.build(list(range(self.n)))
+
+    def build(self, idx: list[int]) -> list[Patchpoint]:
+        """Rows idx as Patchpoints, as patchpoint() builds them one by one, with the columns read once for all of
+        them (a numpy element read costs more than building a Variant): judge/rows.py builds thousands."""
+        if not idx:
+            return []
+        objs = self.objs
+        sel = np.array(idx, dtype=np.int64)
+        xfact = self.xfact[sel].tolist() if self.xfact is not None else [0] * len(idx)
+        cols = zip(idx, self.addr[sel].tolist(), self.shape[sel].tolist(), self.target[sel].tolist(),
+                   self.tname[sel].tolist(), self.ftrace[sel].tolist(), self.sec[sel].tolist(),
+                   self.sym_addr[sel].tolist(), xfact, strict=True)  # fmt: skip
+        k, offset, insn, factsets, nop = self.kernel, self.offset, self.insn, self.factsets, self.nop_tail
+        secs = k._sec_sorted
+        names = self.names
+        col_names = k.symbol_columns() if names is None else None
+        aliases, kinds, moved_at, first = self.aliases, self.kind, self.moved, self.first
+        out = []
+        for i, at, sid, target, t, ftrace, s, sym_addr, x in cols:
+            pp = objs.get(i)
+            if pp is not None:
+                out.append(pp)
+                continue
+            ins = insn(at, sid, target, t, offset[i])
+            if ftrace:
+                variants, facts = (Variant("disk", ins), Variant("ftrace-nop", Insn(at, *nop))), _FTRACE_SITE
+            else:
+                variants, facts = (Variant("disk", ins),), _NO_FACTS
+            if x:
+                facts = facts | factsets[x]
+            if s >= 0:
+                sec = secs[s]
+                section, sec_off = sec.name, at - sec.addr
+            elif names is not None:
+                section, sec_off = self.fallback[i], 0
+            else:
+                section, sec_off = col_names.section[first[i]], 0
+            steps = moved_at.get(i)
+            moved = tuple(insn(*st) for st in steps) if steps else ()
+            name = names[i] if names is not None else col_names.name[first[i]]
+            out.append(Patchpoint(k.module, name, aliases.get(i, ()), kinds[i], "entry", sym_addr, at, section, sec_off,
+                                  ins, variants, moved, facts))  # fmt: skip
+        return out
 
     def build_all(self) -> None:
         """Every row as a Patchpoint of its own (objs): for what reads or changes one row's variants and facts
@@ -170,6 +220,20 @@ class EntryRows:
         for i in range(self.n):
             if i not in self.objs:
                 self.objs[i] = self.patchpoint(i)
+
+    def set_facts(self, idx: list[int], facts: list[frozenset[str]]) -> None:
+        """Rows idx (not built) take these site facts besides their columns' own (sites/annotate.py)."""
+        if self.xfact is None:
+            self.xfact = np.zeros(self.n, dtype=np.int64)
+        ids = self.factset_ids
+        vals = []
+        for f in facts:
+            k = ids.get(f)
+            if k is None:
+                k = ids[f] = len(self.factsets)
+                self.factsets.append(f)
+            vals.append(k)
+        self.xfact[idx] = vals
 
     def shape_column(self, index: int) -> np.ndarray:
         """Field `index` of each row's shape (7: the IC bits), as an array."""
@@ -195,7 +259,7 @@ def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
     _moves(rows, table)
     mcount = np.array([a for a in kernel.mcount_sites if 0 <= a < 1 << 64], dtype=np.uint64)  # others match nothing
     fentry = np.array([c == Target.FENTRY for _n, c in rows.tnames] + [False], dtype=bool)
-    rows.ftrace = np.isin(rows.addr, mcount) | fentry[rows.tname]
+    rows.ftrace = member(rows.addr, mcount) | fentry[rows.tname]
     _overlaps(rows)
     return rows
 

@@ -6,7 +6,7 @@ from itertools import islice
 from operator import lt
 from pathlib import Path
 
-from fbt_audit.deep.run import DeepOptions
+from fbt_audit.deep.model import DeepOptions  # not deep.run: its walker is imported only for --deep
 from fbt_audit.input.loader import SymbolOptions, load_input
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel

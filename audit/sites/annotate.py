@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from fbt_audit.decode.insn import decode
+from fbt_audit.model.arrays import member
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
 from fbt_audit.model.facts import (
     BOOT_REWRITES,
@@ -68,15 +69,16 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None) -> T
     sites = _SiteIndex(kernel, t)
     pairs = [(pp.name, pp.sym_addr) for pp in pps]
     if rows is not None:
-        black = np.isin(rows.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
+        black = member(rows.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
         pairs += [(rows.name(i), int(rows.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
     names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
     if rows is not None:
-        for i in _candidates(rows, sites, names, ibt):
-            pp = rows.patchpoint(i)
+        near, far = _candidates(rows, sites, names, ibt)
+        for i, pp in zip(near, rows.build(near), strict=True):
             if _annotate(pp, sites, names, ibt):
                 rows.objs[i] = pp
+        _column_facts(rows, far, sites, names)
     for pp in pps:
         _annotate(pp, sites, names, ibt)
     return t
@@ -97,10 +99,33 @@ def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -
     return bool(add or extra)
 
 
-def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> list[int]:
-    """The rows whose patchpoint _annotate may change, over the columns: a table site the displaced
-    instruction overlaps, a text range, ENDBR under IBT, a name or symbol address _NameFacts acts on, or a
-    row already built. A superset of the rows _annotate changes (it decides), but a close one."""
+def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, names: _NameFacts) -> None:
+    """The facts of rows no table site touches (text ranges, names): what _annotate would add, set over the
+    columns (EntryRows.set_facts) without building the rows: no boot-time variant comes from a range or a name."""
+    if not far:
+        return
+    idx = np.array(far, dtype=np.int64)
+    segs = sites.segs
+    seg_of = np.searchsorted(_u64s(sites.points), rows.addr[idx], side="right").tolist() if sites.points else None
+    got_idx, got = [], []
+    sym_addr = rows.sym_addr[idx].tolist()
+    for p, i in enumerate(far):
+        add: list[str] = []
+        if seg_of is not None and segs[seg_of[p]]:
+            add.extend(segs[seg_of[p]])
+        names.facts_of(rows.name(i), sym_addr[p], add)
+        if add:
+            got_idx.append(i)
+            got.append(frozenset(add))
+    if got_idx:
+        rows.set_facts(got_idx, got)
+
+
+def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> tuple[list[int], list[int]]:
+    """The rows whose patchpoint _annotate may change, over the columns, in two lists: `near` a table site the
+    displaced instruction overlaps, ENDBR under IBT, or a row already built (annotated as objects, for their
+    boot-time variants); `far` the others in a text range or with a name or symbol address _NameFacts acts on
+    (facts only: _column_facts). A superset of the rows _annotate changes (it decides), but a close one."""
     a = rows.addr
     stop = a + np.maximum(rows.length, 1).astype(np.uint64)
     cand = np.zeros(rows.n, dtype=bool)
@@ -113,17 +138,22 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> l
         pts = _u64s(arr)
         lo = np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0))
         cand |= np.searchsorted(pts, lo, side="left") < np.searchsorted(pts, stop, side="left")
-    if sites.points:
-        some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
-        cand |= some[np.searchsorted(_u64s(sites.points), a, side="right")]
     if ibt:
         cand |= (rows.shape_column(7) & IC.ENDBR) != 0
-    addrs = np.array(sorted(names.black | set(names.containers)), dtype=np.uint64)
-    cand |= np.isin(rows.sym_addr, addrs)
-    cols = rows.kernel.symbol_columns()
-    cand |= np.array(list(map(names.named, map(cols.name.__getitem__, rows.first))), dtype=bool)
     cand[list(rows.objs)] = True
-    return np.flatnonzero(cand).tolist()
+    far = np.zeros(rows.n, dtype=bool)
+    if sites.points:
+        some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
+        far |= some[np.searchsorted(_u64s(sites.points), a, side="right")]
+    addrs = np.array(sorted(names.black | set(names.containers)), dtype=np.uint64)
+    far |= member(rows.sym_addr, addrs)
+    cols = rows.kernel.symbol_columns()
+    named, handlers = names.named, names.handlers
+    nm = cols.name
+    pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
+    far[[i for i in pick if named(nm[rows.first[i]])]] = True
+    far &= ~cand
+    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist()
 
 
 def _u64s(values: list[int]) -> np.ndarray:
@@ -242,8 +272,11 @@ class _NameFacts:
         return "cold" in suffix.split(".") or base in self.black_names or base in self.handlers
 
     def facts(self, pp: Patchpoint, add: list[str]) -> None:
-        name = pp.name
-        if pp.sym_addr in self.black:
+        self.facts_of(pp.name, pp.sym_addr, add)
+
+    def facts_of(self, name: str, sym_addr: int, add: list[str]) -> None:
+        """The facts of a patchpoint of symbol `name` at sym_addr, appended to add."""
+        if sym_addr in self.black:
             add.append(DENY + "blacklist")
         if name[:2] == "__":
             if name.startswith("__SCT__"):
@@ -257,10 +290,10 @@ class _NameFacts:
             base, _, suffix = name.partition(".")
             if "cold" in suffix.split("."):
                 add.append(NON_ENTRY + "cold:" + base)  # the name in the fact: judgements are memoised by facts
-            if base in self.black_names and pp.sym_addr not in self.black:
+            if base in self.black_names and sym_addr not in self.black:
                 add.append(DENY + "blacklist-suffix")  # within_kprobe_blacklist maps foo.cold -> foo
-        if pp.sym_addr in self.containers and not name.startswith(("__pfx_", "__cfi_")):
-            add.append(NON_ENTRY + "label:" + self.containers[pp.sym_addr])
+        if sym_addr in self.containers and not name.startswith(("__pfx_", "__cfi_")):
+            add.append(NON_ENTRY + "label:" + self.containers[sym_addr])
         handlers = self.handlers
         if name in handlers:
             add.append(f"{HANDLER_PATH}{name}={handlers[name]}")

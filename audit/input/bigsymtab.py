@@ -1,0 +1,137 @@
+"""bigsymtab.py: a vmlinux's .symtab as numpy columns: text symbols and name look-ups without a loop per symbol.
+
+A vmlinux has 130,000-250,000 symbols; elf._Symtab's bytes-and-array columns serve modules (tens of symbols,
+where numpy's fixed cost per call dominates). Here the record array is viewed in place (np.frombuffer), the
+text-symbol filter, sort and sizes run over arrays, and address_of compares a precomputed (length, first 8
+bytes) key of every name instead of indexing every st_name in a dict (37 ms) or scanning st_name per name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fbt_audit.input import strtab
+from fbt_audit.model.kernel import SymbolColumns
+
+_SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"),
+                 ("size", "<u8")])  # fmt: skip  Elf64_Sym
+_KIND = np.array(strtab.KIND, dtype=object)
+_BIND = np.array(strtab.BIND, dtype=object)
+_TEXT = np.frombuffer(strtab.TEXT_TYPE, dtype=bool)
+
+
+class BigSymtab:
+    """The .symtab of a large image (elf.load picks it above elf._INDEX_FROM symbols): the same answers as
+    elf._Symtab (address_of, names, text_columns) over numpy columns."""
+
+    def __init__(self, raw: bytes, string_table: bytes, secs: list, bases: dict[int, int], rel: bool) -> None:
+        self.raw = raw[: len(raw) - len(raw) % _SYM.itemsize]
+        self.strtab = string_table
+        self.rec = np.frombuffer(self.raw, dtype=_SYM)
+        self.n = len(self.rec)
+        self.limit = min(len(secs), strtab.SHN_LORESERVE)
+        shndx = self.rec["shndx"].astype(np.int64)
+        self.valid = (shndx >= 1) & (shndx < self.limit)
+        base = np.zeros(max(len(secs), 1), dtype=np.uint64)
+        for i, b in bases.items():
+            base[i] = b
+        self.addrs = self.rec["value"] + base[np.minimum(shndx, len(base) - 1)] if rel else self.rec["value"]
+        self._keys: tuple[np.ndarray, np.ndarray] | None = None
+
+    def names_of(self, idx: np.ndarray) -> list[str]:
+        off = self.rec["name"][idx].astype(np.int64)
+        st = self._ascii()
+        if st is None or not len(off) or int(off.max()) >= len(self.strtab):
+            return strtab.names_at(self.strtab, off.tolist())
+        end = self._nuls()[np.searchsorted(self._nuls(), off)]
+        end[off == 0] = 0  # offset 0 names nothing
+        return list(map(st.__getitem__, map(slice, off.tolist(), end.tolist())))
+
+    def _ascii(self) -> str | None:
+        """The string table as str when its bytes are printable ASCII (kernel names): str offsets are then byte
+        offsets. None otherwise (strtab.names_at decodes and escapes name by name)."""
+        if "_str" not in self.__dict__:
+            ok = not self.strtab.translate(None, strtab.PRINTABLE) and self.strtab[:1] == b"\0"
+            self._str = self.strtab.decode("ascii") if ok else None
+        return self._str
+
+    def _nuls(self) -> np.ndarray:
+        """Offsets of every NUL of the string table, and one past its end."""
+        if "_nul" not in self.__dict__:
+            sb = np.frombuffer(self.strtab, dtype=np.uint8)
+            self._nul = np.r_[np.flatnonzero(sb == 0), len(self.strtab)]
+        return self._nul
+
+    def _name_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per symbol: its name's length and its first 8 bytes (as a little-endian u64, zero past the name)."""
+        if self._keys is None:
+            sb = np.frombuffer(self.strtab + b"\0" * 8, dtype=np.uint8)
+            nul = self._nuls()
+            off = np.minimum(self.rec["name"].astype(np.int64), len(self.strtab))
+            length = nul[np.searchsorted(nul, off)] - off
+            head = sb[off[:, None] + np.arange(8)].copy().view("<u8").reshape(-1)
+            keep = np.minimum(length, 8) * 8
+            mask = np.where(keep >= 64, np.uint64(0xFFFFFFFFFFFFFFFF),
+                            (np.uint64(1) << keep.astype(np.uint64)) - np.uint64(1))  # fmt: skip
+            self._keys = (length, head & mask)
+        return self._keys
+
+    def address_of(self, name: str) -> int | None:
+        """The address of the first defined symbol named `name` (any type), or None."""
+        want = name.encode()
+        if not want or b"\0" in want:
+            return None
+        length, head = self._name_keys()
+        key = int.from_bytes(want[:8].ljust(8, b"\0"), "little")
+        for i in np.flatnonzero((length == len(want)) & (head == np.uint64(key)) & self.valid).tolist():
+            off = int(self.rec["name"][i])
+            if self.strtab[off : off + len(want)] == want:
+                return int(self.addrs[i])
+        return None
+
+    def names(self) -> dict[str, int]:
+        """Every defined symbol's name -> its address, the first symbol of a name winning."""
+        vidx = np.flatnonzero(self.valid)
+        names = dict(zip(reversed(self.names_of(vidx)), reversed(self.addrs[vidx].tolist()), strict=True))
+        names.pop("", None)
+        return names
+
+    def text_columns(self, secs: list, bases: dict[int, int]) -> SymbolColumns:
+        """elf._text_columns over arrays: FUNC/NOTYPE symbols within an executable section, not assembler locals,
+        sorted by (addr, name); an unsized one runs to the next text symbol or its section's end."""
+        lo = np.zeros(len(secs) + 1, dtype=np.uint64)
+        hi = np.zeros(len(secs) + 1, dtype=np.uint64)  # empty range [0, 0) for every other section
+        for i, sec in enumerate(secs):
+            if i in bases and sec.header.sh_flags & strtab.SHF_EXECINSTR:
+                lo[i], hi[i] = bases[i], bases[i] + sec.header.sh_size
+        rec = self.rec
+        shndx = np.where(self.valid, rec["shndx"].astype(np.int64), len(secs))
+        addr = self.addrs
+        cand = self.valid & _TEXT[rec["info"]] & (addr >= lo[shndx]) & (addr < hi[shndx])
+        sb = np.frombuffer(self.strtab + b"\0\0", dtype=np.uint8)
+        off = np.minimum(rec["name"].astype(np.int64), len(self.strtab))
+        c0, c1 = sb[off], sb[off + 1]
+        cand &= (c0 != 0) & (c0 != ord("$")) & ~((c0 == ord(".")) & (c1 == ord("L")))  # elf._LOCAL, and '' names
+        idx = np.flatnonzero(cand)
+        idx = idx[np.argsort(addr[idx], kind="stable")]
+        t_addr = addr[idx]
+        names = self.names_of(idx)
+        keep = list(range(len(idx)))
+        a_list = t_addr.tolist()
+        strtab.sort_aliases(keep, a_list, names)
+        if keep != sorted(keep):
+            idx, t_addr = idx[keep], t_addr[keep]
+            names = [names[p] for p in keep]
+        size = rec["size"][idx]
+        t_shndx = shndx[idx]
+        end = hi[t_shndx]
+        q = np.searchsorted(t_addr, t_addr, side="right")
+        nxt = np.where(q < len(t_addr), t_addr[np.minimum(q, len(t_addr) - 1)], end)
+        filled = np.maximum(np.minimum(nxt, end) - t_addr, np.uint64(1))
+        sized = size != 0
+        info = rec["info"][idx]
+        sec_names = np.array([sec.name for sec in secs] + [""], dtype=object)
+        return SymbolColumns(
+            t_addr.tolist(), names, np.where(sized, size, filled).tolist(), _KIND[info].tolist(),
+            _BIND[info].tolist(), sec_names[t_shndx].tolist(), sized.tolist(),
+        )  # fmt: skip

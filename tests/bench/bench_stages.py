@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""bench_stages.py: CPU milliseconds per stage of `fbt-audit V` (imports, load, enumerate, annotate, judge, render).
+
+Usage: python3 tests/bench/bench_stages.py [V] [--repeat N] [--returns]
+Each round runs in a fresh interpreter (imports counted cold, as a user's run pays them); the table shows each
+stage's minimum over N rounds of CPU time (time.process_time: less disturbed by a shared machine than wall time).
+Without V: the locked 6.1 -dbg vmlinux (scripts/fetch-kernel dbg-6.1). Issue 16's note prints this table before and
+after. Named bench*.py so that pytest does not collect it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("imports", "load", "enumerate", "annotate", "judge", "render")
+
+# One round, in the child: the stages of pipeline/api.py's audit() and the text render, timed one by one.
+ROUND = r"""
+import json, os, sys, time
+t0 = time.process_time()
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import fbt_audit.cli.main  # noqa: F401  what the command line imports before it audits
+from fbt_audit.judge.judge import judge_for
+from fbt_audit.judge.registry import select
+from fbt_audit.judge.result import AuditResult
+from fbt_audit.judge.rows import judge_rows
+from fbt_audit.patchpoints.entry import entry_rows, gc_paused
+from fbt_audit.pipeline import api
+from fbt_audit.report.formats import render
+from fbt_audit.sites.annotate import add_site_facts
+T = {"imports": time.process_time() - t0}
+path, returns = sys.argv[1], sys.argv[2] == "1"
+
+
+def stage(name, f, *a):
+    t = time.process_time()
+    out = f(*a)
+    T[name] = T.get(name, 0) + time.process_time() - t
+    return out
+
+
+with gc_paused():
+    k = stage("load", api.load_kernel, path)
+    tab, rules = api.load_table(None), select(None, None)
+    rows = stage("enumerate", entry_rows, k, tab)
+    pps = []
+    if returns:
+        from fbt_audit.patchpoints.returns import return_patchpoints
+        pps = stage("enumerate", return_patchpoints, k)[0]
+    stage("annotate", add_site_facts, k, pps, rows)
+    judge = judge_for(tab, rules)
+    judged = stage("judge", judge_rows, judge, rows)
+    if pps:
+        extra = stage("judge", lambda: list(map(judge, pps)))
+        js = judged.judgements() + extra
+        js.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
+        result = AuditResult(kernel=k, table=tab, judgements=js, rules=rules, errors=[])
+    else:
+        result = AuditResult(kernel=k, table=tab, judgements=None, rules=rules, errors=[], rows=judged)
+    stage("render", render, "text", [result])
+print(json.dumps(T))
+"""
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if not a.startswith("--")]
+    repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 5
+    if "--repeat" in argv:
+        args.remove(str(repeat))
+    returns = "--returns" in argv
+    if args:
+        path = args[0]
+    else:
+        out = subprocess.run([str(ROOT / "scripts" / "fetch-kernel"), "dbg-6.1"], check=True, capture_output=True,
+                             text=True)  # fmt: skip
+        path = out.stdout.split()[-1]
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        got = subprocess.run([sys.executable, "-c", ROUND, path, "1" if returns else "0"], check=True,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})  # fmt: skip
+        for name, sec in json.loads(got.stdout.splitlines()[-1]).items():
+            best[name] = min(best.get(name, sec), sec)
+    print(f"{Path(path).name}{' --returns' if returns else ''}: CPU ms per stage, minimum of {repeat} rounds; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(" | ".join(f"{s} {1000 * best.get(s, 0):.0f}" for s in STAGES) + f" | total {1000 * sum(best.values()):.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
