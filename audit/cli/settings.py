@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ class Settings:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    import tomllib  # here: only a run with a settings file pays its import
+
     try:
         return tomllib.loads(path.read_text())
     except OSError as e:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +61,8 @@ class Allowlist:
 
 def load_allowlist(path: str | Path) -> Allowlist:
     """Parse and check an allowlist; any problem is a one-line UsageError (exit 2)."""
+    import tomllib  # here: only a run with an allowlist pays its import
+
     p = Path(path)
     try:
         doc = tomllib.loads(p.read_text())

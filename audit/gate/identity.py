@@ -5,7 +5,6 @@ so an alert keeps its identity whichever of them computes it. Never an address o
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -143,6 +142,8 @@ def items(results: list[AuditResult]) -> list[Item]:
 
 
 def _hash(key: str) -> str:
+    import hashlib  # here: only the reports that print fingerprints pay its import
+
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from fbt_audit.decode.insn import MAX_INSN, decode_fields
+from fbt_audit.decode.insn import MAX_INSN, decode_fields, insn_length
 from fbt_audit.model.abi import Handling, Target
 from fbt_audit.model.arrays import member
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -329,9 +329,7 @@ def _decode(rows: EntryRows, idx: np.ndarray) -> None:
     ci = idx[call]
     rows.shape[ci], rows.length[ci] = 0, 5
     rows.target[ci] = rows.addr[ci] + _E8 + disp[call].astype(np.uint64)
-    rest = idx[~call]
-    for width in (4, 8):  # rows grouped by their first bytes: one decode per group whose instruction fits in them
-        rest = _decode_grouped(rows, rest, buf, width)
+    rest = _decode_exact(rows, idx[~call], buf)
     got = [_decode_one(rows, rows.offset[i], a, v) for i, a, v in _where(rows, rest)]
     rows.shape[rest] = [g[0] for g in got]
     rows.length[rest] = [g[1] for g in got]
@@ -343,27 +341,49 @@ def _where(rows: EntryRows, idx: np.ndarray):
     return zip(idx.tolist(), rows.addr[idx].tolist(), rows.avail[idx].tolist(), strict=True)
 
 
-def _decode_grouped(rows: EntryRows, idx: np.ndarray, buf: np.ndarray, width: int) -> np.ndarray:
-    """Rows idx that share their first `width` bytes and whose instruction (decoded once, at the group's first
-    row) is no longer than that and not a relative branch: that instruction, at each row's address (bytes
-    that decoded to an n-byte instruction decode the same whatever follows). Returns the rows left."""
+def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """Rows idx grouped by their exact instruction bytes (lengths from decode/lengths.py's tables, in numpy), each
+    group decoded once at its first row: that instruction at each row's address, when capstone agrees on the length
+    and it is not a relative branch (bytes that decoded to an n-byte instruction decode the same whatever follows).
+    Returns the rows left (int3, undecodable, relative branches, a length the tables got otherwise)."""
     if not idx.size:
         return idx
-    ok = rows.avail[idx] >= width
-    cand = idx[ok]
-    off = np.array([rows.offset[i] for i in cand.tolist()], dtype=np.int64)
-    win = buf[np.clip(off[:, None] + np.arange(width), 0, len(buf) - 1)] if cand.size else np.zeros((0, width), "u1")
-    keys = win.copy().view("<u4" if width == 4 else "<u8").reshape(-1)
-    _uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-    got = [_decode_one(rows, rows.offset[i], a, v) for i, a, v in _where(rows, cand[first])]
-    good = np.array([0 < ln <= width and not rows.shapes[sid][7] & _REL for sid, ln, _t in got], dtype=bool)
+    try:
+        from fbt_audit.decode import lengths as xlen
+    except ImportError:  # numpy < 2: every row decoded on its own
+        return idx
+    off = np.array([rows.offset[i] for i in idx.tolist()], dtype=np.int64)
+    av = rows.avail[idx]
+    win = buf[np.clip(off[:, None] + np.arange(16), 0, len(buf) - 1)] * (np.arange(16) < av[:, None])
+    w0, w1 = (win[:, s : s + 8].copy().view("<u8").reshape(-1) for s in (0, 8))
+
+    def slow(i: int, n: int) -> int:
+        return insn_length(win[i, :n].tobytes())
+
+    n, bad = xlen.lengths_at(w0, av, slow)
+    ok = ~bad & (win[:, 0] != 0xCC) & (n <= av)
+    cand = np.flatnonzero(ok)
+    nb = n[cand].astype(np.uint64) * np.uint64(8)
+    full = np.uint64(0xFFFFFFFFFFFFFFFF)
+    m0 = np.where(nb >= 64, full, (np.uint64(1) << np.minimum(nb, np.uint64(63))) - np.uint64(1))
+    nb1 = np.where(nb > 64, nb - np.uint64(64), np.uint64(0))
+    m1 = np.where(nb1 >= 64, full, (np.uint64(1) << np.minimum(nb1, np.uint64(63))) - np.uint64(1))
+    keys = np.stack([n[cand].astype(np.uint64), w0[cand] & m0, w1[cand] & m1], axis=1)
+    _uniq, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
+    reps = idx[cand[first]]
+    got = [_decode_one(rows, rows.offset[i], a, v) for i, a, v in _where(rows, reps)]
+    want = n[cand[first]].tolist()
+    good = np.array([ln == w and ln > 0 and not rows.shapes[sid][7] & _REL
+                     for (sid, ln, _t), w in zip(got, want, strict=True)], dtype=bool)  # fmt: skip
     hit = good[inv]
-    sel = cand[hit]
+    sel = idx[cand[hit]]
     rows.shape[sel] = np.array([g[0] for g in got], dtype=np.int64)[inv[hit]]
     rows.length[sel] = np.array([g[1] for g in got], dtype=np.int64)[inv[hit]]
     rows.target[sel] = 0
-    return np.sort(np.concatenate([idx[~ok], cand[~hit]]))
+    left = np.ones(len(idx), dtype=bool)
+    left[cand[hit]] = False
+    return idx[left]
 
 
 def _decode_one(rows: EntryRows, o: int, at: int, av: int) -> tuple[int, int, int]:
