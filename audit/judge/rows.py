@@ -63,6 +63,12 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
         rel = np.array([bool(s[7] & _REL) for s in rows.shapes], dtype=bool)[rows.shape]
         tkey = np.where(rel, rows.tname + 1, 0)
         key = (rows.shape * (len(rows.tnames) + 2) + tkey) * 2 + rows.ftrace
+        if rows.site_facts:  # and the facts a row's sites gave it (sites/annotate.py), by distinct set
+            ids: dict[frozenset[str], int] = {}
+            fid = np.zeros(n, dtype=np.int64)
+            for i, facts in rows.site_facts.items():
+                fid[i] = ids.setdefault(facts, len(ids) + 1)
+            key = key * (len(ids) + 1) + fid
         solo = rel & (rows.tname < 0)
         solo[list(rows.objs)] = True
         key[solo] = -1 - np.flatnonzero(solo)

@@ -85,6 +85,9 @@ class EntryRows:
     def __init__(self, kernel: Kernel, table: EmulationTable) -> None:
         self.kernel, self.table = kernel, table
         self.objs: dict[int, Patchpoint] = {}
+        # Rows whose site facts (sites/annotate.py) are all that sets them apart: row -> the whole facts set; the
+        # row stays a column (judged with the rows of its shape and facts), built with these when asked.
+        self.site_facts: dict[int, frozenset[str]] = {}
         self.aliases: dict[int, tuple[str, ...]] = {}
         self.moved: dict[int, list[tuple]] = {}
         self.shapes: list[tuple] = [_CALL_SHAPE]
@@ -148,6 +151,7 @@ class EntryRows:
             facts = _FTRACE_SITE
         else:
             variants, facts = (Variant("disk", insn),), _NO_FACTS
+        facts = self.site_facts.get(i, facts)
         s = self.sec[i]
         if s >= 0:
             sec = k._sec_sorted[s]
@@ -160,6 +164,10 @@ class EntryRows:
         moved = tuple(self.insn(*st) for st in steps) if steps else ()
         return Patchpoint(k.module, self.name(i), self.aliases.get(i, ()), self.kind[i], "entry", int(self.sym_addr[i]),
                           at, section, sec_off, insn, variants, moved, facts)  # fmt: skip
+
+    def base_facts(self, i: int) -> frozenset[str]:
+        """The facts row i has before the site facts: an ftrace site's, or none."""
+        return _FTRACE_SITE if self.ftrace[i] else _NO_FACTS
 
     def patchpoints(self) -> list[Patchpoint]:
         return [self.patchpoint(i) for i in range(self.n)]
