@@ -152,18 +152,21 @@ class EntryRows:
         else:
             variants, facts = (Variant("disk", insn),), _NO_FACTS
         facts = self.site_facts.get(i, facts)
-        s = self.sec[i]
-        if s >= 0:
-            sec = k._sec_sorted[s]
-            section, sec_off = sec.name, at - sec.addr
-        elif self.names is not None:
-            section, sec_off = self.fallback[i], 0
-        else:
-            section, sec_off = k.symbol_columns().section[self.first[i]], 0
+        section, sec_off = self.section(i)
         steps = self.moved.get(i)
         moved = tuple(self.insn(*st) for st in steps) if steps else ()
         return Patchpoint(k.module, self.name(i), self.aliases.get(i, ()), self.kind[i], "entry", int(self.sym_addr[i]),
                           at, section, sec_off, insn, variants, moved, facts)  # fmt: skip
+
+    def section(self, i: int) -> tuple[str, int]:
+        """Row i's section name and its offset there (outside every section: its symbol's section, offset 0)."""
+        s = self.sec[i]
+        if s >= 0:
+            sec = self.kernel._sec_sorted[s]
+            return sec.name, int(self.addr[i]) - sec.addr
+        if self.names is not None:
+            return self.fallback[i], 0
+        return self.kernel.symbol_columns().section[self.first[i]], 0
 
     def base_facts(self, i: int) -> frozenset[str]:
         """The facts row i has before the site facts: an ftrace site's, or none."""

@@ -162,16 +162,35 @@ class TextDigest:
 
 def text_digest(r: AuditResult, show: str = "error", colour: bool = False,
                 counts: Mapping[str, int] | None = None) -> TextDigest:  # fmt: skip
-    """r's TextDigest at `show` (with hit `counts`, each line ends ` hits N`)."""
-    js = r.with_findings()
-    rules = Counter(f.rule_id for j in js for f in j.findings)
-    worst = max((f.level for j in js for f in j.findings), default=None)
+    """r's TextDigest at `show` (with hit `counts`, each line ends ` hits N`). Of entry rows judged by group
+    (judge.rows.JudgedRows), a row whose findings are all held back is counted from its group's findings and
+    its section, without building its Judgement."""
+    least = Level.NOTE if show == "all" else Level[show.upper()]
+    rows = r.__dict__.get("rows") if "judgements" not in r.__dict__ else None
+    if rows is not None and hasattr(rows, "findings_of"):
+        items = [(i, rows.findings_of(i)) for i in rows.reported_rows]
+    else:
+        rows, items = None, [(None, j) for j in r.with_findings()]
+    rules = Counter(f.rule_id for _i, j in items for f in j.findings)
+    worst = max((f.level for _i, j in items for f in j.findings), default=None)
     d = TextDigest(show, colour, r.count(), r.verdict_counts(), rules, worst)
-    for j in js:
+    held_only: dict[int, list[Finding] | None] = {}  # by id(findings): sorted, when every one is held back
+    for i, j in items:
         piece = d.pieces.get(j.verdict)
         if piece is None:
             piece = d.pieces[j.verdict] = ([], {})
-        _add(piece, r, j, show, counts, colour)
+        key = id(j.findings)
+        if key not in held_only:
+            fs = findings(j)
+            held_only[key] = fs if all(_held(f, least) for f in fs) else None
+        fs = held_only[key]
+        if fs is not None:
+            own = rows.judged.get(i) if rows is not None else j  # a row not judged itself: from its columns
+            section = own.pp.section if own is not None else rows.rows.section(i)[0]
+            for f in fs:
+                _hold(piece[1], f, section)
+        else:
+            _add(piece, r, rows.judgement(i) if i is not None else j, least, counts, colour)
     return d
 
 
@@ -186,22 +205,30 @@ def digest_of(r: AuditResult, show: str, colour: bool, counts: Mapping[str, int]
 def _piece(r: AuditResult, j: Judgement, show: str, counts, colour: bool) -> tuple[list[str], dict[str, list]]:
     """One patchpoint's lines and held findings (--sort rarity's order)."""
     piece: tuple[list[str], dict[str, list]] = ([], {})
-    _add(piece, r, j, show, counts, colour)
+    _add(piece, r, j, Level.NOTE if show == "all" else Level[show.upper()], counts, colour)
     return piece
 
 
-def _add(piece: tuple[list[str], dict[str, list]], r: AuditResult, j: Judgement, show: str, counts,
+def _held(f: Finding, least: Level) -> bool:
+    """Whether a finding is summarised per rule, not listed: below `least`, or a quiet rule."""
+    return f.level < least or f.rule_id in QUIET_RULES
+
+
+def _hold(held: dict[str, list], f: Finding, section: str) -> None:
+    h = held.get(f.rule_id)
+    if h is None:
+        h = held[f.rule_id] = [f.level, 0, {}]
+    h[1] += 1
+    h[2][section] = h[2].get(section, 0) + 1
+
+
+def _add(piece: tuple[list[str], dict[str, list]], r: AuditResult, j: Judgement, least: Level, counts,
          colour: bool) -> None:  # fmt: skip
-    """j's findings into piece: a line each at or above `show` (and --deep's path lines), the others held."""
+    """j's findings into piece: a line each at or above `least` (and --deep's path lines), the others held."""
     lines, held = piece
-    least = Level.NOTE if show == "all" else Level[show.upper()]
     for f in findings(j):
-        if f.level < least or f.rule_id in QUIET_RULES:
-            h = held.get(f.rule_id)
-            if h is None:
-                h = held[f.rule_id] = [f.level, 0, {}]
-            h[1] += 1
-            h[2][j.pp.section] = h[2].get(j.pp.section, 0) + 1
+        if _held(f, least):
+            _hold(held, f, j.pp.section)
             continue
         line = finding_line(r.kernel.display, j, f, colour)
         lines.append(f"{line} hits {counts.get(j.pp.probe_name, 0)}" if counts is not None else line)
