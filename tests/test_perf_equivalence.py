@@ -198,3 +198,35 @@ def test_real_kernel_fast_paths_match_plain_ones(image, request):
         t = tables.load(name)
         pps = entry_patchpoints(kernel, t)
         assert judgements(pps, t, True)[0] == judgements(pps, t, False)[0], name
+
+
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_site_facts_kept_in_columns_match_built_rows(release, image61, image612):
+    """Rows that a kernel table or their name only gives facts stay columns (EntryRows.site_facts) and are judged
+    once per shape and facts: every patchpoint and judgement equals the one of the rows built and annotated as
+    objects one by one (EntryRows.build_all), on a sample of real modules (6.12: nearly every row has a fact)."""
+    from fbt_audit.judge.judge import Judge
+    from fbt_audit.judge.rows import judge_rows
+    from fbt_audit.patchpoints.entry import entry_rows
+    from fbt_audit.pipeline.batch import module_files
+    from fbt_audit.sites.annotate import add_site_facts
+
+    image = image61 if release == "6.1" else image612
+    mods = module_files(next((image / "lib" / "modules").iterdir()) / "kernel" / "drivers" / "net" / "ethernet")[0]
+    table = tables.load(None)
+    rules = registry.select(None, None)
+    kept = 0
+    for path in mods[::8]:
+        k = api.load_kernel(path)
+        rows = entry_rows(k, table)
+        add_site_facts(k, [], rows)
+        kept += len(rows.site_facts)
+        fast = judge_rows(Judge(table, rules), rows).judgements()
+        k2 = api.load_kernel(path)
+        every = entry_rows(k2, table)
+        every.build_all()
+        add_site_facts(k2, [], every)
+        judge = Judge(table, rules)
+        plain = [judge(every.patchpoint(i)) for i in range(every.n)]
+        assert fast == plain, path
+    assert kept > 0

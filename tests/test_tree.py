@@ -251,6 +251,25 @@ def test_batch_renders_like_in_process_audits(capsys, tree):
         assert code == 0 and out == text, fmt
 
 
+@pytest.mark.parametrize("show", ["error", "warning", "note", "all"])
+def test_text_made_in_the_workers_is_the_same(capsys, tree, show):
+    """For the plain text report the workers send their lines (report.text.TextDigest), not the rows: the
+    bytes and the exit code are those of the modules audited here, at every --show, with --statistics."""
+    from fbt_audit.report.text import TextDigest
+
+    table = api.load_table("legacy-2011")
+    full = [api.audit(p, table) for p in module_files(tree)[0]]
+    want = render("text", full, statistics=True, show=show)
+    worst = max(f.level for r in full for j in r.judgements for f in j.findings)
+    results, _ = run_batch([tree], table, jobs=2, text=(show, False))
+    assert all(isinstance(r.rows, TextDigest) for r in results)
+    assert render("text", results, statistics=True, show=show) == want
+    assert max(r.worst_finding() for r in results) == worst
+    code, out, _ = cli(capsys, tree, "--no-progress", "-j", "2", "--table", "legacy-2011", "--show", show,
+                       "--statistics", "--fail-on", "error")  # fmt: skip
+    assert out == want and code == 1
+
+
 def test_progress_bar_on_request(capsys, tree):
     code, out, err = cli(capsys, tree, "--progress", "-j", "2", "--fail-on", "none")
     assert code == 0 and err.startswith("\rfbt-audit:") and f"/{len(GOOD)} [" in err  # tqdm, cleared at the end

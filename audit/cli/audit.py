@@ -309,6 +309,7 @@ def _audit(s: AuditSettings):
     results, failures = run_batch(
         paths, table, select=s.select, ignore=s.ignore, returns=s.returns, symbols=symbols, jobs=s.jobs,
         progress=s.progress, sources=s.fmt in ("sarif", "github"), platform=s.platform, deep=deep,
+        text=_text_only(s, deep),
     )  # fmt: skip
     if deep is not None:
         _deep_notes(s, results)
@@ -317,6 +318,19 @@ def _audit(s: AuditSettings):
         if source != ".symtab":
             click.echo(f"fbt-audit: {r.kernel.display}: symbols from {source}", err=True)
     return results, failures
+
+
+def _text_only(s: AuditSettings, deep) -> tuple[str, bool] | None:
+    """(show, colour) when the modules' results serve the plain text report alone, which a tree's workers then
+    make (report.text.TextDigest); None when anything reads more of them (hits, rarity, a gate, --deep)."""
+    if s.fmt != "text" or s.hits_files or s.sort == "rarity" or s.baseline or s.allowlist or deep is not None:
+        return None
+    return s.show or "error", _colour(s)
+
+
+def _colour(s: AuditSettings) -> bool:
+    """The text report in colour: written to a terminal, NO_COLOR unset."""
+    return s.output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 def _deep_options(s: AuditSettings):
@@ -358,9 +372,8 @@ def _render(s: AuditSettings, results, gate) -> str:
         from fbt_audit.input.dwarf import PathMap
 
         paths = PathMap.parse(s.path_prefix_map or (), s.source_root)
-    colour = s.output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     return render(s.fmt, results, statistics=s.statistics, gate=gate, paths=paths, hits=hits, order=order, show=s.show,
-                  colour=colour)  # fmt: skip
+                  colour=_colour(s))  # fmt: skip
 
 
 def _exit_code(s: AuditSettings, results, gate) -> int:
@@ -372,4 +385,4 @@ def _exit_code(s: AuditSettings, results, gate) -> int:
     if gate.active:
         gate.report_stderr()
         return 1 if gate.fails(threshold) else 0
-    return 1 if any(f.level >= threshold for r in results for j in r.with_findings() for f in j.findings) else 0
+    return 1 if any((w := r.worst_finding()) is not None and w >= threshold for r in results) else 0

@@ -311,8 +311,12 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
     else:
         st = _Symtab(raw, strtab, secs, bases, rel)
         columns = _text_columns(st, secs, bases)
+    lazy = {"names": st.names}
     if rel:
-        call_targets, mcount = _module_relocations(e, st, bases)
+        relocs = Relocations(e.data, secs, bases, st.raw)
+        call_targets, mcount = _module_relocations(e, st, bases, relocs)
+        # what the kernel-table reader (sites/tables.py) would otherwise parse again
+        lazy.update(elf_headers=lambda: secs, relocations=lambda: relocs)
         info = _modinfo(e)
         module = info.get("name") or path.name.split(".", 1)[0].replace("-", "_")
         release = info.get("vermagic", "").split(" ", 1)[0] or None
@@ -335,7 +339,7 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
         mcount_sites=frozenset(mcount),  # the same object when it is one already
         call_targets=call_targets,
         names=None,
-        lazy={"names": st.names},
+        lazy=lazy,
         finder=st.address_of,
         symbol_source=".symtab",
     )
@@ -422,7 +426,8 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
     )
 
 
-def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int]) -> tuple[dict[int, str], set[int]]:
+def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
+                        relocs: Relocations) -> tuple[dict[int, str], set[int]]:  # fmt: skip
     """A module's relocated call targets (PC32/PLT32 in text naming a symbol, not a section: a call out
     of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). Each RELA section
     is read as numpy columns, and only the names of the symbols a call names are decoded."""
@@ -431,7 +436,6 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int]) -> tuple[di
     call_targets: dict[int, str] = {}
     mcount: set[int] = set()
     secs = e.sections
-    relocs = Relocations(e.data, secs, bases, st.raw)
     is_section = np.frombuffer(st.info, dtype=np.uint8) & 0xF == STT_SECTION if st.n else np.zeros(0, dtype=bool)
     for i in relocs.patching:
         if i not in bases:

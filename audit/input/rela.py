@@ -96,18 +96,28 @@ class Relocations:
         """symbol() of each index in si, as uint64, and whether it names a symbol (si within the table)."""
         import numpy as np
 
-        _RELA, _SYM = _dtypes()
         named = si < self.nsyms
+        return self._values()[np.where(named, si, self.nsyms)], named
+
+    def _values(self):
+        """symbol() of every symbol, as uint64, and a 0 past the last (for indices past the table): once per
+        object, as the loader and each kernel table of a module relocate against the same symbols."""
+        got = self.__dict__.get("_all")
+        if got is not None:
+            return got
+        import numpy as np
+
+        _RELA, _SYM = _dtypes()
         syms = np.frombuffer(self.symtab, dtype=_SYM, count=self.nsyms) if self.nsyms else np.zeros(0, dtype=_SYM)
-        shndx = syms["shndx"][np.where(named, si, 0)] if self.nsyms else np.zeros(len(si), dtype=np.uint16)
-        value = syms["value"][np.where(named, si, 0)] if self.nsyms else np.zeros(len(si), dtype=np.uint64)
+        shndx, value = syms["shndx"], syms["value"]
         loaded = {x: b for x, b in self.bases.items() if SHN_UNDEF < x < SHN_LORESERVE}
         base = np.zeros(max(loaded, default=0) + 2, dtype=np.uint64)  # the last slot: every other section (0)
         base[list(loaded)] = list(loaded.values())
         defined = (shndx > SHN_UNDEF) & (shndx < SHN_LORESERVE)
         s = np.where(defined, base[np.minimum(shndx, len(base) - 1)] + value,
                      np.where(shndx == SHN_ABS, value, np.uint64(0)))  # fmt: skip
-        return s, named
+        got = self._all = np.append(s.astype(np.uint64), np.uint64(0))
+        return got
 
 
 @cache

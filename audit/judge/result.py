@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from operator import lt
 from typing import Any
 
 from fbt_audit.judge.rule import Rule
-from fbt_audit.model.core import Judgement, Verdict
+from fbt_audit.model.core import Judgement, Level, Verdict
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.table.emulation import EmulationTable
 
@@ -63,6 +64,20 @@ class AuditResult:
         if "judgements" not in self.__dict__:
             return self.rows.reported()
         return [j for j in in_order(self) if j.findings]
+
+    def finding_rules(self) -> Counter[str]:
+        """Findings per rule id (from the rows' summary when a worker rendered them: report.text.TextDigest)."""
+        rows = self.__dict__.get("rows")
+        if "judgements" not in self.__dict__ and hasattr(rows, "finding_rules"):
+            return rows.finding_rules()
+        return Counter(f.rule_id for j in self.with_findings() for f in j.findings)
+
+    def worst_finding(self) -> Level | None:
+        """The most severe level among the findings, None without any."""
+        rows = self.__dict__.get("rows")
+        if "judgements" not in self.__dict__ and hasattr(rows, "worst"):
+            return rows.worst
+        return max((f.level for j in self.with_findings() for f in j.findings), default=None)
 
     def verdict_counts(self) -> dict[Verdict, int]:
         """How many patchpoints take each verdict."""

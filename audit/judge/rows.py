@@ -16,22 +16,45 @@ class JudgedRows:
     row has no findings and its group's handling, and is built as a Judgement only when all are asked for
     (judgements())."""
 
-    def __init__(self, rows: EntryRows, judged: dict[int, Judgement], group: np.ndarray, handling: list[str]) -> None:
+    def __init__(self, rows: EntryRows, judged: dict[int, Judgement], group: np.ndarray, handling: list[str],
+                 copies: dict[int, int] | None = None) -> None:  # fmt: skip
         self.rows, self.judged, self.group, self.handling = rows, judged, group, handling
-        self.reported_rows = sorted(i for i, j in judged.items() if j.findings)
+        # A row with findings that was not judged itself -> the row judged for its group (the same findings):
+        # its Judgement is built when first read (judgement()), and a text digest may never need it.
+        self.copies = copies if copies is not None else {}
+        self.reported_rows = sorted([*(i for i, j in judged.items() if j.findings), *self.copies])
 
     @property
     def n(self) -> int:
         return self.rows.n
 
+    def findings_of(self, i: int) -> Judgement:
+        """The Judgement whose findings, handling and verdict row i (one with findings) has: its own or its
+        group's, without building one for the row."""
+        j = self.judged.get(i)
+        return j if j is not None else self.judged[self.copies[i]]
+
+    def judgement(self, i: int) -> Judgement:
+        """Row i's own Judgement (a row with findings)."""
+        j = self.judged.get(i)
+        if j is None:
+            rep = self.judged[self.copies.pop(i)]
+            j = self.judged[i] = Judgement(self.rows.patchpoint(i), rep.findings[:], rep.handling)
+        return j
+
     def reported(self) -> list[Judgement]:
-        """The judgements with findings, in row (address) order."""
+        """The judgements with findings, in row (address) order (the rows not built yet built together)."""
+        pending = [i for i in self.reported_rows if i in self.copies]
+        for i, pp in zip(pending, self.rows.build(pending), strict=True):
+            rep = self.judged[self.copies.pop(i)]
+            self.judged[i] = Judgement(pp, rep.findings[:], rep.handling)
         return [self.judged[i] for i in self.reported_rows]
 
     def judgements(self) -> list[Judgement]:
         """Every row's judgement, in row order (the ones not kept are built now, with no findings)."""
-        judged, group, handling, pp = self.judged, self.group.tolist(), self.handling, self.rows.patchpoint
-        return [judged[i] if i in judged else Judgement(pp(i), [], handling[group[i]]) for i in range(self.n)]
+        has = set(self.reported_rows)
+        group, handling, pp = self.group.tolist(), self.handling, self.rows.patchpoint
+        return [self.judgement(i) if i in has else Judgement(pp(i), [], handling[group[i]]) for i in range(self.n)]
 
     def name_addrs(self) -> set[tuple[str, int]]:
         """(symbol name, address) of every row."""
@@ -45,8 +68,8 @@ class JudgedRows:
     def verdicts(self) -> dict[Verdict, int]:
         """How many rows take each verdict."""
         out = dict.fromkeys(Verdict, 0)
-        for j in self.reported():
-            out[j.verdict] += 1
+        for i in self.reported_rows:
+            out[self.findings_of(i).verdict] += 1
         out[Verdict.SAFE] = self.n - len(self.reported_rows)
         return out
 
@@ -63,8 +86,12 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
         rel = np.array([bool(s[7] & _REL) for s in rows.shapes], dtype=bool)[rows.shape]
         tkey = np.where(rel, rows.tname + 1, 0)
         key = (rows.shape * (len(rows.tnames) + 2) + tkey) * 2 + rows.ftrace
-        if rows.xfact is not None:  # site facts set over the columns
-            key = key * len(rows.factsets) + rows.xfact
+        if rows.site_facts:  # and the facts a row's sites gave it (sites/annotate.py), by distinct set
+            ids: dict[frozenset[str], int] = {}
+            fid = np.zeros(n, dtype=np.int64)
+            for i, facts in rows.site_facts.items():
+                fid[i] = ids.setdefault(facts, len(ids) + 1)
+            key = key * (len(ids) + 1) + fid
         solo = rel & (rows.tname < 0)
         solo[list(rows.objs)] = True
         key[solo] = -1 - np.flatnonzero(solo)
@@ -80,12 +107,8 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
         j = judged[i] = judge(pp)
         handling[g] = j.handling
         findings[g] = bool(j.findings)
-    more = [i for i in np.flatnonzero(findings[group]).tolist() if i not in judged]
-    reps = first[group[more]].tolist() if more else []
-    for i, r, pp in zip(more, reps, rows.build(more), strict=True):
-        rep = judged[r]
-        judged[i] = Judgement(pp, rep.findings[:], rep.handling)
+    copies = {i: int(first[group[i]]) for i in np.flatnonzero(findings[group]).tolist() if i not in judged}
     # Only the judgements with findings are kept: the others are their group's handling and no findings, built
     # again the same when every row is asked for (and a module tree's parent holds fewer objects).
     kept = {i: j for i, j in judged.items() if j.findings}
-    return JudgedRows(rows, kept, group, handling)
+    return JudgedRows(rows, kept, group, handling, copies)

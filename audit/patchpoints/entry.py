@@ -86,6 +86,9 @@ class EntryRows:
     def __init__(self, kernel: Kernel, table: EmulationTable) -> None:
         self.kernel, self.table = kernel, table
         self.objs: dict[int, Patchpoint] = {}
+        # Rows whose site facts (sites/annotate.py) are all that sets them apart: row -> the whole facts set; the
+        # row stays a column (judged with the rows of its shape and facts), built with these when asked.
+        self.site_facts: dict[int, frozenset[str]] = {}
         self.aliases: dict[int, tuple[str, ...]] = {}
         self.moved: dict[int, list[tuple]] = {}
         self.shapes: list[tuple] = [_CALL_SHAPE]
@@ -93,10 +96,6 @@ class EntryRows:
         self.tnames: list[tuple] = []
         self.tname_ids: dict[tuple, int] = {}
         self.nop_tail = decode_fields(FTRACE_NOP, 0)[1:]
-        # Site facts added over the columns (sites/annotate.py): row -> index into factsets (0: none).
-        self.xfact: np.ndarray | None = None
-        self.factsets: list[frozenset[str]] = [frozenset()]
-        self.factset_ids: dict[frozenset[str], int] = {frozenset(): 0}
         # Set by detach(): what patchpoint() reads of the image, kept once the image is let go.
         self.names: list[str] | None = None
         self.fallback: dict[int, str] = {}
@@ -124,7 +123,7 @@ class EntryRows:
         self.raw_at = {off: bytes(data[off : off + n]) for off, n in spans}
         self.moved = {i: steps for i, steps in self.moved.items() if i not in self.objs}  # a built row has its own
         self.kernel, self.table = kernel, None
-        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = self.factset_ids = None
+        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = None
 
     def insn(self, at: int, sid: int, target: int, t: int, off: int) -> Insn:
         """The Insn of shape sid at address at (file offset off), with a relative branch's target and name."""
@@ -153,20 +152,26 @@ class EntryRows:
             facts = _FTRACE_SITE
         else:
             variants, facts = (Variant("disk", insn),), _NO_FACTS
-        if self.xfact is not None and self.xfact[i]:
-            facts = facts | self.factsets[self.xfact[i]]
-        s = self.sec[i]
-        if s >= 0:
-            sec = k._sec_sorted[s]
-            section, sec_off = sec.name, at - sec.addr
-        elif self.names is not None:
-            section, sec_off = self.fallback[i], 0
-        else:
-            section, sec_off = k.symbol_columns().section[self.first[i]], 0
+        facts = self.site_facts.get(i, facts)
+        section, sec_off = self.section(i)
         steps = self.moved.get(i)
         moved = tuple(self.insn(*st) for st in steps) if steps else ()
         return Patchpoint(k.module, self.name(i), self.aliases.get(i, ()), self.kind[i], "entry", int(self.sym_addr[i]),
                           at, section, sec_off, insn, variants, moved, facts)  # fmt: skip
+
+    def section(self, i: int) -> tuple[str, int]:
+        """Row i's section name and its offset there (outside every section: its symbol's section, offset 0)."""
+        s = self.sec[i]
+        if s >= 0:
+            sec = self.kernel._sec_sorted[s]
+            return sec.name, int(self.addr[i]) - sec.addr
+        if self.names is not None:
+            return self.fallback[i], 0
+        return self.kernel.symbol_columns().section[self.first[i]], 0
+
+    def base_facts(self, i: int) -> frozenset[str]:
+        """The facts row i has before the site facts: an ftrace site's, or none."""
+        return _FTRACE_SITE if self.ftrace[i] else _NO_FACTS
 
     def patchpoints(self) -> list[Patchpoint]:
         return self.build(list(range(self.n)))
@@ -178,17 +183,16 @@ class EntryRows:
             return []
         objs = self.objs
         sel = np.array(idx, dtype=np.int64)
-        xfact = self.xfact[sel].tolist() if self.xfact is not None else [0] * len(idx)
         cols = zip(idx, self.addr[sel].tolist(), self.shape[sel].tolist(), self.target[sel].tolist(),
                    self.tname[sel].tolist(), self.ftrace[sel].tolist(), self.sec[sel].tolist(),
-                   self.sym_addr[sel].tolist(), xfact, strict=True)  # fmt: skip
-        k, offset, insn, factsets, nop = self.kernel, self.offset, self.insn, self.factsets, self.nop_tail
+                   self.sym_addr[sel].tolist(), strict=True)  # fmt: skip
+        k, offset, insn, site_facts, nop = self.kernel, self.offset, self.insn, self.site_facts, self.nop_tail
         secs = k._sec_sorted
         names = self.names
         col_names = k.symbol_columns() if names is None else None
         aliases, kinds, moved_at, first = self.aliases, self.kind, self.moved, self.first
         out = []
-        for i, at, sid, target, t, ftrace, s, sym_addr, x in cols:
+        for i, at, sid, target, t, ftrace, s, sym_addr in cols:
             pp = objs.get(i)
             if pp is not None:
                 out.append(pp)
@@ -198,8 +202,7 @@ class EntryRows:
                 variants, facts = (Variant("disk", ins), Variant("ftrace-nop", Insn(at, *nop))), _FTRACE_SITE
             else:
                 variants, facts = (Variant("disk", ins),), _NO_FACTS
-            if x:
-                facts = facts | factsets[x]
+            facts = site_facts.get(i, facts)
             if s >= 0:
                 sec = secs[s]
                 section, sec_off = sec.name, at - sec.addr
@@ -223,17 +226,9 @@ class EntryRows:
 
     def set_facts(self, idx: list[int], facts: list[frozenset[str]]) -> None:
         """Rows idx (not built) take these site facts besides their columns' own (sites/annotate.py)."""
-        if self.xfact is None:
-            self.xfact = np.zeros(self.n, dtype=np.int64)
-        ids = self.factset_ids
-        vals = []
-        for f in facts:
-            k = ids.get(f)
-            if k is None:
-                k = ids[f] = len(self.factsets)
-                self.factsets.append(f)
-            vals.append(k)
-        self.xfact[idx] = vals
+        ftrace = self.ftrace[np.array(idx, dtype=np.int64)].tolist() if idx else []
+        for i, f, ft in zip(idx, facts, ftrace, strict=True):
+            self.site_facts[i] = (_FTRACE_SITE if ft else _NO_FACTS) | f
 
     def shape_column(self, index: int) -> np.ndarray:
         """Field `index` of each row's shape (7: the IC bits), as an array."""

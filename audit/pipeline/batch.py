@@ -130,15 +130,28 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
     show them), and the Kernel keeps identity, sections, ftrace sites, the kernel-table summary
     (--statistics) and return statistics, but no bytes. Renders byte-identically."""
     from fbt_audit.input.dwarf import add_source_lines, symbol_files
-    from fbt_audit.sites.tables import Tables, read_tables
 
     k = result.kernel
     if sources:
         add_source_lines([result])
     names = ambiguous_names(result)
     units = symbol_files(k, names) if names else {}
+    d = detached_kernel(k)
+    if "judgements" not in result.__dict__:  # built lazily from the entry rows: they come along instead
+        result.rows.rows.detach(d)
+        return AuditResult(d, result.table, None, result.rules, list(result.errors), units=units, rows=result.rows,
+                           platform=result.platform, evidence=result.evidence)  # fmt: skip
+    return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units,
+                       platform=result.platform, evidence=result.evidence)  # fmt: skip
+
+
+def detached_kernel(k: Kernel) -> Kernel:
+    """k without its bytes and symbols: identity, sections, ftrace sites, the kernel-table summary, return
+    statistics."""
+    from fbt_audit.sites.tables import Tables, read_tables
+
     t = read_tables(k)
-    d = Kernel(
+    return Kernel(
         path=k.path,
         display=k.display,
         kind=k.kind,
@@ -155,12 +168,16 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
         site_tables=Tables(counts=dict(t.counts), layouts=dict(t.layouts), problems=list(t.problems)),
         return_stats=k.return_stats,
     )
-    if "judgements" not in result.__dict__:  # built lazily from the entry rows: they come along instead
-        result.rows.rows.detach(d)
-        return AuditResult(d, result.table, None, result.rules, list(result.errors), units=units, rows=result.rows,
-                           platform=result.platform, evidence=result.evidence)  # fmt: skip
-    return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units,
-                       platform=result.platform, evidence=result.evidence)  # fmt: skip
+
+
+def rendered(result: AuditResult, show: str, colour: bool) -> AuditResult:
+    """The result as the text report needs it and no more: its lines made here (report.text.TextDigest) in
+    place of the rows, the image let go. The parent joins the digests of a tree byte-identically."""
+    from fbt_audit.report.text import text_digest
+
+    digest = text_digest(result, show, colour)
+    return AuditResult(detached_kernel(result.kernel), result.table, None, result.rules, list(result.errors),
+                       rows=digest, platform=result.platform)  # fmt: skip
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -168,13 +185,13 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
 _job: dict = {}  # what every task of this worker shares: table, rule selection, options
 
 
-def _setup(table, select, ignore, returns, symbols, sources, platform="all", deep=None) -> None:
+def _setup(table, select, ignore, returns, symbols, sources, platform="all", deep=None, text=None) -> None:
     """Worker start: the parent's modules come with the fork (no re-import). Ctrl-C is the parent's to
     handle; the objects inherited are frozen so that the collector never scans them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
     _job.update(table=table, select=select, ignore=ignore, returns=returns, symbols=symbols, sources=sources,
-                platform=platform, deep=deep)  # fmt: skip
+                platform=platform, deep=deep, text=text)  # fmt: skip
 
 
 def _audit_one(path: Path, job: dict) -> AuditResult:
@@ -182,7 +199,8 @@ def _audit_one(path: Path, job: dict) -> AuditResult:
 
     r = audit(path, job["table"], select=job["select"], ignore=job["ignore"], returns=job["returns"],
               symbols=job["symbols"], platform=job.get("platform", "all"), deep=job.get("deep"))  # fmt: skip
-    return detach(r, job["sources"])
+    text = job.get("text")
+    return rendered(r, *text) if text is not None else detach(r, job["sources"])
 
 
 def _failure(path: Path, e: Exception) -> str:
@@ -250,13 +268,16 @@ def run_batch(
     sources: bool = False,
     platform: str = "all",
     deep=None,
+    text: tuple[str, bool] | None = None,
 ) -> tuple[Results, list[str]]:
     """Audit every input PATH... names (directories: every module under them), modules across `jobs`
     worker processes, anything else (vmlinux, vmlinuz) in this one. Returns the results in input order
     (a Results list, whose `failures` the SARIF report shows) and one line per input that failed; the
     others still complete. A lone file named on the command line that fails raises instead, so that
     its error is the run's one line. `sources`: look up DWARF source lines (sarif, github) in the
-    worker, which has the image. The output is the same for every `jobs`."""
+    worker, which has the image. `text` (show, colour): the modules are for the text report alone, which
+    the worker makes of them (rendered); nothing else can be read of those results. The output is the same
+    for every `jobs`."""
     from fbt_audit.judge.registry import select as select_rules
     from fbt_audit.pipeline.api import audit
 
@@ -270,7 +291,7 @@ def run_batch(
     jobs = max(1, jobs or os.cpu_count() or 1)
     rules = select_rules(select, ignore)
     opts = {"table": table, "select": select, "ignore": ignore, "returns": returns, "symbols": symbols,
-            "sources": sources, "platform": platform, "deep": deep}  # fmt: skip
+            "sources": sources, "platform": platform, "deep": deep, "text": text}  # fmt: skip
     got: dict[int, AuditResult] = {}
     failed: dict[int, str] = {}
     modules = [(i, inp.path) for i, inp in enumerate(inputs) if inp.module]
@@ -286,7 +307,7 @@ def run_batch(
             try:
                 r = audit(path, table, select=select, ignore=ignore, returns=returns, symbols=symbols,
                           platform=platform, deep=deep)  # fmt: skip
-                got[i] = detach(r, sources) if inputs[i].module else r
+                got[i] = r if not inputs[i].module else rendered(r, *text) if text else detach(r, sources)
             except Exception as e:  # noqa: BLE001 - one bad input is a failure line; the others complete
                 if not isinstance(e, AuditError) and os.environ.get("FBT_AUDIT_DEBUG"):
                     raise
@@ -317,7 +338,7 @@ def _start(modules: list[tuple[int, Path]], jobs: int, opts: dict):
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     chunks = _chunks(modules, jobs)
     args = (opts["table"], opts["select"], opts["ignore"], opts["returns"], opts["symbols"], opts["sources"],
-            opts["platform"], opts["deep"])  # fmt: skip
+            opts["platform"], opts["deep"], opts["text"])  # fmt: skip
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), mp_context=ctx, initializer=_setup, initargs=args)
     return pool, {pool.submit(_task, c): c for c in chunks}
 

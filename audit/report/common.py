@@ -27,7 +27,10 @@ def verdict_counts(results: Iterable[AuditResult]) -> dict[Verdict, int]:
 
 def rule_counts(results: Iterable[AuditResult]) -> Counter[str]:
     """Findings per rule id."""
-    return Counter(f.rule_id for r in results for j in r.with_findings() for f in j.findings)
+    out: Counter[str] = Counter()
+    for r in results:
+        out.update(r.finding_rules())
+    return out
 
 
 def rules_by_id(results: Iterable[AuditResult]) -> dict[str, Rule]:

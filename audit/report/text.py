@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from itertools import count
 from typing import TYPE_CHECKING
 
 from fbt_audit.deep.model import FLAG_RULES
@@ -65,7 +66,7 @@ def summary_line(results: list[AuditResult]) -> str:
     """`audited 5 patchpoints in 1 image (table legacy-2011): 1 unsafe, 1 deny, 1 refused, 2 safe; 3 findings`."""
     n_pp = sum(r.count() for r in results)
     n_img = len(results)
-    n_find = sum(len(j.findings) for r in results for j in r.with_findings())
+    n_find = sum(sum(r.finding_rules().values()) for r in results)
     names = ", ".join(name for name, _ in tables(results)) or "-"
     counts = ", ".join(f"{n} {v.label}" for v, n in verdict_counts(results).items())
     line = (
@@ -97,26 +98,26 @@ def render_text(
     first (unsafe, deny, refused), then by image and address, or in `order`; findings worst first. The others
     are summarised per rule in a few lines (with their sections). Then, with `statistics`, the per-rule and
     kernel-table counts, then one summary line. With hit `counts`, each finding line ends ` hits N`; `last`
-    is one more closing line (the hits summary). Ends with a newline."""
+    is one more closing line (the hits summary). Ends with a newline. Each image's lines are made by
+    text_digest (a module tree's worker makes them there); this joins them."""
     from fbt_audit.report.sitestats import table_lines
 
     results = ordered(results)
-    least = Level.NOTE if show == "all" else Level[show.upper()]
-    pairs = order if order is not None else _worst_first(results)
+    n_modules = sum(r.kernel.kind == "module" for r in results)
+    if order is not None:
+        index = {id(r): k for k, r in enumerate(results)}
+        pieces = [(index[id(r)], r, _piece(r, j, show, counts, colour)) for r, j in order]
+    else:
+        digests = [digest_of(r, show, colour, counts) for r in results]
+        pieces = [(k, r, d.pieces[v]) for v in _WORST_FIRST for k, r, d in zip(count(), results, digests)
+                  if v in d.pieces]  # fmt: skip
     lines: list[str] = []
     held: dict[tuple[str, str], _Held] = {}
-    n_modules = sum(r.kernel.kind == "module" for r in results)
-    for r, j in pairs:
-        for f in findings(j):
-            if f.level < least or f.rule_id in QUIET_RULES:
-                where = "modules" if r.kernel.kind == "module" and n_modules > 1 else r.kernel.display
-                held.setdefault((where, f.rule_id), _Held(f.level)).add(r, j)
-                continue
-            line = finding_line(r.kernel.display, j, f, colour)
-            lines.append(f"{line} hits {counts.get(j.pp.probe_name, 0)}" if counts is not None else line)
-            ev = r.evidence.get((j.pp.addr, j.pp.site)) if r.evidence and f.rule_id in FLAG_RULES else None
-            if ev is not None:  # --deep: one line per path after the finding (audit/deep/)
-                lines.extend(deep_lines(ev, j.pp.sym_addr))
+    for k, r, (got, kept) in pieces:
+        lines.extend(got)
+        for rid, (level, n, sections) in kept.items():
+            where = "modules" if r.kernel.kind == "module" and n_modules > 1 else r.kernel.display
+            held.setdefault((where, rid), _Held(level)).add(k, n, sections)
     summary = _held_lines(held, results, show)
     if summary:
         lines.extend(([""] if lines else []) + summary)
@@ -132,10 +133,108 @@ def render_text(
     return "\n".join(lines) + "\n"
 
 
-def _worst_first(results: list[AuditResult]) -> list[tuple[AuditResult, Judgement]]:
-    """Patchpoints with findings: unsafe first, then deny, then refused; within a verdict, by image and address."""
-    pairs = [(r, j) for r in results for j in r.with_findings()]
-    return sorted(pairs, key=lambda rj: -rj[1].verdict)  # stable: image and address order within a verdict
+_WORST_FIRST = sorted(Verdict, reverse=True)  # the patchpoints with findings: unsafe, then deny, then refused
+
+
+class TextDigest:
+    """One image's share of the text report, made where the image was audited (a module tree's worker sends
+    this instead of its rows): per patchpoint verdict, the finding lines at or above `show` in address order
+    and the findings held back per rule (level of the first, count, sections in first-seen order); and the
+    counts the summary and --statistics read. Stands in for the result's rows (AuditResult.rows)."""
+
+    detached = True  # nothing here needs the image
+
+    def __init__(self, show: str, colour: bool, n: int, verdicts: dict, rules: Counter, worst) -> None:
+        self.show, self.colour, self.n, self.verdict_n, self.rules, self.worst = show, colour, n, verdicts, rules, worst
+        self.pieces: dict[Verdict, tuple[list[str], dict[str, list]]] = {}
+
+    def verdicts(self) -> dict[Verdict, int]:
+        return dict(self.verdict_n)
+
+    def finding_rules(self) -> Counter:
+        return Counter(self.rules)
+
+    def reported(self):
+        raise RuntimeError("this result was rendered to text where it was audited: its judgements stayed there")
+
+    judgements = name_addrs = reported
+
+
+def text_digest(r: AuditResult, show: str = "error", colour: bool = False,
+                counts: Mapping[str, int] | None = None) -> TextDigest:  # fmt: skip
+    """r's TextDigest at `show` (with hit `counts`, each line ends ` hits N`). Of entry rows judged by group
+    (judge.rows.JudgedRows), a row whose findings are all held back is counted from its group's findings and
+    its section, without building its Judgement."""
+    least = Level.NOTE if show == "all" else Level[show.upper()]
+    rows = r.__dict__.get("rows") if "judgements" not in r.__dict__ else None
+    if rows is not None and hasattr(rows, "findings_of"):
+        items = [(i, rows.findings_of(i)) for i in rows.reported_rows]
+    else:
+        rows, items = None, [(None, j) for j in r.with_findings()]
+    rules = Counter(f.rule_id for _i, j in items for f in j.findings)
+    worst = max((f.level for _i, j in items for f in j.findings), default=None)
+    d = TextDigest(show, colour, r.count(), r.verdict_counts(), rules, worst)
+    held_only: dict[int, list[Finding] | None] = {}  # by id(findings): sorted, when every one is held back
+    for i, j in items:
+        piece = d.pieces.get(j.verdict)
+        if piece is None:
+            piece = d.pieces[j.verdict] = ([], {})
+        key = id(j.findings)
+        if key not in held_only:
+            fs = findings(j)
+            held_only[key] = fs if all(_held(f, least) for f in fs) else None
+        fs = held_only[key]
+        if fs is not None:
+            own = rows.judged.get(i) if rows is not None else j  # a row not judged itself: from its columns
+            section = own.pp.section if own is not None else rows.rows.section(i)[0]
+            for f in fs:
+                _hold(piece[1], f, section)
+        else:
+            _add(piece, r, rows.judgement(i) if i is not None else j, least, counts, colour)
+    return d
+
+
+def digest_of(r: AuditResult, show: str, colour: bool, counts: Mapping[str, int] | None) -> TextDigest:
+    """The digest r's worker made, when it was made for this report; else one made now."""
+    d = r.__dict__.get("rows")
+    if isinstance(d, TextDigest) and counts is None and (d.show, d.colour) == (show, colour):
+        return d
+    return text_digest(r, show, colour, counts)
+
+
+def _piece(r: AuditResult, j: Judgement, show: str, counts, colour: bool) -> tuple[list[str], dict[str, list]]:
+    """One patchpoint's lines and held findings (--sort rarity's order)."""
+    piece: tuple[list[str], dict[str, list]] = ([], {})
+    _add(piece, r, j, Level.NOTE if show == "all" else Level[show.upper()], counts, colour)
+    return piece
+
+
+def _held(f: Finding, least: Level) -> bool:
+    """Whether a finding is summarised per rule, not listed: below `least`, or a quiet rule."""
+    return f.level < least or f.rule_id in QUIET_RULES
+
+
+def _hold(held: dict[str, list], f: Finding, section: str) -> None:
+    h = held.get(f.rule_id)
+    if h is None:
+        h = held[f.rule_id] = [f.level, 0, {}]
+    h[1] += 1
+    h[2][section] = h[2].get(section, 0) + 1
+
+
+def _add(piece: tuple[list[str], dict[str, list]], r: AuditResult, j: Judgement, least: Level, counts,
+         colour: bool) -> None:  # fmt: skip
+    """j's findings into piece: a line each at or above `least` (and --deep's path lines), the others held."""
+    lines, held = piece
+    for f in findings(j):
+        if _held(f, least):
+            _hold(held, f, j.pp.section)
+            continue
+        line = finding_line(r.kernel.display, j, f, colour)
+        lines.append(f"{line} hits {counts.get(j.pp.probe_name, 0)}" if counts is not None else line)
+        ev = r.evidence.get((j.pp.addr, j.pp.site)) if r.evidence and f.rule_id in FLAG_RULES else None
+        if ev is not None:  # --deep: one line per path after the finding (audit/deep/)
+            lines.extend(deep_lines(ev, j.pp.sym_addr))
 
 
 class _Held:
@@ -146,10 +245,10 @@ class _Held:
     def __init__(self, level: Level) -> None:
         self.level, self.n, self.images, self.sections = level, 0, set(), Counter()
 
-    def add(self, r: AuditResult, j: Judgement) -> None:
-        self.n += 1
-        self.images.add(id(r))
-        self.sections[j.pp.section] += 1
+    def add(self, image: int, n: int, sections: dict[str, int]) -> None:
+        self.n += n
+        self.images.add(image)
+        self.sections.update(sections)
 
 
 def _held_lines(held: dict[tuple[str, str], _Held], results: list[AuditResult], show: str) -> list[str]:

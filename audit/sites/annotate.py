@@ -75,7 +75,15 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None) -> T
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
     if rows is not None:
         near, far = _candidates(rows, sites, names, ibt)
-        for i, pp in zip(near, rows.build(near), strict=True):
+        for i in near:
+            pp = rows.objs.get(i)
+            if pp is None:  # a row that only gains facts stays a column (EntryRows.site_facts)
+                add, extra = _site_facts(_Row(rows, i), sites, names, ibt)
+                if not extra:
+                    if add:
+                        rows.site_facts[i] = rows.base_facts(i) | frozenset(add)
+                    continue
+                pp = rows.patchpoint(i)  # boot-time variants: the row becomes a Patchpoint, annotated as one
             if _annotate(pp, sites, names, ibt):
                 rows.objs[i] = pp
         _column_facts(rows, far, sites, names)
@@ -84,14 +92,20 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None) -> T
     return t
 
 
-def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> bool:
-    """Add pp's site facts and boot-time variants; whether there were any."""
+def _site_facts(pp: Patchpoint | _Row, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> tuple[list, list]:
+    """pp's site facts and boot-time variants (the facts of an entry row read from its columns: _Row)."""
     add: list[str] = []
     extra: list[Variant] = []
     sites.facts(pp, add, extra)
     if ibt and pp.insn.classes & IC.ENDBR:
         add.append(IBT_KERNEL)
     names.facts(pp, add)
+    return add, extra
+
+
+def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> bool:
+    """Add pp's site facts and boot-time variants; whether there were any."""
+    add, extra = _site_facts(pp, sites, names, ibt)
     if add:
         pp.facts = pp.facts | frozenset(add)
     if extra:
@@ -119,6 +133,30 @@ def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, names: _NameFact
             got.append(frozenset(add))
     if got_idx:
         rows.set_facts(got_idx, got)
+
+
+class _Row:
+    """Entry row i as _site_facts reads a patchpoint, from the columns: its address, name, symbol address, and
+    an instruction whose length and classes come from the row's shape (the Insn is built only if more is read)."""
+
+    __slots__ = ("addr", "name", "sym_addr", "insn")
+
+    def __init__(self, rows: Any, i: int) -> None:
+        self.addr, self.name, self.sym_addr = int(rows.addr[i]), rows.name(i), int(rows.sym_addr[i])
+        self.insn = _RowInsn(rows, i)
+
+
+class _RowInsn:
+    __slots__ = ("rows", "i", "length", "classes", "_insn")
+
+    def __init__(self, rows: Any, i: int) -> None:
+        self.rows, self.i, self._insn = rows, i, None
+        self.length, self.classes = int(rows.length[i]), rows.shapes[rows.shape[i]][7]
+
+    def __getattr__(self, name: str):
+        if self._insn is None:
+            self._insn = self.rows.row_insn(self.i)
+        return getattr(self._insn, name)
 
 
 def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> tuple[list[int], list[int]]:

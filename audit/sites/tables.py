@@ -115,13 +115,13 @@ class _Reader:
         """Section headers (elf.section_headers, as the loader read them) and relocations (input/rela.py)
         of the .ko, for the dozen small sections the tables live in."""
         data = self.k.data
-        hdrs = section_headers(self.k.path, data, len(data))
+        hdrs = getattr(self.k, "elf_headers", None) or section_headers(self.k.path, data, len(data))  # elf.load's
         self.hdrs = hdrs
         self.names = [h.name for h in hdrs]
         # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
         alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
         self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
-        self.relocs = Relocations(data, hdrs, self.base)
+        self.relocs = getattr(self.k, "relocations", None) or Relocations(data, hdrs, self.base)
 
     def section_bytes(self, name: str) -> tuple[bytes, int] | None:
         """(relocated contents, address) of a module section, or None."""
