@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from fbt_audit.decode.insn import decode_fields, insn_length, sweep
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -32,16 +35,21 @@ Chunk = tuple[Section, int, int, int]
 
 
 def return_patchpoints(kernel: Kernel, *, vectorised: bool = True) -> tuple[list[Patchpoint], ReturnStats]:
+    """Every return patchpoint of return_rows built (facts and boot-time variants not added), and the statistics."""
+    rows = return_rows(kernel, vectorised=vectorised)
+    return rows.patchpoints(), rows.stats
+
+
+def return_rows(kernel: Kernel, *, vectorised: bool = True) -> ReturnRows:
     """Decode each text symbol from its address to the next symbol's (one chunk per symbol, so the
-    sweep restarts at every boundary) and make a `return` patchpoint of every ret and thunk jump.
+    sweep restarts at every boundary) and make a `return` row of every ret and thunk jump.
     With numpy the chunks are decoded together (audit/decode/lengths.py); without it, or with not vectorised,
-    one capstone sweep per chunk. Both give the same patchpoints and statistics."""
+    one capstone sweep per chunk. Both give the same rows and statistics."""
     st = ReturnStats()
     t = read_tables(kernel)
     thunk = {a for n in THUNKS if (a := kernel.symbol_address(n)) is not None}
     chunks = _chunks(kernel)
-    found: set[int] = set()
-    out: list[Patchpoint] = []
+    found: list[tuple] = []  # (chunk index, address, length) of the rows, per section swept
     xlen = None
     if vectorised:
         try:
@@ -50,16 +58,92 @@ def return_patchpoints(kernel: Kernel, *, vectorised: bool = True) -> tuple[list
             pass
     cols = kernel.columns
     if xlen is not None and (not cols.addr or cols.addr[-1] - cols.addr[0] < _SPAN):
-        _vectorised(xlen, kernel, chunks, thunk, t, st, out, found)
+        _vectorised(xlen, kernel, chunks, thunk, t, st, found)
     else:
-        starts, make = set(kernel.columns.addr), _builder(kernel)
-        for chunk in chunks:
-            _sweep_chunk(kernel, chunk, starts, thunk, st, out, found, make)
+        starts = set(kernel.columns.addr)
+        got: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for c, chunk in enumerate(chunks):
+            _sweep_chunk(kernel, chunk, c, starts, thunk, st, got)
+        found.append(got)
+    cols = [np.concatenate([np.asarray(f[i], dtype=d) for f in found]) if found else np.zeros(0, dtype=d)
+            for i, d in enumerate((np.int64, np.uint64, np.int64))]  # fmt: skip
+    rows = ReturnRows(kernel, chunks, *cols)
     sites = t.s32.get("return_sites", [])
     st.return_sites = len(sites)
-    st.return_sites_missed = sorted(a for a in sites if a not in found)
-    kernel.return_stats = st
-    return out, st
+    addrs = set(rows.addr.tolist())
+    st.return_sites_missed = sorted(a for a in sites if a not in addrs)
+    kernel.return_stats = rows.stats = st
+    return rows
+
+
+class ReturnRows:
+    """The return patchpoints of one image as columns, in address order (row i: the i-th ret or thunk jump).
+
+    Per row: `addr`, `length` (1, 3 or 5), `chunk` (index into `chunks`: the section, the chunk's start, which is
+    the row's `sym_addr`, and the symbol that names it), `offset` (file offset of addr) and, for a jmp rel32,
+    `target`. A row becomes a Patchpoint only when asked (patchpoint()). The site-fact pass sets `rs` (the row is
+    a .return_sites entry: the return-thunk fact and variant), `fact_id` (index into `factsets`: the row's facts)
+    and `objs`: the rows it built and annotated as Patchpoints, the row's truth from then on."""
+
+    def __init__(self, kernel: Kernel, chunks: list[Chunk], chunk: np.ndarray, addr: np.ndarray, length: np.ndarray):
+        self.kernel, self.chunks = kernel, chunks
+        self.chunk, self.length = chunk, length
+        self.addr = addr
+        self.sym_addr = np.array([c[1] for c in chunks] + [0], dtype=np.uint64)[chunk]
+        self.sym = np.array([c[3] for c in chunks] + [0], dtype=np.int64)[chunk]
+        sec_addr = np.array([c[0].addr for c in chunks] + [0], dtype=np.uint64)[chunk]
+        sec_off = np.array([c[0].offset for c in chunks] + [0], dtype=np.int64)[chunk]
+        self.offset = (addr - sec_addr).astype(np.int64) + sec_off
+        buf = np.frombuffer(kernel.data, dtype=np.uint8) if len(kernel.data) else np.zeros(8, dtype=np.uint8)
+        self.op = buf[self.offset] if len(addr) else np.zeros(0, dtype=np.uint8)
+        jmp = np.flatnonzero(self.op == 0xE9)
+        disp = buf[self.offset[jmp, None] + np.arange(1, 5)].copy().view("<i4").reshape(-1).astype(np.int64)
+        self.target = np.zeros(len(addr), dtype=np.uint64)
+        self.target[jmp] = self.addr[jmp] + (disp + 5).astype(np.uint64)  # wraps as the sweep's mask does
+        self.imm = np.zeros(len(addr), dtype=np.int64)  # ret imm16's immediate
+        c2 = np.flatnonzero(self.op == 0xC2)
+        self.imm[c2] = buf[self.offset[c2] + 1].astype(np.int64) | buf[self.offset[c2] + 2].astype(np.int64) << 8
+        self.objs: dict[int, Patchpoint] = {}
+        self.rs = np.zeros(len(addr), dtype=bool)
+        self.fact_id = np.zeros(len(addr), dtype=np.int64)
+        self.factsets: list[frozenset[str]] = [frozenset()]
+        self.rs_variant: Callable[[int], Variant] | None = None  # the return-thunk variant at an address
+        self.make = _builder(kernel)
+        self.raw_at: dict | None = None  # set by detach(): every row is then in objs
+        self.stats = ReturnStats()
+
+    @property
+    def n(self) -> int:
+        return len(self.addr)
+
+    def name(self, i: int) -> str:
+        pp = self.objs.get(i)
+        return pp.name if pp is not None else self.kernel.symbol_columns().name[self.sym[i]]
+
+    def built(self, i: int) -> Patchpoint:
+        """Row i as the sweep finds it: no site facts, the disk form alone."""
+        c = self.chunks[self.chunk[i]]
+        off, n = int(self.offset[i]), int(self.length[i])
+        return self.make(c, int(self.addr[i]), bytes(self.kernel.data[off : off + n]))
+
+    def patchpoint(self, i: int) -> Patchpoint:
+        """Row i as a Patchpoint (the one already built, or a new one with the facts and variants of its columns)."""
+        pp = self.objs.get(i)
+        if pp is not None:
+            return pp
+        pp = self.built(i)
+        if self.rs[i]:
+            pp.variants = (*pp.variants, self.rs_variant(pp.addr))
+        pp.facts = self.factsets[self.fact_id[i]]
+        return pp
+
+    def patchpoints(self) -> list[Patchpoint]:
+        return [self.patchpoint(i) for i in range(self.n)]
+
+    def detach(self, kernel: Kernel) -> None:
+        """Let the image go: every row built (a module's few hundred), `kernel` the detached one."""
+        self.objs = {i: self.patchpoint(i) for i in range(self.n)}
+        self.kernel, self.chunks, self.make, self.rs_variant, self.raw_at = kernel, [], None, None, {}
 
 
 def _chunks(kernel: Kernel) -> list[Chunk]:
@@ -124,8 +208,9 @@ def _builder(kernel: Kernel):
 _REL = IC.REL_CALL | IC.REL_BRANCH
 
 
-def _sweep_chunk(kernel: Kernel, chunk: Chunk, starts: set[int], thunk: set[int], st, out, found, make) -> None:
-    """One chunk by capstone's linear sweep (the reference the vectorised decode is tested against)."""
+def _sweep_chunk(kernel: Kernel, chunk: Chunk, c: int, starts: set[int], thunk: set[int], st, got) -> None:
+    """One chunk (index c) by capstone's linear sweep (the reference the vectorised decode is tested against):
+    its rows' chunk index, address and length appended to the lists `got`."""
     sec, a0, end, _k = chunk
     base = sec.offset - sec.addr
     code = bytes(kernel.data[base + a0 : base + end])
@@ -152,8 +237,9 @@ def _sweep_chunk(kernel: Kernel, chunk: Chunk, starts: set[int], thunk: set[int]
             continue
         else:
             continue
-        found.add(a)
-        out.append(make(chunk, a, code[a - a0 : a - a0 + size]))
+        got[0].append(c)
+        got[1].append(a)
+        got[2].append(size)
 
 
 def _hints(t: Tables) -> list[int]:
@@ -166,14 +252,13 @@ def _hints(t: Tables) -> list[int]:
     return h
 
 
-def _vectorised(xlen, kernel: Kernel, chunks: list[Chunk], thunk: set[int], t: Tables, st, out, found) -> None:
+def _vectorised(xlen, kernel: Kernel, chunks: list[Chunk], thunk: set[int], t: Tables, st, found) -> None:
     """The sweep of all chunks of each section at once (audit/decode/lengths.py), then its ret, ret imm16 and
     jmp rel8/rel32 instructions, in address order: the same as _sweep_chunk over every chunk."""
-    np = xlen.np
     cols = kernel.columns
-    by_sec: dict[int, list[Chunk]] = {}  # by id(section): hashing a Section hashes all its fields
-    for c in chunks:
-        by_sec.setdefault(id(c[0]), []).append(c)
+    by_sec: dict[int, list[int]] = {}  # by id(section): hashing a Section hashes all its fields
+    for i, c in enumerate(chunks):
+        by_sec.setdefault(id(c[0]), []).append(i)
     g = cols.addr[0] if cols.addr else 0  # addresses as int64 offsets from the lowest symbol
     starts = np.unique(np.fromiter((a - g for a in cols.addr), dtype=np.int64, count=len(cols.addr)))
     thunks = np.array(sorted(a - g for a in thunk if -_SPAN <= a - g < _SPAN), dtype=np.int64)
@@ -181,8 +266,8 @@ def _vectorised(xlen, kernel: Kernel, chunks: list[Chunk], thunk: set[int], t: T
     hints = [a - g for a in hints if -_SPAN <= a - g < _SPAN]  # a table's hostile entries point anywhere
     hints = np.fromiter(hints, dtype=np.int64, count=len(hints))
     module = kernel.kind == "module"
-    make = _builder(kernel)
-    for cs in by_sec.values():
+    for ids in by_sec.values():
+        cs = [chunks[i] for i in ids]
         sec = cs[0][0]
         code = kernel.data[sec.offset : sec.offset + sec.size]
 
@@ -225,10 +310,7 @@ def _vectorised(xlen, kernel: Kernel, chunks: list[Chunk], thunk: set[int], t: T
         st.thunk_jumps += int(is_thunk.sum())
         keep = np.flatnonzero(ret | is_thunk)
         size = np.where(op[keep] == 0xC3, 1, np.where(op[keep] == 0xC2, 3, 5))
-        for off, n, c in zip(at[keep].tolist(), size.tolist(), ci[keep].tolist(), strict=True):
-            a = sec.addr + off
-            found.add(a)
-            out.append(make(cs[c], a, bytes(code[off : off + n])))
+        found.append((np.array(ids, dtype=np.int64)[ci[keep]], at[keep].astype(np.uint64) + np.uint64(sec.addr), size))
 
 
 def _member(np, sorted_values, x):

@@ -156,7 +156,7 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
         return_stats=k.return_stats,
     )
     if "judgements" not in result.__dict__:  # built lazily from the entry rows: they come along instead
-        result.rows.rows.detach(d)
+        result.rows.detach(d)
         return AuditResult(d, result.table, None, result.rules, list(result.errors), units=units, rows=result.rows,
                            platform=result.platform, evidence=result.evidence)  # fmt: skip
     return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units,
