@@ -140,6 +140,7 @@ class MergedRows:
     def __init__(self, entries: JudgedRows, returns: JudgedRows) -> None:
         self.entries, self.returns = entries, returns
         self._order: list[int] | None = None
+        self._reported: list[Judgement] | None = None
 
     @property
     def n(self) -> int:
@@ -166,13 +167,16 @@ class MergedRows:
         return self.entries.rows.name(g) if g < ne else self.returns.rows.name(g - ne)
 
     def reported(self) -> list[Judgement]:
-        """The judgements with findings, in order."""
-        ne = self.entries.n
-        mask = np.zeros(self.n, dtype=bool)
-        mask[self.entries.reported_rows] = True
-        mask[[ne + i for i in self.returns.reported_rows]] = True
-        ej, rj = self.entries.judged, self.returns.judged
-        return [ej[g] if g < ne else rj[g - ne] for g in self.order() if mask[g]]
+        """The judgements with findings, in order (found once: a report asks several times)."""
+        if self._reported is None:
+            ne = self.entries.n
+            mask = np.zeros(self.n, dtype=bool)
+            mask[self.entries.reported_rows] = True
+            mask[[ne + i for i in self.returns.reported_rows]] = True
+            order = np.array(self.order(), dtype=np.int64)
+            ej, rj = self.entries.judged, self.returns.judged
+            self._reported = [ej[g] if g < ne else rj[g - ne] for g in order[mask[order]].tolist()]
+        return self._reported
 
     def judgements(self) -> list[Judgement]:
         """Every row's judgement, in order."""
