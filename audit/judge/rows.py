@@ -111,6 +111,7 @@ def judge_return_rows(judge: Judge, rets: Any) -> JudgedRows:
         key[jmp] = (1 << 17) + tid.reshape(-1)
     key = key * len(rets.factsets) + rets.fact_id
     solo[list(rets.objs)] = True
+    solo |= ~rets.whole  # its bytes cut short by the file's end: not what its columns say
     key[solo] = -1 - np.flatnonzero(solo)
     _uniq, first, group = np.unique(key, return_index=True, return_inverse=True)
     return _judge_groups(judge, rets, first, group.reshape(-1))

@@ -87,8 +87,12 @@ def return_rows(kernel: Kernel, *, vectorised: bool = True) -> ReturnRows:
     rows = ReturnRows(kernel, chunks, *cols)
     sites = t.s32.get("return_sites", [])
     st.return_sites = len(sites)
-    addrs = set(rows.addr.tolist())
-    st.return_sites_missed = sorted(a for a in sites if a not in addrs)
+    try:
+        listed = np.array(sites, dtype=np.uint64)
+        st.return_sites_missed = sorted(listed[~np.isin(listed, rows.addr)].tolist())
+    except OverflowError:  # a hostile entry below 0 or past 2**64
+        addrs = set(rows.addr.tolist())
+        st.return_sites_missed = sorted(a for a in sites if a not in addrs)
     kernel.return_stats = rows.stats = st
     return rows
 
@@ -97,10 +101,11 @@ class ReturnRows:
     """The return patchpoints of one image as columns, in address order (row i: the i-th ret or thunk jump).
 
     Per row: `addr`, `length` (1, 3 or 5), `chunk` (index into `chunks`: the section, the chunk's start, which is
-    the row's `sym_addr`, and the symbol that names it), `offset` (file offset of addr) and, for a jmp rel32,
-    `target`. A row becomes a Patchpoint only when asked (patchpoint()). The site-fact pass sets `rs` (the row is
-    a .return_sites entry: the return-thunk fact and variant), `fact_id` (index into `factsets`: the row's facts)
-    and `objs`: the rows it built and annotated as Patchpoints, the row's truth from then on."""
+    the row's `sym_addr`, and the symbol that names it), `offset` (file offset of addr), `op` (the first byte),
+    `imm` (ret imm16's), `target` (jmp rel32's) and `whole` (all its bytes in the file). A row becomes a
+    Patchpoint only when asked (patchpoint()). The site-fact pass sets `rs` (the row is a .return_sites entry:
+    the return-thunk fact and variant), `fact_id` (index into `factsets`: the row's facts) and `objs`: the rows
+    it built and annotated as Patchpoints, the row's truth from then on."""
 
     def __init__(self, kernel: Kernel, chunks: Chunks, chunk: np.ndarray, addr: np.ndarray, length: np.ndarray):
         self.kernel, self.chunks = kernel, chunks
@@ -113,15 +118,18 @@ class ReturnRows:
         sec_addr = np.array([x.addr for x in secs] + [0], dtype=np.uint64)[sec]
         sec_off = np.array([x.offset for x in secs] + [0], dtype=np.int64)[sec]
         self.offset = (addr - sec_addr).astype(np.int64) + sec_off
-        buf = np.frombuffer(kernel.data, dtype=np.uint8) if len(kernel.data) else np.zeros(8, dtype=np.uint8)
-        self.op = buf[self.offset] if len(addr) else np.zeros(0, dtype=np.uint8)
+        buf = np.frombuffer(kernel.data, dtype=np.uint8) if len(kernel.data) else np.zeros(1, dtype=np.uint8)
+        last = len(buf) - 1
+        self.whole = self.offset + length <= len(kernel.data)  # not cut short by the file's end (a hostile image)
+        self.op = buf[np.minimum(self.offset, last)]
         jmp = np.flatnonzero(self.op == 0xE9)
-        disp = buf[self.offset[jmp, None] + np.arange(1, 5)].copy().view("<i4").reshape(-1).astype(np.int64)
+        disp = buf[np.minimum(self.offset[jmp, None] + np.arange(1, 5), last)].copy().view("<i4").reshape(-1)
         self.target = np.zeros(len(addr), dtype=np.uint64)
-        self.target[jmp] = self.addr[jmp] + (disp + 5).astype(np.uint64)  # wraps as the sweep's mask does
+        self.target[jmp] = self.addr[jmp] + (disp.astype(np.int64) + 5).astype(np.uint64)  # wraps as the sweep's mask
         self.imm = np.zeros(len(addr), dtype=np.int64)  # ret imm16's immediate
         c2 = np.flatnonzero(self.op == 0xC2)
-        self.imm[c2] = buf[self.offset[c2] + 1].astype(np.int64) | buf[self.offset[c2] + 2].astype(np.int64) << 8
+        lo, hi = buf[np.minimum(self.offset[c2] + 1, last)], buf[np.minimum(self.offset[c2] + 2, last)]
+        self.imm[c2] = lo.astype(np.int64) | hi.astype(np.int64) << 8
         self.objs: dict[int, Patchpoint] = {}
         self.rs = np.zeros(len(addr), dtype=bool)
         self.fact_id = np.zeros(len(addr), dtype=np.int64)
@@ -286,12 +294,13 @@ def _vectorised(xlen, kernel: Kernel, chunks: Chunks, thunk: set[int], t: Tables
     jmp rel8/rel32 instructions, in address order: the same as _sweep_chunk over every chunk."""
     cols = kernel.columns
     g = cols.addr[0] if cols.addr else 0  # addresses as int64 offsets from the lowest symbol
-    starts = np.unique((_u64s(cols.addr) - np.uint64(g)).astype(np.int64))
+    starts = np.sort((_u64s(cols.addr) - np.uint64(g)).astype(np.int64))  # sorted (_member needs no more)
     thunks = np.array(sorted(a - g for a in thunk if -_SPAN <= a - g < _SPAN), dtype=np.int64)
     hints = _offsets(_hints(t), g)
     module = kernel.kind == "module"
     known = _Known()
     cut = np.flatnonzero(np.r_[True, chunks.sec[1:] != chunks.sec[:-1], True])  # chunks are in address order
+    cut = cut if len(chunks) else cut[:0]
     for lo, hi in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
         sec = kernel._sec_sorted[chunks.sec[lo]]
         code = kernel.data[sec.offset : sec.offset + sec.size]

@@ -93,7 +93,7 @@ def _annotate_returns(rets: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool
     symbol's (once per symbol) and, for a .return_sites entry at the row alone (every thunk jump), the
     return-thunk fact and variant (rets.rs): rets.fact_id indexes rets.factsets. The rows any other table
     site may touch, or a .return_sites entry that is not the row's alone, are built and annotated one by one
-    (rets.objs), as are the rows already built."""
+    (rets.objs), as are the rows already built and those the file's end cuts short."""
     a = rets.addr
     stop = a + rets.length.astype(np.uint64)
     cand = np.zeros(rets.n, dtype=bool)
@@ -110,6 +110,7 @@ def _annotate_returns(rets: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool
             hit[rets.rs] = 0
         cand |= hit > 0
     cand[list(rets.objs)] = True  # (a ret or jmp is never ENDBR: IBT adds nothing to a row)
+    cand |= ~rets.whole | (stop < a)  # cut short by the file's end (its length is not the column's), or at 2**64
     rets.rs &= ~cand
     cols = rets.kernel.symbol_columns()
     syms, first, inv = np.unique(rets.sym, return_index=True, return_inverse=True)
