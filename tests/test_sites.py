@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+from fbt_audit.judge.result import AuditResult
 from fbt_audit.pipeline import api
 from fbt_audit.sites.layouts import choose_alt_layout
 from fbt_audit.sites.tables import read_tables
+
+from .conftest import ROOT
 
 SRC = """
 	.text
@@ -127,3 +130,44 @@ def test_return_patchpoints(tmp_path):
     assert (st.returns, st.thunk_jumps, st.tail_calls, st.return_sites_missed) == (2, 1, 1, [])
     # entry-only by default
     assert {j.pp.site for j in api.audit(obj).judgements} == {"entry"}
+
+
+def one_by_one_returns(path, table: str) -> None:
+    """api.audit's --returns judgements (return rows as columns, merged with the entries) equal the return
+    patchpoints built, annotated and judged one by one, merged with the entries by a sort."""
+    from fbt_audit.judge.judge import judge_for
+    from fbt_audit.judge.registry import select
+    from fbt_audit.patchpoints.entry import entry_rows
+    from fbt_audit.patchpoints.returns import return_rows
+    from fbt_audit.sites.annotate import add_site_facts
+
+    got = api.audit(path, table, returns=True)
+    k = api.load_kernel(path)
+    rets = return_rows(k)
+    pps = [rets.built(i) for i in range(rets.n)]
+    add_site_facts(k, pps, entry_rows(k, api.load_table(table)))  # the entries' names count (blacklist suffixes)
+    judge = judge_for(api.load_table(table), select(None, None))
+    entries = api.audit(path, table).judgements
+    want = sorted(entries + list(map(judge, pps)), key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
+    assert got.count() == len(want)
+    assert got.with_findings() == [j for j in want if j.findings]
+    assert got.verdict_counts() == AuditResult(k, None, want, []).verdict_counts()
+    assert got.judgements == want
+
+
+def test_return_rows_as_built_one_by_one_sample():
+    for table in ("reference", "legacy-2011", "kprobes-6.1"):
+        one_by_one_returns(ROOT / "fixtures" / "sample" / "vmlinux-sample", table)
+
+
+def test_merged_rows_entry_before_return_at_one_address(tmp_path):
+    """An entry and a return at one address: the entry first, as the sort by (address, site, name) puts them."""
+    src = tmp_path / "tie.S"
+    src.write_text(".text\n.globl f_ret\n.type f_ret,@function\nf_ret:\n\tret\n.size f_ret, 1\n"
+                   ".globl g\n.type g,@function\ng:\n\tnop\n\tret\n.size g, 2\n")
+    obj = tmp_path / "tie.o"
+    subprocess.run(["gcc", "-c", "-o", str(obj), str(src)], check=True)
+    r = api.audit(obj, "legacy-2011", returns=True)
+    assert [(j.pp.name, j.pp.site, j.pp.symoff) for j in r.judgements] == [
+        ("f_ret", "entry", 0), ("f_ret", "return", 0), ("g", "entry", 0), ("g", "return", 1),
+    ]

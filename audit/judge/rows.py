@@ -1,6 +1,8 @@
-"""rows.py: the judge over entry rows: one judgement per distinct key, Judgements built only for what is reported."""
+"""rows.py: the judge over entry and return rows: once per distinct key, Judgements built only for what is reported."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +47,7 @@ class JudgedRows:
     def reported(self) -> list[Judgement]:
         """The judgements with findings, in row (address) order (the rows not built yet built together)."""
         pending = [i for i in self.reported_rows if i in self.copies]
-        for i, pp in zip(pending, self.rows.build(pending), strict=True):
+        for i, pp in zip(pending, self.rows.build(pending) if pending else [], strict=True):
             rep = self.judged[self.copies.pop(i)]
             self.judged[i] = Judgement(pp, rep.findings[:], rep.handling)
         return [self.judged[i] for i in self.reported_rows]
@@ -64,6 +66,10 @@ class JudgedRows:
     def detached(self) -> bool:
         """Whether the rows no longer need the image (EntryRows.detach): then they are what is pickled."""
         return self.rows.raw_at is not None
+
+    def detach(self, kernel) -> None:
+        """Let the image go (EntryRows.detach, ReturnRows.detach): `kernel` is the detached one."""
+        self.rows.detach(kernel)
 
     def verdicts(self) -> dict[Verdict, int]:
         """How many rows take each verdict."""
@@ -112,3 +118,123 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
     # again the same when every row is asked for (and a module tree's parent holds fewer objects).
     kept = {i: j for i, j in judged.items() if j.findings}
     return JudgedRows(rows, kept, group, handling, copies)
+
+
+def judge_return_rows(judge: Judge, rets: Any) -> JudgedRows:
+    """Judge every return row (patchpoints.returns.ReturnRows), as judge_rows does the entry rows: rows not built
+    as Patchpoints grouped by their instruction (ret, ret imm16 by its immediate, a thunk jump by its target; in a
+    module, whose jump targets come from relocations, each jump on its own) and their facts (rets.fact_id, which
+    also tells the return-thunk variant); each group judged once, at its first row, the built rows one by one."""
+    n = rets.n
+    key = np.zeros(n, dtype=np.int64)
+    solo = np.zeros(n, dtype=bool) if judge.memoises else np.ones(n, dtype=bool)
+    c2, jmp = rets.op == 0xC2, rets.op == 0xE9
+    key[c2] = 1 + rets.imm[c2]
+    if rets.kernel.call_targets:
+        solo |= jmp
+    elif jmp.any():
+        _t, tid = np.unique(rets.target[jmp], return_inverse=True)
+        key[jmp] = (1 << 17) + tid.reshape(-1)
+    key = key * len(rets.factsets) + rets.fact_id
+    solo[list(rets.objs)] = True
+    solo |= ~rets.whole  # its bytes cut short by the file's end: not what its columns say
+    key[solo] = -1 - np.flatnonzero(solo)
+    _uniq, first, group = np.unique(key, return_index=True, return_inverse=True)
+    return _judge_groups(judge, rets, first, group.reshape(-1))
+
+
+def _judge_groups(judge: Judge, rows: Any, first: np.ndarray, group: np.ndarray) -> JudgedRows:
+    """Each group judged at its first row, in row order; the rows of a group with findings given its findings."""
+    judged: dict[int, Judgement] = {}
+    handling: list[str] = [""] * len(first)
+    findings = np.zeros(len(first), dtype=bool)
+    pp = rows.patchpoint
+    for g, i in sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1]):
+        j = judged[i] = judge(pp(i))
+        handling[g] = j.handling
+        findings[g] = bool(j.findings)
+    for i in np.flatnonzero(findings[group]).tolist():
+        if i not in judged:
+            rep = judged[int(first[group[i]])]
+            judged[i] = Judgement(pp(i), rep.findings[:], rep.handling)
+    return JudgedRows(rows, {i: j for i, j in judged.items() if j.findings}, group, handling)
+
+
+class MergedRows:
+    """The entry rows' and the return rows' judgements as one result's, in the reports' order (address, site,
+    name): the same interface as JudgedRows, the order found over the address columns."""
+
+    def __init__(self, entries: JudgedRows, returns: JudgedRows) -> None:
+        self.entries, self.returns = entries, returns
+        self._order: list[int] | None = None
+        self._reported: list[Judgement] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.entries.n + self.returns.n
+
+    def order(self) -> list[int]:
+        """Every row (the entries' first, then the returns', as one index) in the reports' order: a stable sort
+        by address and site, then by name where both tie."""
+        if self._order is None:
+            e, r = self.entries.rows, self.returns.rows
+            addr = np.concatenate([np.asarray(e.addr, dtype=np.uint64), r.addr])
+            site = np.r_[np.zeros(e.n, dtype=np.int8), np.ones(r.n, dtype=np.int8)]  # entry < return
+            perm = np.lexsort((site, addr))
+            a, s = addr[perm], site[perm]
+            order = perm.tolist()
+            tie = np.flatnonzero((a[1:] == a[:-1]) & (s[1:] == s[:-1]))
+            for start, stop in _runs(tie.tolist()):
+                order[start:stop] = sorted(order[start:stop], key=self._name)
+            self._order = order
+        return self._order
+
+    def _name(self, g: int) -> str:
+        ne = self.entries.n
+        return self.entries.rows.name(g) if g < ne else self.returns.rows.name(g - ne)
+
+    def reported(self) -> list[Judgement]:
+        """The judgements with findings, in order (found once: a report asks several times)."""
+        if self._reported is None:
+            self.entries.reported(), self.returns.reported()  # the rows' judgements built (JudgedRows.copies)
+            ne = self.entries.n
+            mask = np.zeros(self.n, dtype=bool)
+            mask[self.entries.reported_rows] = True
+            mask[[ne + i for i in self.returns.reported_rows]] = True
+            order = np.array(self.order(), dtype=np.int64)
+            ej, rj = self.entries.judged, self.returns.judged
+            self._reported = [ej[g] if g < ne else rj[g - ne] for g in order[mask[order]].tolist()]
+        return self._reported
+
+    def judgements(self) -> list[Judgement]:
+        """Every row's judgement, in order."""
+        every = self.entries.judgements() + self.returns.judgements()
+        return list(map(every.__getitem__, self.order()))
+
+    def name_addrs(self) -> set[tuple[str, int]]:
+        return self.entries.name_addrs() | self.returns.name_addrs()
+
+    @property
+    def detached(self) -> bool:
+        return self.entries.detached and self.returns.detached
+
+    def detach(self, kernel: Any) -> None:
+        """Let the image go (EntryRows.detach, ReturnRows.detach); the order is found first."""
+        self.order()
+        self.entries.rows.detach(kernel)
+        self.returns.rows.detach(kernel)
+
+    def verdicts(self) -> dict[Verdict, int]:
+        e, r = self.entries.verdicts(), self.returns.verdicts()
+        return {v: e[v] + r[v] for v in e}
+
+
+def _runs(tie: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) of each run of positions whose neighbours tie: position p ties with p + 1 for p in tie."""
+    runs: list[tuple[int, int]] = []
+    for p in tie:
+        if runs and runs[-1][1] == p + 1:
+            runs[-1] = (runs[-1][0], p + 2)
+        else:
+            runs.append((p, p + 2))
+    return runs

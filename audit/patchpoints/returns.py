@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from fbt_audit.decode.insn import decode_fields, insn_length, sweep
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -31,17 +34,39 @@ class ReturnStats:
 Chunk = tuple[Section, int, int, int]
 
 
+@dataclass
+class Chunks:
+    """The sweep's chunks as columns, in address order: per chunk its section (index into the kernel's sorted
+    sections), start and end addresses, and the symbol (index in the symbol columns) that names it."""
+
+    sec: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    sym: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def chunk(self, kernel: Kernel, c: int) -> Chunk:
+        return kernel._sec_sorted[self.sec[c]], int(self.start[c]), int(self.end[c]), int(self.sym[c])
+
+
 def return_patchpoints(kernel: Kernel, *, vectorised: bool = True) -> tuple[list[Patchpoint], ReturnStats]:
+    """Every return patchpoint of return_rows built (facts and boot-time variants not added), and the statistics."""
+    rows = return_rows(kernel, vectorised=vectorised)
+    return rows.patchpoints(), rows.stats
+
+
+def return_rows(kernel: Kernel, *, vectorised: bool = True) -> ReturnRows:
     """Decode each text symbol from its address to the next symbol's (one chunk per symbol, so the
-    sweep restarts at every boundary) and make a `return` patchpoint of every ret and thunk jump.
+    sweep restarts at every boundary) and make a `return` row of every ret and thunk jump.
     With numpy the chunks are decoded together (audit/decode/lengths.py); without it, or with not vectorised,
-    one capstone sweep per chunk. Both give the same patchpoints and statistics."""
+    one capstone sweep per chunk. Both give the same rows and statistics."""
     st = ReturnStats()
     t = read_tables(kernel)
     thunk = {a for n in THUNKS if (a := kernel.symbol_address(n)) is not None}
     chunks = _chunks(kernel)
-    found: set[int] = set()
-    out: list[Patchpoint] = []
+    found: list[tuple] = []  # (chunk index, address, length) of the rows, per section swept
     xlen = None
     if vectorised:
         try:
@@ -50,42 +75,138 @@ def return_patchpoints(kernel: Kernel, *, vectorised: bool = True) -> tuple[list
             pass
     cols = kernel.columns
     if xlen is not None and (not cols.addr or cols.addr[-1] - cols.addr[0] < _SPAN):
-        _vectorised(xlen, kernel, chunks, thunk, t, st, out, found)
+        _vectorised(xlen, kernel, chunks, thunk, t, st, found)
     else:
-        starts, make = set(kernel.columns.addr), _builder(kernel)
-        for chunk in chunks:
-            _sweep_chunk(kernel, chunk, starts, thunk, st, out, found, make)
+        starts = set(kernel.columns.addr)
+        got: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for c in range(len(chunks)):
+            _sweep_chunk(kernel, chunks.chunk(kernel, c), c, starts, thunk, st, got)
+        found.append(got)
+    cols = [np.concatenate([np.asarray(f[i], dtype=d) for f in found]) if found else np.zeros(0, dtype=d)
+            for i, d in enumerate((np.int64, np.uint64, np.int64))]  # fmt: skip
+    rows = ReturnRows(kernel, chunks, *cols)
     sites = t.s32.get("return_sites", [])
     st.return_sites = len(sites)
-    st.return_sites_missed = sorted(a for a in sites if a not in found)
-    kernel.return_stats = st
-    return out, st
+    try:
+        listed = np.array(sites, dtype=np.uint64)
+        st.return_sites_missed = sorted(listed[~np.isin(listed, rows.addr)].tolist())
+    except OverflowError:  # a hostile entry below 0 or past 2**64
+        addrs = set(rows.addr.tolist())
+        st.return_sites_missed = sorted(a for a in sites if a not in addrs)
+    kernel.return_stats = rows.stats = st
+    return rows
 
 
-def _chunks(kernel: Kernel) -> list[Chunk]:
+class ReturnRows:
+    """The return patchpoints of one image as columns, in address order (row i: the i-th ret or thunk jump).
+
+    Per row: `addr`, `length` (1, 3 or 5), `chunk` (index into `chunks`: the section, the chunk's start, which is
+    the row's `sym_addr`, and the symbol that names it), `offset` (file offset of addr), `op` (the first byte),
+    `imm` (ret imm16's), `target` (jmp rel32's) and `whole` (all its bytes in the file). A row becomes a
+    Patchpoint only when asked (patchpoint()). The site-fact pass sets `rs` (the row is a .return_sites entry:
+    the return-thunk fact and variant), `fact_id` (index into `factsets`: the row's facts) and `objs`: the rows
+    it built and annotated as Patchpoints, the row's truth from then on."""
+
+    def __init__(self, kernel: Kernel, chunks: Chunks, chunk: np.ndarray, addr: np.ndarray, length: np.ndarray):
+        self.kernel, self.chunks = kernel, chunks
+        self.chunk, self.length = chunk, length
+        self.addr = addr
+        self.sym_addr = chunks.start[chunk]
+        self.sym = chunks.sym[chunk]
+        secs = kernel._sec_sorted
+        sec = chunks.sec[chunk]
+        sec_addr = np.array([x.addr for x in secs] + [0], dtype=np.uint64)[sec]
+        sec_off = np.array([x.offset for x in secs] + [0], dtype=np.int64)[sec]
+        self.offset = (addr - sec_addr).astype(np.int64) + sec_off
+        buf = np.frombuffer(kernel.data, dtype=np.uint8) if len(kernel.data) else np.zeros(1, dtype=np.uint8)
+        last = len(buf) - 1
+        self.whole = self.offset + length <= len(kernel.data)  # not cut short by the file's end (a hostile image)
+        self.op = buf[np.minimum(self.offset, last)]
+        jmp = np.flatnonzero(self.op == 0xE9)
+        disp = buf[np.minimum(self.offset[jmp, None] + np.arange(1, 5), last)].copy().view("<i4").reshape(-1)
+        self.target = np.zeros(len(addr), dtype=np.uint64)
+        self.target[jmp] = self.addr[jmp] + (disp.astype(np.int64) + 5).astype(np.uint64)  # wraps as the sweep's mask
+        self.imm = np.zeros(len(addr), dtype=np.int64)  # ret imm16's immediate
+        c2 = np.flatnonzero(self.op == 0xC2)
+        lo, hi = buf[np.minimum(self.offset[c2] + 1, last)], buf[np.minimum(self.offset[c2] + 2, last)]
+        self.imm[c2] = lo.astype(np.int64) | hi.astype(np.int64) << 8
+        self.objs: dict[int, Patchpoint] = {}
+        self.rs = np.zeros(len(addr), dtype=bool)
+        self.fact_id = np.zeros(len(addr), dtype=np.int64)
+        self.factsets: list[frozenset[str]] = [frozenset()]
+        self.rs_variant: Callable[[int], Variant] | None = None  # the return-thunk variant at an address
+        self.make = _builder(kernel)
+        self.raw_at: dict | None = None  # set by detach(): every row is then in objs
+        self.stats = ReturnStats()
+
+    @property
+    def n(self) -> int:
+        return len(self.addr)
+
+    def name(self, i: int) -> str:
+        pp = self.objs.get(i)
+        return pp.name if pp is not None else self.kernel.symbol_columns().name[self.sym[i]]
+
+    def built(self, i: int) -> Patchpoint:
+        """Row i as the sweep finds it: no site facts, the disk form alone."""
+        c = self.chunks.chunk(self.kernel, self.chunk[i])
+        off, n = int(self.offset[i]), int(self.length[i])
+        return self.make(c, int(self.addr[i]), bytes(self.kernel.data[off : off + n]))
+
+    def patchpoint(self, i: int) -> Patchpoint:
+        """Row i as a Patchpoint (the one already built, or a new one with the facts and variants of its columns)."""
+        pp = self.objs.get(i)
+        if pp is not None:
+            return pp
+        pp = self.built(i)
+        if self.rs[i]:
+            pp.variants = (*pp.variants, self.rs_variant(pp.addr))
+        pp.facts = self.factsets[self.fact_id[i]]
+        return pp
+
+    def patchpoints(self) -> list[Patchpoint]:
+        return [self.patchpoint(i) for i in range(self.n)]
+
+    def detach(self, kernel: Kernel) -> None:
+        """Let the image go: every row built (a module's few hundred), `kernel` the detached one."""
+        self.objs = {i: self.patchpoint(i) for i in range(self.n)}
+        self.kernel, self.chunks, self.make, self.rs_variant, self.raw_at = kernel, None, None, None, {}
+
+
+def _chunks(kernel: Kernel) -> Chunks:
+    """One chunk per distinct text symbol address in an executable section, to the next symbol's address (to
+    the furthest end of the last's symbols), within the section; named by the sized FUNC among the aliases,
+    else the first. Over the columns: aliases (a few thousand) one by one."""
     cols = kernel.symbol_columns()
-    addrs, kind, size = cols.addr, cols.kind, cols.size
-    n = len(addrs)
-    i = 0
-    chunks: list[Chunk] = []
-    sec, lo, hi = None, 0, -1  # the section that holds [lo, hi)
-    while i < n:
-        a0 = addrs[i]
-        j = i + 1
-        while j < n and addrs[j] == a0:
-            j += 1
-        # the symbol that names this chunk: the sized FUNC among the aliases, else the first
-        k = i if j == i + 1 or kind[i] == "FUNC" else next((x for x in range(i, j) if kind[x] == "FUNC"), i)
-        # to the next symbol, not the size: code after a sized symbol's end with no symbol of its own
-        # (an alias's tail, objtool's unnamed pieces) is still this chunk's
-        end = addrs[j] if j < n else max(a0 + size[x] for x in range(i, j))
-        i = j
-        if not lo <= a0 < hi:
-            sec, lo, hi = kernel.section_span(a0)
-        if sec is None or not sec.executable or end <= a0:
-            continue
-        chunks.append((sec, a0, min(end, sec.addr + sec.size), k))
-    return chunks
+    n = len(cols.addr)
+    addr = _u64s(cols.addr)
+    first = np.flatnonzero(np.r_[True, addr[1:] != addr[:-1]]) if n else np.zeros(0, dtype=np.intp)
+    stop = np.r_[first[1:], n]
+    sym = first.copy()
+    kind = cols.kind
+    for g in np.flatnonzero(stop - first > 1).tolist():
+        i, j = int(first[g]), int(stop[g])
+        if kind[i] != "FUNC":
+            sym[g] = next((x for x in range(i, j) if kind[x] == "FUNC"), i)
+    a0 = addr[first]
+    # to the next symbol, not the size: code after a sized symbol's end with no symbol of its own
+    # (an alias's tail, objtool's unnamed pieces) is still this chunk's
+    end = np.r_[a0[1:], _u64s([max(cols.addr[x] + cols.size[x] for x in range(first[-1], n))] if n else [])]
+    secs = kernel._sec_sorted
+    s_start = _u64s([x.addr for x in secs])
+    s_end = _u64s([x.addr + x.size for x in secs] + [0])
+    s = np.searchsorted(s_start, a0, side="right").astype(np.int64) - 1
+    ok = (s >= 0) & (a0 < s_end[s]) & np.array([x.executable for x in secs] + [False], dtype=bool)[s] & (end > a0)
+    s = s[ok]
+    return Chunks(s, a0[ok], np.minimum(end[ok], s_end[s]), sym[ok].astype(np.int64))
+
+
+def _u64s(values: list[int]) -> np.ndarray:
+    """values as uint64, those past 2**64 (a hostile image's sums) clipped to its end."""
+    try:
+        return np.array(values, dtype=np.uint64)
+    except OverflowError:
+        return np.array([min(v, (1 << 64) - 1) for v in values], dtype=np.uint64)
 
 
 def _builder(kernel: Kernel):
@@ -124,8 +245,9 @@ def _builder(kernel: Kernel):
 _REL = IC.REL_CALL | IC.REL_BRANCH
 
 
-def _sweep_chunk(kernel: Kernel, chunk: Chunk, starts: set[int], thunk: set[int], st, out, found, make) -> None:
-    """One chunk by capstone's linear sweep (the reference the vectorised decode is tested against)."""
+def _sweep_chunk(kernel: Kernel, chunk: Chunk, c: int, starts: set[int], thunk: set[int], st, got) -> None:
+    """One chunk (index c) by capstone's linear sweep (the reference the vectorised decode is tested against):
+    its rows' chunk index, address and length appended to the lists `got`."""
     sec, a0, end, _k = chunk
     base = sec.offset - sec.addr
     code = bytes(kernel.data[base + a0 : base + end])
@@ -152,8 +274,9 @@ def _sweep_chunk(kernel: Kernel, chunk: Chunk, starts: set[int], thunk: set[int]
             continue
         else:
             continue
-        found.add(a)
-        out.append(make(chunk, a, code[a - a0 : a - a0 + size]))
+        got[0].append(c)
+        got[1].append(a)
+        got[2].append(size)
 
 
 def _hints(t: Tables) -> list[int]:
@@ -166,31 +289,27 @@ def _hints(t: Tables) -> list[int]:
     return h
 
 
-def _vectorised(xlen, kernel: Kernel, chunks: list[Chunk], thunk: set[int], t: Tables, st, out, found) -> None:
+def _vectorised(xlen, kernel: Kernel, chunks: Chunks, thunk: set[int], t: Tables, st, found) -> None:
     """The sweep of all chunks of each section at once (audit/decode/lengths.py), then its ret, ret imm16 and
     jmp rel8/rel32 instructions, in address order: the same as _sweep_chunk over every chunk."""
-    np = xlen.np
     cols = kernel.columns
-    by_sec: dict[int, list[Chunk]] = {}  # by id(section): hashing a Section hashes all its fields
-    for c in chunks:
-        by_sec.setdefault(id(c[0]), []).append(c)
     g = cols.addr[0] if cols.addr else 0  # addresses as int64 offsets from the lowest symbol
-    starts = np.unique(np.fromiter((a - g for a in cols.addr), dtype=np.int64, count=len(cols.addr)))
+    starts = np.sort((_u64s(cols.addr) - np.uint64(g)).astype(np.int64))  # sorted (_member needs no more)
     thunks = np.array(sorted(a - g for a in thunk if -_SPAN <= a - g < _SPAN), dtype=np.int64)
-    hints = _hints(t)
-    hints = [a - g for a in hints if -_SPAN <= a - g < _SPAN]  # a table's hostile entries point anywhere
-    hints = np.fromiter(hints, dtype=np.int64, count=len(hints))
+    hints = _offsets(_hints(t), g)
     module = kernel.kind == "module"
-    make = _builder(kernel)
-    for cs in by_sec.values():
-        sec = cs[0][0]
+    known = _Known()
+    cut = np.flatnonzero(np.r_[True, chunks.sec[1:] != chunks.sec[:-1], True])  # chunks are in address order
+    cut = cut if len(chunks) else cut[:0]
+    for lo, hi in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+        sec = kernel._sec_sorted[chunks.sec[lo]]
         code = kernel.data[sec.offset : sec.offset + sec.size]
 
         def slow(off: int, chunk_end: int, code=code) -> int:
-            return insn_length(bytes(code[off : min(off + 15, chunk_end)]))
+            return known.length(bytes(code[off : min(off + 15, chunk_end)]))
 
-        c_start = np.fromiter((c[1] - sec.addr for c in cs), dtype=np.intp, count=len(cs))
-        c_end = np.fromiter((c[2] - sec.addr for c in cs), dtype=np.intp, count=len(cs))
+        c_start = (chunks.start[lo:hi] - np.uint64(sec.addr)).astype(np.intp)
+        c_end = (chunks.end[lo:hi] - np.uint64(sec.addr)).astype(np.intp)
         h = hints - (sec.addr - g)
         h = h[(h >= 0) & (h < sec.size)]
         marks, bad = xlen.boundaries(code, c_start, c_end, slow, h)
@@ -225,10 +344,39 @@ def _vectorised(xlen, kernel: Kernel, chunks: list[Chunk], thunk: set[int], t: T
         st.thunk_jumps += int(is_thunk.sum())
         keep = np.flatnonzero(ret | is_thunk)
         size = np.where(op[keep] == 0xC3, 1, np.where(op[keep] == 0xC2, 3, 5))
-        for off, n, c in zip(at[keep].tolist(), size.tolist(), ci[keep].tolist(), strict=True):
-            a = sec.addr + off
-            found.add(a)
-            out.append(make(cs[c], a, bytes(code[off : off + n])))
+        found.append((lo + ci[keep], at[keep].astype(np.uint64) + np.uint64(sec.addr), size))
+
+
+def _offsets(addrs: list[int], g: int) -> np.ndarray:
+    """addrs - g as int64, sorted and unique, those a table's hostile entries put beyond +-_SPAN left out."""
+    try:
+        d = (np.array(addrs, dtype=np.uint64) - np.uint64(g)).view(np.int64)  # wraps: the span check below
+    except OverflowError:  # an entry past 2**64 or below 0
+        d = np.array([a - g for a in addrs if -_SPAN <= a - g < _SPAN], dtype=np.int64)
+    d = np.sort(d[(d >= -_SPAN) & (d < _SPAN)])
+    return d[np.r_[True, d[1:] != d[:-1]]] if len(d) else d
+
+
+class _Known:
+    """Instruction lengths capstone gave, by the instruction's bytes: bytes that begin with a known instruction
+    decode to it whatever follows (a decoder reads an instruction's own bytes only). Undecodable bytes are not
+    kept: how many bytes decide that is not known."""
+
+    def __init__(self) -> None:
+        self.seen: dict[bytes, int] = {}
+        self.lengths: list[int] = []
+
+    def length(self, code: bytes) -> int:
+        seen = self.seen
+        for n in self.lengths:
+            if seen.get(code[:n]) == n:  # (code may be shorter than n)
+                return n
+        n = insn_length(code)
+        if n:
+            seen[code[:n]] = n
+            if n not in self.lengths:
+                self.lengths.append(n)
+        return n
 
 
 def _member(np, sorted_values, x):

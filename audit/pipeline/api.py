@@ -42,7 +42,7 @@ def audit(
     call graph FBT207's facts (sites/deepfacts.py), and the flags paths of the FBT101-103 findings (audit/deep/)."""
     from fbt_audit.judge.judge import judge_for
     from fbt_audit.judge.registry import select as select_rules
-    from fbt_audit.judge.rows import judge_rows  # these import numpy: not at the command line's start
+    from fbt_audit.judge.rows import MergedRows, judge_return_rows, judge_rows  # numpy: not at the CLI's start
     from fbt_audit.patchpoints.entry import entry_rows, gc_paused
     from fbt_audit.sites.annotate import add_site_facts
 
@@ -52,15 +52,17 @@ def audit(
         tab = load_table(table)
         rules = select_rules(select, ignore)
         rows = entry_rows(kernel, tab)
-        pps = []
+        rets, pps = None, []
         if returns:
-            from fbt_audit.patchpoints.returns import return_patchpoints
+            from fbt_audit.patchpoints.returns import return_rows
 
-            pps = return_patchpoints(kernel)[0]
+            rets = return_rows(kernel)
         every = platform != "all" or deep is not None  # forms dropped or deep facts: every row a Patchpoint
         if every:
             rows.build_all()
-        tables_read = add_site_facts(kernel, pps, rows)  # site facts and boot-time variants from the kernel's tables
+            if rets is not None:
+                rets, pps = None, rets.patchpoints()
+        tables_read = add_site_facts(kernel, pps, rows, rets)  # site facts and boot-time variants from the tables
         if every:
             built = [*map(rows.objs.__getitem__, range(rows.n)), *pps]
             apply_platform(built, platform)  # --platform: only the forms that platform can leave live
@@ -73,7 +75,9 @@ def audit(
         # a table no known layout fits is said, never guessed: its sites are left out
         errors = [f"{kernel.display}: kernel table not read: {p}" for p in tables_read.problems]
         addrs = rows.addr
-        if not pps and bool((addrs[1:] > addrs[:-1]).all()):  # strictly increasing: already in order
+        if rets is not None:  # the returns' judgements as columns too, merged in address order when read
+            judged = MergedRows(judged, judge_return_rows(judge, rets))
+        if rets is not None or (not pps and bool((addrs[1:] > addrs[:-1]).all())):  # strictly increasing: in order
             result = AuditResult(kernel=kernel, table=tab, judgements=None, rules=rules, errors=errors, rows=judged,
                                  platform=platform)
         else:

@@ -138,7 +138,7 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
     units = symbol_files(k, names) if names else {}
     d = detached_kernel(k)
     if "judgements" not in result.__dict__:  # built lazily from the entry rows: they come along instead
-        result.rows.rows.detach(d)
+        result.rows.detach(d)
         return AuditResult(d, result.table, None, result.rules, list(result.errors), units=units, rows=result.rows,
                            platform=result.platform, evidence=result.evidence)  # fmt: skip
     return AuditResult(d, result.table, result.judgements, result.rules, list(result.errors), units=units,

@@ -57,9 +57,10 @@ def _segments(ranges: list[tuple[str, tuple[int, int]]]) -> tuple[list[int], lis
     return points, segs
 
 
-def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None) -> Tables:
-    """Add site facts and boot-time variants to every patchpoint of pps, and to the entry rows (in place);
-    return the tables. rows: a patchpoints.entry.EntryRows (a later stage, so not named here).
+def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, returns: Any = None) -> Tables:
+    """Add site facts and boot-time variants to every patchpoint of pps, and to the entry rows and the return
+    rows (in place); return the tables. rows: a patchpoints.entry.EntryRows, returns: a
+    patchpoints.returns.ReturnRows (a later stage, so not named here).
 
     One bisect per patchpoint into all table sites merged, one into the text ranges; the facts set is built
     only for the patchpoints something applies to. Of `rows`, only those a table site, a text range, IBT or
@@ -71,6 +72,9 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None) -> T
     if rows is not None:
         black = member(rows.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
         pairs += [(rows.name(i), int(rows.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
+    if returns is not None:
+        black = member(returns.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
+        pairs += [(returns.name(i), int(returns.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
     names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
     if rows is not None:
@@ -89,7 +93,73 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None) -> T
         _column_facts(rows, far, sites, names)
     for pp in pps:
         _annotate(pp, sites, names, ibt)
+    if returns is not None:
+        _annotate_returns(returns, sites, names, ibt)
     return t
+
+
+def _annotate_returns(rets: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> None:
+    """The return rows' site facts and variants, over the columns. Each row's facts are its text ranges', its
+    symbol's (once per symbol) and, for a .return_sites entry at the row alone (every thunk jump), the
+    return-thunk fact and variant (rets.rs): rets.fact_id indexes rets.factsets. The rows any other table
+    site may touch, or a .return_sites entry that is not the row's alone, are built and annotated one by one
+    (rets.objs), as are the rows already built and those the file's end cuts short."""
+    a = rets.addr
+    stop = a + rets.length.astype(np.uint64)
+    cand = np.zeros(rets.n, dtype=bool)
+    if sites.items:  # as _candidates
+        reach = np.maximum.accumulate(_u64s([s + ln for s, ln, _k, _p in sites.items]))
+        hi = np.searchsorted(_u64s(sites.starts), stop, side="left")
+        cand |= (hi > 0) & (reach[np.maximum(hi - 1, 0)] > a)
+    for kind, ln, arr in sites.points_tables:
+        pts = _u64s(arr)
+        lo = np.searchsorted(pts, np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0)), side="left")
+        hit = np.searchsorted(pts, stop, side="left") - lo
+        if kind == "return_sites" and ln == 5:  # the row's own entry, alone in reach: what _point_facts adds
+            rets.rs = (hit == 1) & (pts[np.minimum(lo, len(pts) - 1)] == a)
+            hit[rets.rs] = 0
+        cand |= hit > 0
+    cand[list(rets.objs)] = True  # (a ret or jmp is never ENDBR: IBT adds nothing to a row)
+    cand |= ~rets.whole | (stop < a)  # cut short by the file's end (its length is not the column's), or at 2**64
+    rets.rs &= ~cand
+    cols = rets.kernel.symbol_columns()
+    syms, first, inv = np.unique(rets.sym, return_index=True, return_inverse=True)
+    special = np.array(sorted(names.black | set(names.containers)), dtype=np.uint64)
+    own = member(rets.sym_addr[first], special) | np.array([names.named(cols.name[k]) for k in syms.tolist()], bool)
+    name_facts = np.zeros(len(syms), dtype=np.int64)  # per symbol: 0 none, else index into sets
+    sets: list[frozenset[str]] = [frozenset()]
+    for s in np.flatnonzero(own).tolist():
+        add: list[str] = []
+        names.facts(_Named(cols.name[int(syms[s])], int(rets.sym_addr[first[s]])), add)
+        if add:
+            name_facts[s] = len(sets)
+            sets.append(frozenset(add))
+    seg = np.searchsorted(_u64s(sites.points), a, side="right") if sites.points else np.zeros(rets.n, np.int64)
+    key = (seg * len(sets) + name_facts[inv.reshape(-1)]) * 2 + rets.rs
+    uniq, rets.fact_id = np.unique(key, return_inverse=True)
+    rets.fact_id = rets.fact_id.reshape(-1)
+    rs_fact = frozenset([BOOT_REWRITES["return_sites"]])
+    rets.factsets = [sites.segs[k // 2 // len(sets)] | sets[k // 2 % len(sets)] | (rs_fact if k & 1 else frozenset())
+                     for k in uniq.tolist()]  # fmt: skip
+    rets.rs_variant = return_thunk_variant
+    for i in np.flatnonzero(cand).tolist():
+        pp = rets.objs.get(i) or rets.built(i)
+        _annotate(pp, sites, names, ibt)
+        rets.objs[i] = pp
+
+
+class _Named:
+    """What _NameFacts.facts reads of a patchpoint: its symbol's name and address."""
+
+    __slots__ = ("name", "sym_addr")
+
+    def __init__(self, name: str, sym_addr: int) -> None:
+        self.name, self.sym_addr = name, sym_addr
+
+
+def return_thunk_variant(a: int) -> Variant:
+    """patch_return's form of a .return_sites entry at a: `ret; int3` in place of `jmp __x86_return_thunk`."""
+    return Variant("return-thunk(ret)", decode(RET_INT3, a))
 
 
 def _site_facts(pp: Patchpoint | _Row, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> tuple[list, list]:
@@ -417,7 +487,7 @@ def _boot_variant(
         call = decode(b"\xe8" + struct.pack("<I", rel) + _nops(ln - 5), a)
         return Variant("paravirt(call)", kernel.resolve_target(call))
     if kind == "return_sites" and start == a:
-        return Variant("return-thunk(ret)", decode(RET_INT3, a))
+        return return_thunk_variant(a)
     if kind == "ibt_endbr_seal" and start == a:
         return Variant("ibt-seal", decode(SEAL_POISON, a))
     if kind == "retpoline_sites" and start == a:
