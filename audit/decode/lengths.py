@@ -403,7 +403,7 @@ def _walk(t, t64, mark, seg, p, se, ce, landing, slow, merge: bool, seg0=None) -
 
 def lengths_at(words: np.ndarray, avail: np.ndarray, slow: Callable[[int, int], int]) -> tuple[np.ndarray, np.ndarray]:
     """(length, undecodable) of one instruction per row: words[i] holds row i's first 8 bytes (little-endian),
-    avail[i] how many bytes it has; slow(i, avail[i]) measures a row the tables leave to capstone (0: undecodable).
+    avail[i] how many bytes it has; slow(i, i + avail[i]) measures a row the tables leave to capstone (0: undecodable).
     A row starting with int3 counts its whole run of int3 (up to 8), as the sweep steps over padding."""
     p = np.arange(len(words), dtype=np.intp)
     end = p + avail.astype(np.intp)

@@ -352,8 +352,8 @@ def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarr
     win = buf[np.clip(off[:, None] + np.arange(16), 0, len(buf) - 1)] * (np.arange(16) < av[:, None])
     w0, w1 = (win[:, s : s + 8].copy().view("<u8").reshape(-1) for s in (0, 8))
 
-    def slow(i: int, n: int) -> int:
-        return insn_length(win[i, :n].tobytes())
+    def slow(i: int, end: int) -> int:  # lengths_at's row i, which ends at i + its avail
+        return insn_length(win[i, : end - i].tobytes())
 
     n, bad = xlen.lengths_at(w0, av, slow)
     ok = ~bad & (win[:, 0] != 0xCC) & (n <= av)

@@ -19,50 +19,45 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("imports", "load", "enumerate", "annotate", "judge", "render")
 
-# One round, in the child: the stages of pipeline/api.py's audit() and the text render, timed one by one.
+# One round, in the child: pipeline/api.py's audit() as the command line runs it, each stage function wrapped with
+# a CPU timer (they are imported inside audit(), so wrapping the module attributes reaches them), then the text render.
 ROUND = r"""
 import json, os, sys, time
 t0 = time.process_time()
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import fbt_audit.cli.main  # noqa: F401  what the command line imports before it audits
-from fbt_audit.judge.judge import judge_for
-from fbt_audit.judge.registry import select
-from fbt_audit.judge.result import AuditResult
-from fbt_audit.judge.rows import judge_rows
-from fbt_audit.patchpoints.entry import entry_rows, gc_paused
+from fbt_audit.judge import rows as jrows
+from fbt_audit.patchpoints import entry, returns as rmod
 from fbt_audit.pipeline import api
 from fbt_audit.report.formats import render
-from fbt_audit.sites.annotate import add_site_facts
+from fbt_audit.sites import annotate
 T = {"imports": time.process_time() - t0}
+
+
+def timed(stage, f):
+    def run(*a, **k):
+        t = time.process_time()
+        try:
+            return f(*a, **k)
+        finally:
+            T[stage] = T.get(stage, 0) + time.process_time() - t
+    return run
+
+
+api.load_kernel = timed("load", api.load_kernel)
+entry.entry_rows = timed("enumerate", entry.entry_rows)
+if hasattr(rmod, "return_rows"):
+    rmod.return_rows = timed("enumerate", rmod.return_rows)
+rmod.return_patchpoints = timed("enumerate", rmod.return_patchpoints)
+annotate.add_site_facts = timed("annotate", annotate.add_site_facts)
+for name in ("judge_rows", "judge_return_rows"):
+    if hasattr(jrows, name):
+        setattr(jrows, name, timed("judge", getattr(jrows, name)))
 path, returns = sys.argv[1], sys.argv[2] == "1"
-
-
-def stage(name, f, *a):
-    t = time.process_time()
-    out = f(*a)
-    T[name] = T.get(name, 0) + time.process_time() - t
-    return out
-
-
-with gc_paused():
-    k = stage("load", api.load_kernel, path)
-    tab, rules = api.load_table(None), select(None, None)
-    rows = stage("enumerate", entry_rows, k, tab)
-    pps = []
-    if returns:
-        from fbt_audit.patchpoints.returns import return_patchpoints
-        pps = stage("enumerate", return_patchpoints, k)[0]
-    stage("annotate", add_site_facts, k, pps, rows)
-    judge = judge_for(tab, rules)
-    judged = stage("judge", judge_rows, judge, rows)
-    if pps:
-        extra = stage("judge", lambda: list(map(judge, pps)))
-        js = judged.judgements() + extra
-        js.sort(key=lambda j: (j.pp.addr, j.pp.site, j.pp.name))
-        result = AuditResult(kernel=k, table=tab, judgements=js, rules=rules, errors=[])
-    else:
-        result = AuditResult(kernel=k, table=tab, judgements=None, rules=rules, errors=[], rows=judged)
-    stage("render", render, "text", [result])
+result = api.audit(path, returns=returns)
+t = time.process_time()
+render("text", [result])
+T["render"] = time.process_time() - t
 print(json.dumps(T))
 """
 
