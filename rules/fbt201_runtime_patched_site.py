@@ -56,6 +56,7 @@ class RuntimePatchedSite(Rule):
     """
 
     id = "FBT201"
+    facts_read = (*WRITERS, STATIC_CALL_TRAMP)  # the facts check() reads (judge/judge.py memoises by them)
     name = "runtime-patched-site"
     level = Level.WARNING
     summary = "the patch window overlaps bytes that a run-time writer rewrites"

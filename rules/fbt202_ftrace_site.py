@@ -44,6 +44,7 @@ class FtraceSite(Rule):
     """
 
     id = "FBT202"
+    facts_read = (FTRACE_SITE,)  # the facts check() reads (judge/judge.py memoises by them)
     name = "ftrace-site"
     level = Level.WARNING
     summary = "an int3 on an ftrace call site that ftrace rewrites at run time"

@@ -39,6 +39,7 @@ class IbtLandingPad(Rule):
     """
 
     id = "FBT203"
+    facts_read = (IBT_KERNEL,)  # the facts check() reads (judge/judge.py memoises by them)
     name = "ibt-landing-pad"
     summary = "a probe on an endbr64 landing pad instead of past it"
     tags = ("site", "ibt")

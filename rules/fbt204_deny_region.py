@@ -53,6 +53,7 @@ class DenyRegion(Rule):
     """
 
     id = "FBT204"
+    facts_read = (DENY, BUG_SITE)  # the facts check() reads (judge/judge.py memoises by them)
     name = "deny-region"
     level = Level.WARNING
     summary = "the patchpoint is in a region the kernel forbids probing"

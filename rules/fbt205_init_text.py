@@ -42,6 +42,7 @@ class InitText(Rule):
     """
 
     id = "FBT205"
+    facts_read = (INIT,)  # the facts check() reads (judge/judge.py memoises by them)
     name = "init-text"
     level = Level.WARNING
     summary = "the patchpoint is in init text that is freed"

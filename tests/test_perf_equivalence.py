@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 from elftools.elf.elffile import ELFFile
@@ -12,7 +13,7 @@ from fbt_audit.input import elf
 from fbt_audit.judge import registry
 from fbt_audit.judge.judge import Judge, _shape
 from fbt_audit.judge.rule import Rule
-from fbt_audit.model.facts import EXTABLE, MID_INSTRUCTION, WINDOW_TARGET
+from fbt_audit.model.facts import EXTABLE, MID_INSTRUCTION, NON_ENTRY, WINDOW_TARGET
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.patchpoints.entry import entry_patchpoints
 from fbt_audit.pipeline import api
@@ -130,6 +131,27 @@ def test_instruction_half_memoised_by_the_facts_it_reads(fixtures_built):
     insn_keys = {(shape, frozenset(f for f in facts if f.startswith(prefixes))) for shape, facts in keys}
     assert (j.judged, j.insn_judged) == (len(keys), len(insn_keys))
     assert len(insn_keys) < len(keys)
+
+
+def test_fact_values_left_out_of_the_memo_key():
+    """Patchpoints that differ only in the function their .cold part or label belongs to are judged once (FBT206
+    prints that name, no rule tests it: Rule.fact_params), each message naming its own function, as plain judging."""
+    table = tables.load("reference")
+    base = entry_patchpoints(elf.load(SAMPLE), table)[0]
+    names = ["alpha", "beta", "gamma", "alpha"]
+    pps = [replace(base, name=f"{n}.cold", facts=base.facts | {NON_ENTRY + "cold:" + n}) for n in names]
+    pps += [replace(base, name="inner", facts=base.facts | {NON_ENTRY + "label:" + n}) for n in names[:2]]
+    j = CountingJudge(table, registry.select())
+    assert j._params == (NON_ENTRY + "cold:", NON_ENTRY + "label:")
+    got = [x.findings for x in map(j, pps)]
+    plain = CountingJudge(table, registry.select())
+    plain._verdicts = None
+    assert got == [x.findings for x in map(plain, pps)]
+    assert [f.message for fs in got for f in fs if f.rule_id == "FBT206"] == [
+        *(f"not a function entry: a .cold fragment of {n}" for n in names),
+        "not a function entry: a label inside alpha", "not a function entry: a label inside beta",
+    ]
+    assert j.judged == 2  # one per kind of fact, not one per function
 
 
 def test_judgement_memo_is_off_with_site_rules():

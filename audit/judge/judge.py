@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.abi import Fixup, Handling
@@ -27,7 +28,7 @@ class Judge:
 
     __slots__ = (
         "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_verdicts", "_parts",
-        "_insn_memo", "_insn_facts", "_insn_ids",
+        "_insn_memo", "_insn_facts", "_insn_ids", "_params",
     )  # fmt: skip
 
     def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
@@ -60,6 +61,7 @@ class Judge:
         self._insn_facts = None if any(f is None for f in reads) else tuple(sorted({x for f in reads for x in f}))
         self._insn_memo: dict[tuple, list[Finding]] = {}
         self._insn_ids = frozenset(r.id for r in self.rules if r not in site_rules)
+        self._params = _param_prefixes(self.rules)
 
     @property
     def memoises(self) -> bool:
@@ -79,14 +81,25 @@ class Judge:
         if not insn.classes & IC.INVALID:
             if not self._ftrace and self.table.handling(insn)[1] == Handling.FTRACE:
                 return Judgement(pp, [], "ftrace")  # what _judge finds when no site rule runs
-        key = (_shape(variants[0]), pp.facts) if len(variants) == 1 else (*map(_shape, variants), pp.facts)
+        facts, values = pp.facts, None
+        if self._params and any(map(_StartsWith(self._params), facts)):
+            facts, values = _without_values(facts, self._params)
+        key = (_shape(variants[0]), facts) if len(variants) == 1 else (*map(_shape, variants), facts)
         hit = memo.get(key)
         if hit is None:
-            j = self._split(pp, key)
+            if values is None:
+                j = self._split(pp, key)
+                if len(memo) < _MEMO_MAX:
+                    memo[key] = (j.findings[:], j.handling)
+                return j
+            # judged once for every value: with the values left out of the facts (a placeholder each), put back below
+            j = self._split(replace(pp, facts=facts), key)
+            hit = (j.findings, j.handling)
             if len(memo) < _MEMO_MAX:
-                memo[key] = (j.findings[:], j.handling)
-            return j
-        return Judgement(pp, hit[0][:], hit[1])
+                memo[key] = hit
+        if values is None:
+            return Judgement(pp, hit[0][:], hit[1])
+        return Judgement(pp, [_with_values(f, values) for f in hit[0]], hit[1])
 
     def _split(self, pp: Patchpoint, key: tuple) -> Judgement:
         """_judge's judgement from its two halves: the instruction rules' findings memoised by the variants and
@@ -149,6 +162,56 @@ class Judge:
         if len(variants) > 1:
             findings.sort(key=_rule_id)
         return Judgement(pp, findings, disk_handling)
+
+
+def _param_prefixes(rules: tuple[Rule, ...]) -> tuple[str, ...]:
+    """The Rule.fact_params prefixes every rule that may read such a fact declares (so that no rule tests the value
+    after them): the facts whose values the judge may leave out of its memo key."""
+    out = []
+    for p in sorted({p for r in rules for p in r.fact_params}):
+        readers = [r for r in rules if r.facts_read is None or any(p.startswith(x) or x.startswith(p)
+                                                                    for x in r.facts_read)]  # fmt: skip
+        if all(p in r.fact_params for r in readers):
+            out.append(p)
+    return tuple(out)
+
+
+class _StartsWith:
+    __slots__ = ("prefixes",)
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self.prefixes = prefixes
+
+    def __call__(self, fact: str) -> bool:
+        return fact.startswith(self.prefixes)
+
+
+def _without_values(facts: frozenset[str], prefixes: tuple[str, ...]) -> tuple[frozenset[str], tuple | None]:
+    """facts with the value after each prefix replaced by a placeholder, and (placeholder, value) pairs; facts as they
+    are (None) when a prefix has two facts or a value holds the placeholder's NUL."""
+    out, values = [], []
+    for f in facts:
+        for k, p in enumerate(prefixes):
+            if f.startswith(p):
+                mark = f"\0{k}\0"
+                if "\0" in f or any(m == mark for m, _v in values):
+                    return facts, None
+                out.append(p + mark)
+                values.append((mark, f[len(p) :]))
+                break
+        else:
+            out.append(f)
+    return frozenset(out), tuple(values)
+
+
+def _with_values(f: Finding, values: tuple) -> Finding:
+    """f with each placeholder in its message replaced by its value (_without_values)."""
+    if "\0" not in f.message:
+        return f
+    msg = f.message
+    for mark, value in values:
+        msg = msg.replace(mark, value)
+    return replace(f, message=msg)
 
 
 def _rule_id(f: Finding) -> str:

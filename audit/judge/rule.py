@@ -62,6 +62,9 @@ class Rule:
     # rules' findings by the variants and these facts only, so a fact naming its symbol (a .cold part's) does
     # not make each such patchpoint judged from scratch.
     facts_read: tuple[str, ...] | None = None
+    # Fact prefixes (among facts_read) whose remainder check() only prints in its message, never tests: the judge may
+    # judge once for every value and put each patchpoint's own value in the message (Judge._params).
+    fact_params: tuple[str, ...] = ()
 
     def check(self, site: Site) -> str | None:  # pragma: no cover - interface
         raise NotImplementedError
