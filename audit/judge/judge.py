@@ -211,7 +211,7 @@ def _with_values(f: Finding, values: tuple) -> Finding:
     msg = f.message
     for mark, value in values:
         msg = msg.replace(mark, value)
-    return replace(f, message=msg)
+    return Finding(f.rule_id, f.level, msg, f.variant)
 
 
 def _rule_id(f: Finding) -> str:
