@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from fbt_audit.judge.judge import Judge
-from fbt_audit.model.core import IC, Judgement, Verdict
+from fbt_audit.model.core import IC, Judgement, Level, Verdict
 from fbt_audit.patchpoints.entry import EntryRows
 
 _REL = IC.REL_CALL | IC.REL_BRANCH
@@ -70,6 +71,15 @@ class JudgedRows:
     def detach(self, kernel) -> None:
         """Let the image go (EntryRows.detach, ReturnRows.detach): `kernel` is the detached one."""
         self.rows.detach(kernel)
+
+    def finding_rules(self) -> Counter[str]:
+        """Findings per rule id, in row order (AuditResult.finding_rules), without building the rows' Judgements."""
+        return Counter(f.rule_id for i in self.reported_rows for f in self.findings_of(i).findings)
+
+    @property
+    def worst(self) -> Level | None:
+        """The most severe level among the findings (AuditResult.worst_finding), without building Judgements."""
+        return max((f.level for i in self.reported_rows for f in self.findings_of(i).findings), default=None)
 
     def verdicts(self) -> dict[Verdict, int]:
         """How many rows take each verdict."""
