@@ -82,7 +82,7 @@ class Judge:
             if not self._ftrace and self.table.handling(insn)[1] == Handling.FTRACE:
                 return Judgement(pp, [], "ftrace")  # what _judge finds when no site rule runs
         facts, values = pp.facts, None
-        if self._params and any(map(_StartsWith(self._params), facts)):
+        if self._params and any(f.startswith(self._params) for f in facts):
             facts, values = _without_values(facts, self._params)
         key = (_shape(variants[0]), facts) if len(variants) == 1 else (*map(_shape, variants), facts)
         hit = memo.get(key)
@@ -174,16 +174,6 @@ def _param_prefixes(rules: tuple[Rule, ...]) -> tuple[str, ...]:
         if all(p in r.fact_params for r in readers):
             out.append(p)
     return tuple(out)
-
-
-class _StartsWith:
-    __slots__ = ("prefixes",)
-
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
-        self.prefixes = prefixes
-
-    def __call__(self, fact: str) -> bool:
-        return fact.startswith(self.prefixes)
 
 
 def _without_values(facts: frozenset[str], prefixes: tuple[str, ...]) -> tuple[frozenset[str], tuple | None]:

@@ -144,27 +144,43 @@ class EntryRows:
         pp = self.objs.get(i)
         if pp is not None:
             return pp
-        k = self.kernel
-        at = int(self.addr[i])
-        insn = self.row_insn(i)
-        if self.ftrace[i]:
-            variants = (Variant("disk", insn), Variant("ftrace-nop", Insn(at, *self.nop_tail)))
-            facts = _FTRACE_SITE
+        return self._make(i, int(self.addr[i]), int(self.shape[i]), int(self.target[i]), int(self.tname[i]),
+                          bool(self.ftrace[i]), int(self.sec[i]), int(self.sym_addr[i]))  # fmt: skip
+
+    def build(self, idx: list[int]) -> list[Patchpoint]:
+        """Rows idx as Patchpoints, as patchpoint() builds them one by one, with the columns read once for all of
+        them (a numpy element read costs more than building a Variant): judge/rows.py builds thousands."""
+        if not idx:
+            return []
+        sel = np.array(idx, dtype=np.int64)
+        cols = zip(idx, self.addr[sel].tolist(), self.shape[sel].tolist(), self.target[sel].tolist(),
+                   self.tname[sel].tolist(), self.ftrace[sel].tolist(), self.sec[sel].tolist(),
+                   self.sym_addr[sel].tolist(), strict=True)  # fmt: skip
+        objs, make = self.objs, self._make
+        return [objs.get(c[0]) or make(*c) for c in cols]
+
+    def _make(self, i: int, at: int, sid: int, target: int, t: int, ftrace: bool, s: int, sym_addr: int) -> Patchpoint:
+        """Row i as a new Patchpoint, from its columns' values."""
+        insn = self.insn(at, sid, target, t, self.offset[i])
+        if ftrace:
+            variants, facts = (Variant("disk", insn), Variant("ftrace-nop", Insn(at, *self.nop_tail))), _FTRACE_SITE
         else:
             variants, facts = (Variant("disk", insn),), _NO_FACTS
         facts = self.site_facts.get(i, facts)
-        section, sec_off = self.section(i)
+        section, sec_off = self._section(i, s, at)
         steps = self.moved.get(i)
         moved = tuple(self.insn(*st) for st in steps) if steps else ()
-        return Patchpoint(k.module, self.name(i), self.aliases.get(i, ()), self.kind[i], "entry", int(self.sym_addr[i]),
+        return Patchpoint(self.kernel.module, self.name(i), self.aliases.get(i, ()), self.kind[i], "entry", sym_addr,
                           at, section, sec_off, insn, variants, moved, facts)  # fmt: skip
 
     def section(self, i: int) -> tuple[str, int]:
         """Row i's section name and its offset there (outside every section: its symbol's section, offset 0)."""
-        s = self.sec[i]
+        return self._section(i, int(self.sec[i]), int(self.addr[i]))
+
+    def _section(self, i: int, s: int, at: int) -> tuple[str, int]:
         if s >= 0:
             sec = self.kernel._sec_sorted[s]
-            return sec.name, int(self.addr[i]) - sec.addr
+            return sec.name, at - sec.addr
         if self.names is not None:
             return self.fallback[i], 0
         return self.kernel.symbol_columns().section[self.first[i]], 0
@@ -175,47 +191,6 @@ class EntryRows:
 
     def patchpoints(self) -> list[Patchpoint]:
         return self.build(list(range(self.n)))
-
-    def build(self, idx: list[int]) -> list[Patchpoint]:
-        """Rows idx as Patchpoints, as patchpoint() builds them one by one, with the columns read once for all of
-        them (a numpy element read costs more than building a Variant): judge/rows.py builds thousands."""
-        if not idx:
-            return []
-        objs = self.objs
-        sel = np.array(idx, dtype=np.int64)
-        cols = zip(idx, self.addr[sel].tolist(), self.shape[sel].tolist(), self.target[sel].tolist(),
-                   self.tname[sel].tolist(), self.ftrace[sel].tolist(), self.sec[sel].tolist(),
-                   self.sym_addr[sel].tolist(), strict=True)  # fmt: skip
-        k, offset, insn, site_facts, nop = self.kernel, self.offset, self.insn, self.site_facts, self.nop_tail
-        secs = k._sec_sorted
-        names = self.names
-        col_names = k.symbol_columns() if names is None else None
-        aliases, kinds, moved_at, first = self.aliases, self.kind, self.moved, self.first
-        out = []
-        for i, at, sid, target, t, ftrace, s, sym_addr in cols:
-            pp = objs.get(i)
-            if pp is not None:
-                out.append(pp)
-                continue
-            ins = insn(at, sid, target, t, offset[i])
-            if ftrace:
-                variants, facts = (Variant("disk", ins), Variant("ftrace-nop", Insn(at, *nop))), _FTRACE_SITE
-            else:
-                variants, facts = (Variant("disk", ins),), _NO_FACTS
-            facts = site_facts.get(i, facts)
-            if s >= 0:
-                sec = secs[s]
-                section, sec_off = sec.name, at - sec.addr
-            elif names is not None:
-                section, sec_off = self.fallback[i], 0
-            else:
-                section, sec_off = col_names.section[first[i]], 0
-            steps = moved_at.get(i)
-            moved = tuple(insn(*st) for st in steps) if steps else ()
-            name = names[i] if names is not None else col_names.name[first[i]]
-            out.append(Patchpoint(k.module, name, aliases.get(i, ()), kinds[i], "entry", sym_addr, at, section, sec_off,
-                                  ins, variants, moved, facts))  # fmt: skip
-        return out
 
     def build_all(self) -> None:
         """Every row as a Patchpoint of its own (objs): for what reads or changes one row's variants and facts
