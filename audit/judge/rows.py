@@ -114,20 +114,7 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
     else:
         key = -1 - np.arange(n)
     _uniq, first, group = np.unique(key, return_index=True, return_inverse=True)
-    group = group.reshape(-1)
-    judged: dict[int, Judgement] = {}
-    handling: list[str] = [""] * len(first)
-    findings = np.zeros(len(first), dtype=bool)
-    order = sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1])
-    for (g, i), pp in zip(order, rows.build([i for _g, i in order]), strict=True):
-        j = judged[i] = judge(pp)
-        handling[g] = j.handling
-        findings[g] = bool(j.findings)
-    copies = {i: int(first[group[i]]) for i in np.flatnonzero(findings[group]).tolist() if i not in judged}
-    # Only the judgements with findings are kept: the others are their group's handling and no findings, built
-    # again the same when every row is asked for (and a module tree's parent holds fewer objects).
-    kept = {i: j for i, j in judged.items() if j.findings}
-    return JudgedRows(rows, kept, group, handling, copies)
+    return _judge_groups(judge, rows, first, group.reshape(-1))
 
 
 def judge_return_rows(judge: Judge, rets: Any) -> JudgedRows:
@@ -154,20 +141,21 @@ def judge_return_rows(judge: Judge, rets: Any) -> JudgedRows:
 
 
 def _judge_groups(judge: Judge, rows: Any, first: np.ndarray, group: np.ndarray) -> JudgedRows:
-    """Each group judged at its first row, in row order; the rows of a group with findings given its findings."""
+    """Each group judged at its first row, in row order (the judged rows built together: rows.build); the other
+    rows of a group with findings get its findings when read (JudgedRows.copies)."""
     judged: dict[int, Judgement] = {}
     handling: list[str] = [""] * len(first)
     findings = np.zeros(len(first), dtype=bool)
-    pp = rows.patchpoint
-    for g, i in sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1]):
-        j = judged[i] = judge(pp(i))
+    order = sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1])
+    for (g, i), pp in zip(order, rows.build([i for _g, i in order]), strict=True):
+        j = judged[i] = judge(pp)
         handling[g] = j.handling
         findings[g] = bool(j.findings)
-    for i in np.flatnonzero(findings[group]).tolist():
-        if i not in judged:
-            rep = judged[int(first[group[i]])]
-            judged[i] = Judgement(pp(i), rep.findings[:], rep.handling)
-    return JudgedRows(rows, {i: j for i, j in judged.items() if j.findings}, group, handling)
+    copies = {i: int(first[group[i]]) for i in np.flatnonzero(findings[group]).tolist() if i not in judged}
+    # Only the judgements with findings are kept: the others are their group's handling and no findings, built
+    # again the same when every row is asked for (and a module tree's parent holds fewer objects).
+    kept = {i: j for i, j in judged.items() if j.findings}
+    return JudgedRows(rows, kept, group, handling, copies)
 
 
 class MergedRows:
