@@ -26,6 +26,9 @@ class JudgedRows:
         # its Judgement is built when first read (judgement()), and a text digest may never need it.
         self.copies = copies if copies is not None else {}
         self.reported_rows = sorted([*(i for i, j in judged.items() if j.findings), *self.copies])
+        # Each reported row's judged row (itself, or its group's): the summaries count findings once per judged
+        # row, times its rows (tally()), instead of once per row.
+        self.reps = [i if i in judged else self.copies[i] for i in self.reported_rows]
 
     @property
     def n(self) -> int:
@@ -72,22 +75,37 @@ class JudgedRows:
         """Let the image go (EntryRows.detach, ReturnRows.detach): `kernel` is the detached one."""
         self.rows.detach(kernel)
 
+    def tally(self) -> dict[int, int]:
+        """Judged row -> how many reported rows have its findings, in the order each first appears in row order
+        (so that counts built from it meet rule ids and verdicts in the order a row-by-row pass would)."""
+        t = self.__dict__.get("_tally")
+        if t is None:
+            t = self._tally = Counter(self.reps)
+        return t
+
     def finding_rules(self) -> Counter[str]:
         """Findings per rule id, in row order (AuditResult.finding_rules), without building the rows' Judgements."""
-        return Counter(f.rule_id for i in self.reported_rows for f in self.findings_of(i).findings)
+        out: Counter[str] = Counter()
+        judged = self.judged
+        for rep, n in self.tally().items():
+            for f in judged[rep].findings:
+                out[f.rule_id] += n
+        return out
 
     @property
     def worst(self) -> Level | None:
         """The most severe level among the findings (AuditResult.worst_finding), without building Judgements."""
-        return max((f.level for i in self.reported_rows for f in self.findings_of(i).findings), default=None)
+        return max((f.level for rep in self.tally() for f in self.judged[rep].findings), default=None)
 
     def verdicts(self) -> dict[Verdict, int]:
         """How many rows take each verdict."""
-        out = dict.fromkeys(Verdict, 0)
-        for i in self.reported_rows:
-            out[self.findings_of(i).verdict] += 1
-        out[Verdict.SAFE] = self.n - len(self.reported_rows)
-        return out
+        out = self.__dict__.get("_verdicts")
+        if out is None:
+            out = self._verdicts = dict.fromkeys(Verdict, 0)
+            for rep, n in self.tally().items():
+                out[self.judged[rep].verdict] += n
+            out[Verdict.SAFE] = self.n - len(self.reported_rows)
+        return dict(out)
 
 
 def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:

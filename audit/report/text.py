@@ -163,35 +163,65 @@ class TextDigest:
 def text_digest(r: AuditResult, show: str = "error", colour: bool = False,
                 counts: Mapping[str, int] | None = None) -> TextDigest:  # fmt: skip
     """r's TextDigest at `show` (with hit `counts`, each line ends ` hits N`). Of entry rows judged by group
-    (judge.rows.JudgedRows), a row whose findings are all held back is counted from its group's findings and
-    its section, without building its Judgement."""
+    (judge.rows.JudgedRows), the rows whose findings are all held back are counted per (group, section), without
+    building their Judgements."""
     least = Level.NOTE if show == "all" else Level[show.upper()]
     rows = r.__dict__.get("rows") if "judgements" not in r.__dict__ else None
-    if rows is not None and hasattr(rows, "findings_of"):
-        items = [(i, rows.findings_of(i)) for i in rows.reported_rows]
-    else:
-        rows, items = None, [(None, j) for j in r.with_findings()]
-    rules = Counter(f.rule_id for _i, j in items for f in j.findings)
-    worst = max((f.level for _i, j in items for f in j.findings), default=None)
+    if rows is None or not hasattr(rows, "reps"):
+        js = r.with_findings()
+        return _digest(r, show, colour, counts, least, [(None, j) for j in js], [(j, 1) for j in js])
+    judged = rows.judged
+    reps = [(judged[rep], n) for rep, n in rows.tally().items()]
+    return _digest(r, show, colour, counts, least, list(zip(rows.reported_rows, rows.reps, strict=True)), reps, rows)
+
+
+def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items: list, reps: list,
+            rows=None) -> TextDigest:  # fmt: skip
+    """text_digest's work: `items` (row or None, its judged row or Judgement) in order, `reps` (a judgement, how
+    many rows have its findings). The held findings are counted per (judged row, section) in first-seen order,
+    then added once per count, so that rule ids and sections keep the order a row-by-row pass gives them."""
+    rules: Counter[str] = Counter()
+    for j, n in reps:
+        for f in j.findings:
+            rules[f.rule_id] += n
+    worst = max((f.level for j, _n in reps for f in j.findings), default=None)
     d = TextDigest(show, colour, r.count(), r.verdict_counts(), rules, worst)
     held_only: dict[int, list[Finding] | None] = {}  # by id(findings): sorted, when every one is held back
-    for i, j in items:
-        piece = d.pieces.get(j.verdict)
-        if piece is None:
-            piece = d.pieces[j.verdict] = ([], {})
+    verdict: dict[int, Verdict] = {}  # of each all-held findings list, by id
+    seen: dict[tuple, int] = {}  # (judged row or id, section) of all-held rows, or (None, k) of a listed one: rows
+    for k, (i, rep) in enumerate(items):
+        j = rows.judged[rep] if rows is not None else rep
         key = id(j.findings)
-        if key not in held_only:
+        fs = held_only.get(key, ())
+        if fs == ():
             fs = findings(j)
-            held_only[key] = fs if all(_held(f, least) for f in fs) else None
+            fs = held_only[key] = fs if all(_held(f, least) for f in fs) else None
+            if fs is not None:
+                verdict[key] = j.verdict
+        if fs is None:
+            seen[None, k] = 1
+            continue
+        own = rows.judged.get(i) if rows is not None else j  # a row not judged itself: from its columns
+        hk = (key, own.pp.section if own is not None else rows.rows.section(i)[0])
+        seen[hk] = seen.get(hk, 0) + 1
+    for (key, at), n in seen.items():
+        if key is None:
+            i, rep = items[at]
+            j = rows.judgement(i) if rows is not None else rep
+            _add(_piece_of(d, j.verdict), r, j, least, counts, colour)
+            continue
         fs = held_only[key]
-        if fs is not None:
-            own = rows.judged.get(i) if rows is not None else j  # a row not judged itself: from its columns
-            section = own.pp.section if own is not None else rows.rows.section(i)[0]
-            for f in fs:
-                _hold(piece[1], f, section)
-        else:
-            _add(piece, r, rows.judgement(i) if i is not None else j, least, counts, colour)
+        piece = _piece_of(d, verdict[key])
+        for f in fs:
+            _hold(piece[1], f, at, n)
     return d
+
+
+def _piece_of(d: TextDigest, v: Verdict) -> tuple[list[str], dict[str, list]]:
+    piece = d.pieces.get(v)
+    if piece is None:
+        piece = d.pieces[v] = ([], {})
+    return piece
 
 
 def digest_of(r: AuditResult, show: str, colour: bool, counts: Mapping[str, int] | None) -> TextDigest:
@@ -214,12 +244,13 @@ def _held(f: Finding, least: Level) -> bool:
     return f.level < least or f.rule_id in QUIET_RULES
 
 
-def _hold(held: dict[str, list], f: Finding, section: str) -> None:
+def _hold(held: dict[str, list], f: Finding, section: str, n: int = 1) -> None:
+    """n rows' finding f held back (counted per rule and section, not listed)."""
     h = held.get(f.rule_id)
     if h is None:
         h = held[f.rule_id] = [f.level, 0, {}]
-    h[1] += 1
-    h[2][section] = h[2].get(section, 0) + 1
+    h[1] += n
+    h[2][section] = h[2].get(section, 0) + n
 
 
 def _add(piece: tuple[list[str], dict[str, list]], r: AuditResult, j: Judgement, least: Level, counts,
