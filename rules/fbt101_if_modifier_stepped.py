@@ -48,6 +48,7 @@ class IfModifierStepped(Rule):
 
     id = "FBT101"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "if-modifier-stepped"
     summary = "an instruction that writes if or tf is stepped or emulated on live flags"
     tags = ("flags", "interrupts", "step")

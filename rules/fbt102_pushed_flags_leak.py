@@ -55,6 +55,7 @@ class PushedFlagsLeak(Rule):
 
     id = "FBT102"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "pushed-flags-leak"
     summary = "pushf stores the handler's flags instead of the interrupted context's"
     tags = ("flags", "interrupts", "step")

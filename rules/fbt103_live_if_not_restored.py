@@ -47,6 +47,7 @@ class LiveIfNotRestored(Rule):
 
     id = "FBT103"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "live-if-not-restored"
     summary = "a masked-if step does not restore the interrupted context's if"
     tags = ("interrupts", "step")

@@ -45,6 +45,7 @@ class PcRelativeUnfixed(Rule):
 
     id = "FBT104"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "pc-relative-unfixed"
     summary = "an ip-relative operand, branch or call is stepped out of line without a fixup"
     tags = ("pc-relative", "step")

@@ -42,6 +42,7 @@ class TrapInstruction(Rule):
 
     id = "FBT105"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "trap-instruction"
     summary = "a trapping instruction is stepped or emulated away from its original ip"
     tags = ("trap", "bug-table")

@@ -40,6 +40,7 @@ class TrapShadow(Rule):
 
     id = "FBT106"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "trap-shadow"
     summary = "mov to %ss is stepped or emulated and its shadow masks the trap"
     tags = ("trap",)

@@ -41,6 +41,7 @@ class PrivilegedInstruction(Rule):
 
     id = "FBT107"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "privileged-instruction"
     summary = "a halting, mode-switching or debug-register instruction is stepped or emulated"
     tags = ("privileged",)

@@ -39,6 +39,7 @@ class FarTransfer(Rule):
 
     id = "FBT108"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "far-transfer"
     summary = "a far call, jump or return is stepped or emulated"
     tags = ("control-transfer",)

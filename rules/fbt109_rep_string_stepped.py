@@ -42,6 +42,7 @@ class RepStringStepped(Rule):
 
     id = "FBT109"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "rep-string-stepped"
     summary = "a rep string instruction is tf-stepped without rep continuation"
     tags = ("step",)

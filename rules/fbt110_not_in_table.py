@@ -39,6 +39,7 @@ class NotInTable(Rule):
 
     id = "FBT110"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "not-in-table"
     level = Level.NOTE
     summary = "no table entry matches and the table has no default handling"

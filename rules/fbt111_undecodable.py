@@ -50,6 +50,9 @@ class Undecodable(Rule):
 
     id = "FBT111"
     facts_read = (MID_INSTRUCTION,)  # the facts check() reads (judge/judge.py memoises by them)
+    # The Insn fields check() reads besides the text it prints; also the bytes of an undecodable one, whose
+    # judgement the judge never shares (Judge._by_class).
+    insn_reads = ("classes",)
     name = "undecodable"
     summary = "the patchpoint is not on a valid 64-bit instruction"
     tags = ("decode",)

@@ -38,6 +38,7 @@ class ExceptionTableSite(Rule):
 
     id = "FBT112"
     facts_read = (EXTABLE,)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "exception-table-site"
     summary = "an instruction with an __ex_table fixup is stepped without a fault fixup at the original ip"
     tags = ("extable", "site")

@@ -43,6 +43,7 @@ class ControlTransferUnfixed(Rule):
 
     id = "FBT113"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "control-transfer-unfixed"
     summary = "ret or an indirect call or jump is stepped without the ip fixups it needs"
     tags = ("control-transfer", "step")

@@ -40,6 +40,7 @@ class TableRefusal(Rule):
 
     id = "FBT114"
     facts_read = ()  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "table-refusal"
     level = Level.NOTE
     summary = "the emulation table refuses the instruction"

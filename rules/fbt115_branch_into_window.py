@@ -48,6 +48,7 @@ class BranchIntoWindow(Rule):
 
     id = "FBT115"
     facts_read = (WINDOW_TARGET,)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "branch-into-window"
     summary = "a branch, jump-label target or fixup lands strictly inside the multi-byte patch window"
     tags = ("deep", "window")

@@ -57,6 +57,7 @@ class RuntimePatchedSite(Rule):
 
     id = "FBT201"
     facts_read = (*WRITERS, STATIC_CALL_TRAMP)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "runtime-patched-site"
     level = Level.WARNING
     summary = "the patch window overlaps bytes that a run-time writer rewrites"

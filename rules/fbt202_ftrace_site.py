@@ -45,6 +45,7 @@ class FtraceSite(Rule):
 
     id = "FBT202"
     facts_read = (FTRACE_SITE,)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "ftrace-site"
     level = Level.WARNING
     summary = "an int3 on an ftrace call site that ftrace rewrites at run time"

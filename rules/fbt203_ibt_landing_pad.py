@@ -40,6 +40,7 @@ class IbtLandingPad(Rule):
 
     id = "FBT203"
     facts_read = (IBT_KERNEL,)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "ibt-landing-pad"
     summary = "a probe on an endbr64 landing pad instead of past it"
     tags = ("site", "ibt")

@@ -54,6 +54,7 @@ class DenyRegion(Rule):
 
     id = "FBT204"
     facts_read = (DENY, BUG_SITE)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "deny-region"
     level = Level.WARNING
     summary = "the patchpoint is in a region the kernel forbids probing"

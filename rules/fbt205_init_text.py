@@ -43,6 +43,7 @@ class InitText(Rule):
 
     id = "FBT205"
     facts_read = (INIT,)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "init-text"
     level = Level.WARNING
     summary = "the patchpoint is in init text that is freed"

@@ -46,6 +46,7 @@ class NotAFunctionEntry(Rule):
 
     id = "FBT206"
     facts_read = (NON_ENTRY,)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     # The text after these prefixes (the function a .cold part or a label belongs to) is only printed: the judge
     # memoises this rule's finding with it left out and puts it back in the message (Judge._params).
     fact_params = (NON_ENTRY + "cold:", NON_ENTRY + "label:")

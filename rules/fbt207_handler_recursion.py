@@ -41,6 +41,7 @@ class HandlerRecursion(Rule):
 
     id = "FBT207"
     facts_read = (HANDLER_PATH,)  # the facts check() reads (judge/judge.py memoises by them)
+    insn_reads = ("classes",)  # the Insn fields check() reads besides the text it prints
     name = "handler-recursion"
     summary = "the function runs on the trap-handling path, so a probe re-enters the handler"
     tags = ("site", "recursion")

@@ -13,6 +13,7 @@ from fbt_audit.input import elf
 from fbt_audit.judge import registry
 from fbt_audit.judge.judge import Judge, _shape
 from fbt_audit.judge.rule import Rule
+from fbt_audit.model.core import IC, Finding, Level, Variant
 from fbt_audit.model.facts import EXTABLE, MID_INSTRUCTION, NON_ENTRY, WINDOW_TARGET
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.patchpoints.entry import entry_patchpoints
@@ -80,14 +81,20 @@ class CountingJudge(Judge):
     judged = 0
     insn_judged = 0
 
-    def _judge(self, pp, part=None):
+    def _judge(self, pp, part=None, looked=None):
         self.judged += 1  # the whole, or the site rules' half: once per patchpoint the memo did not answer
         self.insn_judged += part is None  # the instruction rules too: once per instruction key
-        return super()._judge(pp, part)
+        return super()._judge(pp, part, looked)
+
+
+def by_shape(j: Judge) -> Judge:
+    """j memoising by exact instruction shape only (as with a rule that does not declare Rule.insn_reads)."""
+    j._fields = None
+    return j
 
 
 def judgements(pps, table, memo: bool):
-    j = CountingJudge(table, registry.select())
+    j = by_shape(CountingJudge(table, registry.select()))
     if not memo:
         j._verdicts = None
     return [(x.pp.name, x.pp.addr, x.handling, x.findings) for x in map(j, pps)], j.judged
@@ -121,10 +128,11 @@ def test_instruction_half_memoised_by_the_facts_it_reads(fixtures_built):
     table = tables.load("reference")
     pps = entry_patchpoints(elf.load(SAMPLE), table) + fixture_patchpoints(fixtures_built, table)
     j = CountingJudge(table, registry.select())
+    by_shape(j)
     prefixes = j._insn_facts
     assert prefixes == (EXTABLE, MID_INSTRUCTION, WINDOW_TARGET)
     got = [(x.pp.name, x.pp.addr, x.handling, x.findings) for x in map(j, pps)]
-    plain = CountingJudge(table, registry.select())
+    plain = by_shape(CountingJudge(table, registry.select()))
     plain._insn_facts = None  # the whole judged at once, as before the split
     assert got == [(x.pp.name, x.pp.addr, x.handling, x.findings) for x in map(plain, pps)]
     keys = {(tuple(map(_shape, pp.variants)), pp.facts) for pp in pps}
@@ -141,17 +149,80 @@ def test_fact_values_left_out_of_the_memo_key():
     names = ["alpha", "beta", "gamma", "alpha"]
     pps = [replace(base, name=f"{n}.cold", facts=base.facts | {NON_ENTRY + "cold:" + n}) for n in names]
     pps += [replace(base, name="inner", facts=base.facts | {NON_ENTRY + "label:" + n}) for n in names[:2]]
-    j = CountingJudge(table, registry.select())
-    assert j._params == (NON_ENTRY + "cold:", NON_ENTRY + "label:")
-    got = [x.findings for x in map(j, pps)]
     plain = CountingJudge(table, registry.select())
     plain._verdicts = None
-    assert got == [x.findings for x in map(plain, pps)]
-    assert [f.message for fs in got for f in fs if f.rule_id == "FBT206"] == [
-        *(f"not a function entry: a .cold fragment of {n}" for n in names),
-        "not a function entry: a label inside alpha", "not a function entry: a label inside beta",
-    ]
-    assert j.judged == 2  # one per kind of fact, not one per function
+    want = [x.findings for x in map(plain, pps)]
+    for j in (CountingJudge(table, registry.select()), by_shape(CountingJudge(table, registry.select()))):
+        assert j._params == (NON_ENTRY + "cold:", NON_ENTRY + "label:")
+        got = [x.findings for x in map(j, pps)]
+        assert got == want
+        assert [f.message for fs in got for f in fs if f.rule_id == "FBT206"] == [
+            *(f"not a function entry: a .cold fragment of {n}" for n in names),
+            "not a function entry: a label inside alpha", "not a function entry: a label inside beta",
+        ]
+        assert j.judged == 2  # one per kind of fact, not one per function
+
+
+def alike_key(table, pp) -> tuple:
+    """What Judge._by_class keys a patchpoint by, found here without the judge: per variant its label, IC classes and
+    the table's (entry, handling, fixups); the facts with a .cold part's or label's function left out."""
+    per = tuple((v.label, v.insn.classes, *table.handling(v.insn)) for v in pp.variants)
+    params = (NON_ENTRY + "cold:", NON_ENTRY + "label:")
+    return per, frozenset(next((p for p in params if f.startswith(p)), f) for f in pp.facts)
+
+
+@pytest.mark.parametrize("name", ["reference", "legacy-2011"])
+def test_alike_instructions_share_one_judgement(name, fixtures_built):
+    """Patchpoints whose instructions differ only in what no rule reads (operands, registers, displacements: the
+    moves that start .cold parts) are judged once per alike key, each message with its own instruction's text,
+    as plain judging gives them."""
+    table = tables.load(name)
+    pps = entry_patchpoints(elf.load(SAMPLE), table) + fixture_patchpoints(fixtures_built, table)
+    for code in ("488b0510203000", "488b0d20203000"):  # movq rip-relative into %rax, into %rcx
+        insn = decode.decode(bytes.fromhex(code), pps[0].addr)
+        pps.append(replace(pps[0], insn=insn, variants=(Variant("disk", insn),)))
+    j = CountingJudge(table, registry.select())
+    assert j._fields == ("classes",)
+    got = [(x.pp.name, x.pp.addr, x.handling, x.findings) for x in map(j, pps)]
+    plain = CountingJudge(table, registry.select())
+    plain._verdicts = None
+    assert got == [(x.pp.name, x.pp.addr, x.handling, x.findings) for x in map(plain, pps)]
+    valid = [pp for pp in pps if not any(v.insn.classes & IC.INVALID for v in pp.variants)]
+    invalid = {(tuple(map(_shape, pp.variants)), pp.facts) for pp in pps if pp not in valid}
+    assert invalid, "no undecodable patchpoint: the shape path is not exercised"
+    alike = {alike_key(table, pp) for pp in valid}
+    assert j.judged == len(alike) + len(invalid)
+    shapes = {(tuple(map(_shape, pp.variants)), pp.facts) for pp in valid}
+    assert len(alike) < len(shapes)
+    texts: dict[tuple, set[str]] = {}
+    for pp in valid:
+        texts.setdefault(alike_key(table, pp), set()).add(pp.insn.text)
+    assert any(len(t) > 1 for t in texts.values()), "no judgement shared by two instructions"
+    if name == "legacy-2011":  # the two moves share one judgement, each message with its own instruction
+        assert [x[3] for x in got[-2:]] == [
+            [Finding("FBT114", Level.NOTE, "movq 0x302010(%rip), %rax refused by table entry 'riprel'")],
+            [Finding("FBT114", Level.NOTE, "movq 0x302020(%rip), %rcx refused by table entry 'riprel'")],
+        ]
+        assert alike_key(table, pps[-1]) == alike_key(table, pps[-2])
+
+
+def test_a_rule_reading_an_undeclared_insn_field_fails_loudly():
+    """check() sees only the Insn fields the rules declare (Rule.insn_reads): a rule that reads another one fails,
+    instead of sharing a judgement among instructions it tells apart."""
+
+    class ReadsRaw(Rule):
+        id, insn_reads, facts_read, facts_only = "FBT208", ("classes",), (), True
+
+        def check(self, site):
+            return site.insn.raw.hex()
+
+    table = tables.load("reference")
+    pp = entry_patchpoints(elf.load(SAMPLE), table)[0]
+    with pytest.raises(AttributeError, match="raw"):
+        Judge(table, [*registry.select(), ReadsRaw()])(pp)
+    ReadsRaw.insn_reads = None  # undeclared: no sharing, judged on the real instruction
+    j = Judge(table, [*registry.select(), ReadsRaw()])
+    assert j._fields is None and j(pp).findings[-1].message == pp.insn.raw.hex()
 
 
 def test_judgement_memo_is_off_with_site_rules():

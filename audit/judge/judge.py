@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from types import SimpleNamespace
 
 from fbt_audit.judge.rule import Rule, Site
 from fbt_audit.model.abi import Fixup, Handling
@@ -28,7 +29,7 @@ class Judge:
 
     __slots__ = (
         "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_verdicts", "_parts",
-        "_insn_memo", "_insn_facts", "_insn_ids", "_params",
+        "_insn_memo", "_insn_facts", "_insn_ids", "_params", "_fields", "_alike",
     )  # fmt: skip
 
     def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
@@ -62,6 +63,11 @@ class Judge:
         self._insn_memo: dict[tuple, list[Finding]] = {}
         self._insn_ids = frozenset(r.id for r in self.rules if r not in site_rules)
         self._params = _param_prefixes(self.rules)
+        # Judgements shared by instructions alike in what the rules read of them (Rule.insn_reads) and in their
+        # table entry, when every rule declares it: keyed by those, each message given its own instruction's text.
+        insn_reads = [r.insn_reads for r in self.rules]
+        self._fields = None if any(f is None for f in insn_reads) else tuple(sorted({x for f in insn_reads for x in f}))
+        self._alike: dict[tuple, tuple[list[Finding], str]] = {}
 
     @property
     def memoises(self) -> bool:
@@ -84,6 +90,8 @@ class Judge:
         facts, values = pp.facts, None
         if self._params and any(f.startswith(self._params) for f in facts):
             facts, values = _without_values(facts, self._params)
+        if self._fields is not None and not any(v.insn.classes & IC.INVALID for v in variants):
+            return self._by_class(pp, facts, values)
         key = (_shape(variants[0]), facts) if len(variants) == 1 else (*map(_shape, variants), facts)
         hit = memo.get(key)
         if hit is None:
@@ -119,9 +127,32 @@ class Judge:
             return site
         return Judgement(pp, sorted(insn + site.findings, key=_rule_id), site.handling)
 
-    def _judge(self, pp: Patchpoint, part: int | None = None) -> Judgement:
+    def _by_class(self, pp: Patchpoint, facts: frozenset[str], values: tuple | None) -> Judgement:
+        """pp's judgement shared with every patchpoint alike in its variants' labels, the Insn fields the rules read
+        (Rule.insn_reads), their table entries and the facts (values left out): judged once on stand-ins with
+        those fields and a placeholder text each (check() sees nothing else), each message then given pp's own
+        instructions' texts and fact values."""
+        variants = pp.variants
+        looked = [self.table.handling(v.insn) for v in variants]
+        fields = self._fields
+        key = (tuple((v.label, *[getattr(v.insn, a) for a in fields], id(e), h, f)
+                     for v, (e, h, f) in zip(variants, looked, strict=True)), facts)  # fmt: skip
+        hit = self._alike.get(key)
+        if hit is None:
+            stand = tuple(Variant(v.label, SimpleNamespace(text=f"\0t{k}\0", **{a: getattr(v.insn, a) for a in fields}))
+                          for k, v in enumerate(variants))  # fmt: skip
+            j = self._judge(SimpleNamespace(facts=facts, variants=stand), looked=looked)
+            hit = (j.findings, j.handling)
+            if len(self._alike) < _MEMO_MAX:
+                self._alike[key] = hit
+        texts = [(f"\0t{k}\0", v.insn.text) for k, v in enumerate(variants)]
+        if values is not None:
+            texts += values
+        return Judgement(pp, [_with_values(f, texts) for f in hit[0]], hit[1])
+
+    def _judge(self, pp: Patchpoint, part: int | None = None, looked: list | None = None) -> Judgement:
         """Every variant of pp against the table and the rules; `part` 0 or 1: the instruction or the site rules
-        of each plan only."""
+        of each plan only; `looked`: each variant's table handling, when already looked up."""
         table = self.table
         parts = self._parts
         found: dict[str, Finding] = {}
@@ -133,7 +164,7 @@ class Judge:
                 entry, h, f = None, Handling.NONE, _NO_FIXUPS
                 plan = self._invalid
             else:
-                entry, h, f = self.handling(insn)
+                entry, h, f = self.handling(insn) if looked is None else looked[i]
                 if h == Handling.FTRACE:
                     plan = self._ftrace
                 elif h == Handling.REFUSE:
