@@ -83,6 +83,10 @@ class Judge:
         variants = pp.variants
         if memo is None or not variants:
             return self._judge(pp)
+        if self._fields is not None:
+            hit = self.alike([(v.label, v.insn) for v in variants], pp.facts)
+            if hit is not None:
+                return fill(pp, hit, self._params)
         insn = variants[0].insn
         if not insn.classes & IC.INVALID:
             if not self._ftrace and self.table.handling(insn)[1] == Handling.FTRACE:
@@ -90,8 +94,6 @@ class Judge:
         facts, values = pp.facts, None
         if self._params and any(f.startswith(self._params) for f in facts):
             facts, values = _without_values(facts, self._params)
-        if self._fields is not None and not any(v.insn.classes & IC.INVALID for v in variants):
-            return self._by_class(pp, facts, values)
         key = (_shape(variants[0]), facts) if len(variants) == 1 else (*map(_shape, variants), facts)
         hit = memo.get(key)
         if hit is None:
@@ -127,28 +129,43 @@ class Judge:
             return site
         return Judgement(pp, sorted(insn + site.findings, key=_rule_id), site.handling)
 
-    def _by_class(self, pp: Patchpoint, facts: frozenset[str], values: tuple | None) -> Judgement:
-        """pp's judgement shared with every patchpoint alike in its variants' labels, the Insn fields the rules read
-        (Rule.insn_reads), their table entries and the facts (values left out): judged once on stand-ins with
-        those fields and a placeholder text each (check() sees nothing else), each message then given pp's own
-        instructions' texts and fact values."""
-        variants = pp.variants
-        looked = [self.table.handling(v.insn) for v in variants]
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The fact prefixes whose values the judge leaves out of its memo keys (fill() puts them back)."""
+        return self._params
+
+    @property
+    def shares(self) -> bool:
+        """Whether alike() answers (every rule declares Rule.insn_reads and every site rule reads only facts)."""
+        return self._fields is not None and self._verdicts is not None
+
+    def alike(self, variants: Sequence[tuple[str, Insn]], facts: frozenset[str]) -> tuple[list[Finding], str] | None:
+        """The judgement of a patchpoint with these (label, instruction) variants and facts, as (findings, handling)
+        with a placeholder for each variant's text and each fact value (fill() puts a patchpoint's own back in);
+        None when it cannot be shared (an undecodable variant: FBT111 prints its bytes). Shared by every
+        patchpoint alike in its labels, the Insn fields the rules read (Rule.insn_reads), its table entries and
+        its facts without their values: judged once, on stand-ins with those fields alone, so check() sees nothing
+        else. Callers check `shares` first."""
+        if any(insn.classes & IC.INVALID for _l, insn in variants):
+            return None
+        table = self.table
+        looked = [table.handling(insn) for _l, insn in variants]
+        if not self._ftrace and looked[0][1] == Handling.FTRACE:
+            return _FTRACE  # what _judge finds when no site rule runs
+        if self._params and any(f.startswith(self._params) for f in facts):
+            facts = _without_values(facts, self._params)[0]
         fields = self._fields
-        key = (tuple((v.label, *[getattr(v.insn, a) for a in fields], id(e), h, f)
-                     for v, (e, h, f) in zip(variants, looked, strict=True)), facts)  # fmt: skip
+        key = (tuple((label, *[getattr(insn, a) for a in fields], id(e), h, f)
+                     for (label, insn), (e, h, f) in zip(variants, looked, strict=True)), facts)  # fmt: skip
         hit = self._alike.get(key)
         if hit is None:
-            stand = tuple(Variant(v.label, SimpleNamespace(text=f"\0t{k}\0", **{a: getattr(v.insn, a) for a in fields}))
-                          for k, v in enumerate(variants))  # fmt: skip
+            stand = tuple(Variant(label, SimpleNamespace(text=f"\0t{k}\0", **{a: getattr(insn, a) for a in fields}))
+                          for k, (label, insn) in enumerate(variants))  # fmt: skip
             j = self._judge(SimpleNamespace(facts=facts, variants=stand), looked=looked)
             hit = (j.findings, j.handling)
             if len(self._alike) < _MEMO_MAX:
                 self._alike[key] = hit
-        texts = [(f"\0t{k}\0", v.insn.text) for k, v in enumerate(variants)]
-        if values is not None:
-            texts += values
-        return Judgement(pp, [_with_values(f, texts) for f in hit[0]], hit[1])
+        return hit
 
     def _judge(self, pp: Patchpoint, part: int | None = None, looked: list | None = None) -> Judgement:
         """Every variant of pp against the table and the rules; `part` 0 or 1: the instruction or the site rules
@@ -193,6 +210,23 @@ class Judge:
         if len(variants) > 1:
             findings.sort(key=_rule_id)
         return Judgement(pp, findings, disk_handling)
+
+
+_FTRACE: tuple[list[Finding], str] = ([], "ftrace")
+
+
+def fill(pp: Patchpoint, judged: tuple[list[Finding], str], params: tuple[str, ...]) -> Judgement:
+    """pp's Judgement from Judge.alike's (findings, handling): each placeholder in the messages replaced by pp's own
+    variant text or fact value (the judge's fact-value prefixes `params`)."""
+    findings, handling = judged
+    if not findings:
+        return Judgement(pp, [], handling)
+    texts = [(f"\0t{k}\0", v.insn.text) for k, v in enumerate(pp.variants)]
+    if params and any(f.startswith(params) for f in pp.facts):
+        values = _without_values(pp.facts, params)[1]
+        if values:
+            texts += values
+    return Judgement(pp, [_with_values(f, texts) for f in findings], handling)
 
 
 def _param_prefixes(rules: tuple[Rule, ...]) -> tuple[str, ...]:

@@ -32,4 +32,9 @@ def judgements(result: AuditResult) -> list[Judgement]:
 
 def findings(j: Judgement) -> list[Finding]:
     """A judgement's findings worst first, then by rule, variant and message, so output is stable."""
-    return sorted(j.findings, key=lambda f: (-f.level, f.rule_id, f.variant, f.message))
+    return sorted(j.findings, key=finding_order)
+
+
+def finding_order(f: Finding) -> tuple:
+    """findings()' sort key (one judgement has one finding per rule: its message never decides)."""
+    return (-f.level, f.rule_id, f.variant, f.message)

@@ -7,53 +7,63 @@ from typing import Any
 
 import numpy as np
 
-from fbt_audit.judge.judge import Judge
-from fbt_audit.model.core import IC, Judgement, Level, Verdict
+from fbt_audit.judge.judge import Judge, fill
+from fbt_audit.model.core import IC, Finding, Judgement, Level, Verdict
 from fbt_audit.patchpoints.entry import EntryRows
 
 _REL = IC.REL_CALL | IC.REL_BRANCH
 
 
 class JudgedRows:
-    """The judgements of every entry row: `judged` (row -> Judgement) for every row with findings; each other
-    row has no findings and its group's handling, and is built as a Judgement only when all are asked for
-    (judgements())."""
+    """The judgements of every entry row: `judged` (row -> Judgement) for the rows with findings built so far;
+    `shared` (row -> Judge.alike's findings and handling) for the rows judged without building them, filled in
+    (judge.judge.fill) when first read; each other row has no findings and its group's handling, and is built as a
+    Judgement only when all are asked for (judgements())."""
 
     def __init__(self, rows: EntryRows, judged: dict[int, Judgement], group: np.ndarray, handling: list[str],
-                 copies: dict[int, int] | None = None) -> None:  # fmt: skip
+                 copies: dict[int, int] | None = None, shared: dict[int, tuple] | None = None,
+                 params: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.rows, self.judged, self.group, self.handling = rows, judged, group, handling
+        self.shared, self.params = shared if shared is not None else {}, params
         # A row with findings that was not judged itself -> the row judged for its group (the same findings):
         # its Judgement is built when first read (judgement()), and a text digest may never need it.
         self.copies = copies if copies is not None else {}
-        self.reported_rows = sorted([*(i for i, j in judged.items() if j.findings), *self.copies])
+        self.reported_rows = sorted([*(i for i, j in judged.items() if j.findings), *self.shared, *self.copies])
         # Each reported row's judged row (itself, or its group's): the summaries count findings once per judged
         # row, times its rows (tally()), instead of once per row.
-        self.reps = [i if i in judged else self.copies[i] for i in self.reported_rows]
+        self.reps = [self.copies.get(i, i) for i in self.reported_rows]
 
     @property
     def n(self) -> int:
         return self.rows.n
 
-    def findings_of(self, i: int) -> Judgement:
-        """The Judgement whose findings, handling and verdict row i (one with findings) has: its own or its
-        group's, without building one for the row."""
-        j = self.judged.get(i)
-        return j if j is not None else self.judged[self.copies[i]]
+    def proto(self, rep: int) -> list[Finding]:
+        """The findings of judged row rep (one of reps) as its group's rows have them, but for the placeholders of
+        a shared judgement's messages: rule ids, levels and variants, without building a Judgement."""
+        s = self.shared.get(rep)
+        return s[0] if s is not None else self.judged[rep].findings
 
     def judgement(self, i: int) -> Judgement:
         """Row i's own Judgement (a row with findings)."""
         j = self.judged.get(i)
         if j is None:
-            rep = self.judged[self.copies.pop(i)]
-            j = self.judged[i] = Judgement(self.rows.patchpoint(i), rep.findings[:], rep.handling)
+            j = self.judged[i] = self._own(i, self.rows.patchpoint(i))
         return j
+
+    def _own(self, i: int, pp) -> Judgement:
+        """Row i's Judgement, pp its Patchpoint: its group's findings (alike rows print the same texts)."""
+        rep = self.copies.pop(i, i)
+        s = self.shared.get(rep)
+        if s is not None:
+            return fill(pp, s, self.params)
+        r = self.judged[rep]
+        return Judgement(pp, r.findings[:], r.handling)
 
     def reported(self) -> list[Judgement]:
         """The judgements with findings, in row (address) order (the rows not built yet built together)."""
-        pending = [i for i in self.reported_rows if i in self.copies]
+        pending = [i for i in self.reported_rows if i not in self.judged]
         for i, pp in zip(pending, self.rows.build(pending) if pending else [], strict=True):
-            rep = self.judged[self.copies.pop(i)]
-            self.judged[i] = Judgement(pp, rep.findings[:], rep.handling)
+            self.judged[i] = self._own(i, pp)
         return [self.judged[i] for i in self.reported_rows]
 
     def judgements(self) -> list[Judgement]:
@@ -86,16 +96,15 @@ class JudgedRows:
     def finding_rules(self) -> Counter[str]:
         """Findings per rule id, in row order (AuditResult.finding_rules), without building the rows' Judgements."""
         out: Counter[str] = Counter()
-        judged = self.judged
         for rep, n in self.tally().items():
-            for f in judged[rep].findings:
+            for f in self.proto(rep):
                 out[f.rule_id] += n
         return out
 
     @property
     def worst(self) -> Level | None:
         """The most severe level among the findings (AuditResult.worst_finding), without building Judgements."""
-        return max((f.level for rep in self.tally() for f in self.judged[rep].findings), default=None)
+        return max((f.level for rep in self.tally() for f in self.proto(rep)), default=None)
 
     def verdicts(self) -> dict[Verdict, int]:
         """How many rows take each verdict."""
@@ -103,7 +112,7 @@ class JudgedRows:
         if out is None:
             out = self._verdicts = dict.fromkeys(Verdict, 0)
             for rep, n in self.tally().items():
-                out[self.judged[rep].verdict] += n
+                out[max(Verdict.of_level(f.level) for f in self.proto(rep))] += n
             out[Verdict.SAFE] = self.n - len(self.reported_rows)
         return dict(out)
 
@@ -159,21 +168,32 @@ def judge_return_rows(judge: Judge, rets: Any) -> JudgedRows:
 
 
 def _judge_groups(judge: Judge, rows: Any, first: np.ndarray, group: np.ndarray) -> JudgedRows:
-    """Each group judged at its first row, in row order (the judged rows built together: rows.build); the other
-    rows of a group with findings get its findings when read (JudgedRows.copies)."""
+    """Each group judged at its first row, in row order: from the row's variants and facts alone where the judge
+    shares judgements (Judge.alike, rows.variant_inputs), else on its Patchpoint (the rows built together:
+    rows.build); the other rows of a group with findings get its findings when read (JudgedRows.copies)."""
     judged: dict[int, Judgement] = {}
+    shared: dict[int, tuple] = {}
     handling: list[str] = [""] * len(first)
     findings = np.zeros(len(first), dtype=bool)
     order = sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1])
-    for (g, i), pp in zip(order, rows.build([i for _g, i in order]), strict=True):
-        j = judged[i] = judge(pp)
-        handling[g] = j.handling
-        findings[g] = bool(j.findings)
-    copies = {i: int(first[group[i]]) for i in np.flatnonzero(findings[group]).tolist() if i not in judged}
+    idx = [i for _g, i in order]
+    ins = rows.variant_inputs(idx) if judge.shares and hasattr(rows, "variant_inputs") else [None] * len(idx)
+    hits = [None if x is None else judge.alike(*x) for x in ins]
+    built = iter(rows.build([i for i, h in zip(idx, hits, strict=True) if h is None]))
+    for (g, i), hit in zip(order, hits, strict=True):
+        if hit is None:
+            j = judged[i] = judge(next(built))
+            hit = (j.findings, j.handling)
+        elif hit[0]:
+            shared[i] = hit
+        handling[g] = hit[1]
+        findings[g] = bool(hit[0])
+    copies = {i: int(first[group[i]]) for i in np.flatnonzero(findings[group]).tolist()
+              if i not in judged and i not in shared}  # fmt: skip
     # Only the judgements with findings are kept: the others are their group's handling and no findings, built
     # again the same when every row is asked for (and a module tree's parent holds fewer objects).
     kept = {i: j for i, j in judged.items() if j.findings}
-    return JudgedRows(rows, kept, group, handling, copies)
+    return JudgedRows(rows, kept, group, handling, copies, shared, judge.params)
 
 
 class MergedRows:

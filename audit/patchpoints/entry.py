@@ -159,6 +159,27 @@ class EntryRows:
         objs, make = self.objs, self._make
         return [objs.get(c[0]) or make(*c) for c in cols]
 
+    def variant_inputs(self, idx: list[int]) -> list[tuple[list[tuple[str, Insn]], frozenset[str]] | None]:
+        """Per row of idx, what the judge reads of its Patchpoint (Judge.alike): its (label, instruction) variants
+        and its facts, as _make gives them, without building the Patchpoint; None for a row built already or
+        moved past instructions (the judge then meets its Patchpoint)."""
+        sel = np.array(idx, dtype=np.int64)
+        nop = Insn(0, *self.nop_tail)  # the ftrace-nop variant's fields but its address, which the judge does not read
+        out: list[tuple[list[tuple[str, Insn]], frozenset[str]] | None] = []
+        objs, moved, site_facts, insn, offset = self.objs, self.moved, self.site_facts, self.insn, self.offset
+        for i, at, sid, target, t, ftrace in zip(idx, self.addr[sel].tolist(), self.shape[sel].tolist(),
+                                                 self.target[sel].tolist(), self.tname[sel].tolist(),
+                                                 self.ftrace[sel].tolist(), strict=True):  # fmt: skip
+            if i in objs or i in moved:
+                out.append(None)
+                continue
+            disk = insn(at, sid, target, t, offset[i])
+            if ftrace:
+                out.append(([("disk", disk), ("ftrace-nop", nop)], site_facts.get(i, _FTRACE_SITE)))
+            else:
+                out.append(([("disk", disk)], site_facts.get(i, _NO_FACTS)))
+        return out
+
     def _make(self, i: int, at: int, sid: int, target: int, t: int, ftrace: bool, s: int, sym_addr: int) -> Patchpoint:
         """Row i as a new Patchpoint, from its columns' values."""
         insn = self.insn(at, sid, target, t, self.offset[i])

@@ -8,7 +8,7 @@ from itertools import count
 from typing import TYPE_CHECKING
 
 from fbt_audit.deep.model import FLAG_RULES
-from fbt_audit.judge.order import findings, ordered
+from fbt_audit.judge.order import finding_order, findings, ordered
 from fbt_audit.model.core import Level, Verdict
 from fbt_audit.report.common import rule_counts, rules_by_id, tables, verdict_counts
 
@@ -169,39 +169,39 @@ def text_digest(r: AuditResult, show: str = "error", colour: bool = False,
     rows = r.__dict__.get("rows") if "judgements" not in r.__dict__ else None
     if rows is None or not hasattr(rows, "reps"):
         js = r.with_findings()
-        return _digest(r, show, colour, counts, least, [(None, j) for j in js], [(j, 1) for j in js])
-    judged = rows.judged
-    reps = [(judged[rep], n) for rep, n in rows.tally().items()]
+        return _digest(r, show, colour, counts, least, [(None, j) for j in js], [(j.findings, 1) for j in js])
+    reps = [(rows.proto(rep), n) for rep, n in rows.tally().items()]
     return _digest(r, show, colour, counts, least, list(zip(rows.reported_rows, rows.reps, strict=True)), reps, rows)
 
 
 def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items: list, reps: list,
             rows=None) -> TextDigest:  # fmt: skip
-    """text_digest's work: `items` (row or None, its judged row or Judgement) in order, `reps` (a judgement, how
-    many rows have its findings). The held findings are counted per (judged row, section) in first-seen order,
-    then added once per count, so that rule ids and sections keep the order a row-by-row pass gives them."""
+    """text_digest's work: `items` (row or None, its judged row or Judgement) in order, `reps` (findings, how
+    many rows have them; a judged row's may hold placeholders: JudgedRows.proto). The held findings are counted
+    per (findings, section) in first-seen order, then added once per count, so that rule ids and sections keep the
+    order a row-by-row pass gives them; only the rows with a listed finding are built."""
     rules: Counter[str] = Counter()
-    for j, n in reps:
-        for f in j.findings:
+    for fs, n in reps:
+        for f in fs:
             rules[f.rule_id] += n
-    worst = max((f.level for j, _n in reps for f in j.findings), default=None)
+    worst = max((f.level for fs, _n in reps for f in fs), default=None)
     d = TextDigest(show, colour, r.count(), r.verdict_counts(), rules, worst)
     held_only: dict[int, list[Finding] | None] = {}  # by id(findings): sorted, when every one is held back
     verdict: dict[int, Verdict] = {}  # of each all-held findings list, by id
     seen: dict[tuple, int] = {}  # (judged row or id, section) of all-held rows, or (None, k) of a listed one: rows
     for k, (i, rep) in enumerate(items):
-        j = rows.judged[rep] if rows is not None else rep
-        key = id(j.findings)
+        got = rows.proto(rep) if rows is not None else rep.findings
+        key = id(got)
         fs = held_only.get(key, ())
         if fs == ():
-            fs = findings(j)
+            fs = sorted(got, key=finding_order)
             fs = held_only[key] = fs if all(_held(f, least) for f in fs) else None
             if fs is not None:
-                verdict[key] = j.verdict
+                verdict[key] = max(Verdict.of_level(f.level) for f in fs)
         if fs is None:
             seen[None, k] = 1
             continue
-        own = rows.judged.get(i) if rows is not None else j  # a row not judged itself: from its columns
+        own = rows.judged.get(i) if rows is not None else rep  # a row not built: its section from its columns
         hk = (key, own.pp.section if own is not None else rows.rows.section(i)[0])
         seen[hk] = seen.get(hk, 0) + 1
     for (key, at), n in seen.items():
