@@ -195,33 +195,26 @@ def _length_tables(info: np.ndarray, lock_regs: np.ndarray) -> tuple[np.ndarray,
     """Which (opcode, ModRM byte) take f0; and by (opcode, ModRM byte), one table without and one with
     a 66 prefix: bits 0-4 the length from the opcode byte on (ModRM, SIB, displacement, immediate),
     0 when capstone decides; bit 5: a SIB with mod=0, whose base 5 adds a disp32; bit 6: REX.W adds 4
-    (mov $imm64)."""
+    (mov $imm64). Over the whole (opcode, ModRM) grid at once: built on every run's import."""
     m = np.arange(256)
     mod, rm, reg = m >> 6, m & 7, (m >> 3) & 7
     sib = (mod != 3) & (rm == 4)
     mlen = 1 + sib + np.select([mod == 1, mod == 2, (mod == 0) & (rm == 5)], [1, 4, 4], 0)
-    sib0 = ((mod == 0) & (rm == 4)).astype(np.uint8) << 5
-    lock_ok = np.zeros((512, 256), dtype=bool)
-    tabs = np.zeros((2, 512, 256), dtype=np.uint8)
-    for op in range(512):
-        v = int(info[op])
-        kind = (v >> _IMM_SHIFT) & 15
-        lock_ok[op] = (mod != 3) & (((int(lock_regs[op]) >> reg) & 1) == 1)
-        for o66 in (0, 1):
-            if v & _SLOW or (o66 and v & (_SLOW66 | _SLOWPFX)) or (o66 and kind == _IV):
-                continue
-            imm = _IMM[kind][2 * o66]
-            if not v & _MODRM:
-                tabs[o66, op] = 1 + imm
-                continue
-            ok = ((v >> _REG_SHIFT) >> reg) & 1 == 1
-            if v & _MOD3_SLOW:
-                ok &= mod != 3
-            imms = np.where((kind in (_G3B, _G3Z)) & (reg != 0), 0, imm)
-            tabs[o66, op] = np.where(ok, 1 + mlen + imms, 0) | np.where(ok, sib0, 0)
-        if kind == _IV:
-            tabs[0, op] |= 1 << 6
-    return lock_ok, tabs
+    sib0 = ((mod == 0) & (rm == 4)).astype(np.int64) << 5
+    distinct, which = np.unique(info, return_inverse=True)  # a few dozen kinds of opcode: each row made once
+    v = distinct.astype(np.int64)[:, None]  # (kinds, 1) against the ModRM bytes' (256,)
+    kind = (v >> _IMM_SHIFT) & 15
+    lock_ok = ((mod != 3) & (((np.arange(256)[:, None] >> reg) & 1) == 1))[lock_regs]
+    ok = (((v >> _REG_SHIFT) >> reg) & 1 == 1) & ~((v & _MOD3_SLOW != 0) & (mod == 3))
+    g3 = (kind == _G3B) | (kind == _G3Z)
+    tabs = np.zeros((2, len(distinct), 256), dtype=np.uint8)
+    for o66 in (0, 1):
+        imm = np.array([_IMM.get(k, (0, 0, 0, 0))[2 * o66] for k in range(16)])[kind]
+        skip = (v & _SLOW != 0) | (o66 and ((v & (_SLOW66 | _SLOWPFX) != 0) | (kind == _IV)))
+        with_modrm = np.where(ok, 1 + mlen + np.where(g3 & (reg != 0), 0, imm), 0) | np.where(ok, sib0, 0)
+        tabs[o66] = np.where(skip, 0, np.where(v & _MODRM != 0, with_modrm, 1 + imm))
+    tabs[0] |= np.where(kind == _IV, 1 << 6, 0).astype(np.uint8)
+    return lock_ok, tabs[:, which.reshape(-1)]
 
 
 _PFX, _REP_OK, _LOCK_OK, _LEN, _LEN66, _PFX_OK = _tables()
