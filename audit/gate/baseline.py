@@ -167,9 +167,12 @@ class Gate:
                 show: str | None = None) -> Gate:  # fmt: skip
         """The gate the command line asked for, evaluated over every run (an inactive gate without either), on
         the results a SARIF report carries at `show` (default warning): what a baseline can know."""
-        from fbt_audit.gate.allowlist import load_allowlist
+        base, allowed = load_baseline(baseline) if baseline else None, None
+        if allowlist:
+            from fbt_audit.gate.allowlist import load_allowlist  # here: only a run with an allowlist imports it
 
-        gate = cls(load_baseline(baseline) if baseline else None, load_allowlist(allowlist) if allowlist else None)
+            allowed = load_allowlist(allowlist)
+        gate = cls(base, allowed)
         gate.show = show or "warning"
         if gate.active:
             gate.kept = evaluate(results, gate)

@@ -5,14 +5,17 @@ from __future__ import annotations
 from itertools import islice
 from operator import lt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fbt_audit.deep.model import DeepOptions  # not deep.run: its walker is imported only for --deep
 from fbt_audit.input.loader import SymbolOptions, load_input
 from fbt_audit.judge.result import AuditResult
 from fbt_audit.model.kernel import Kernel
 from fbt_audit.sites.platform import apply_platform
 from fbt_audit.table import emulation as tables
 from fbt_audit.table.emulation import EmulationTable
+
+if TYPE_CHECKING:
+    from fbt_audit.deep.model import DeepOptions
 
 
 def load_table(spec: str | EmulationTable | None) -> EmulationTable:
@@ -46,7 +49,11 @@ def audit(
     from fbt_audit.patchpoints.entry import entry_rows, gc_paused
     from fbt_audit.sites.annotate import add_site_facts
 
-    deep = DeepOptions() if deep is True else (deep or None)
+    if deep is True:
+        from fbt_audit.deep.model import DeepOptions  # here: only --deep pays for deep's modules
+
+        deep = DeepOptions()
+    deep = deep or None
     with gc_paused():  # the collector would rescan the audit's acyclic objects: half of the run time
         kernel = path if isinstance(path, Kernel) else load_kernel(path, symbols)
         tab = load_table(table)

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from itertools import count
 from typing import TYPE_CHECKING
 
-from fbt_audit.deep.model import FLAG_RULES
 from fbt_audit.judge.order import finding_order, findings, ordered
 from fbt_audit.model.core import Level, Verdict
 from fbt_audit.report.common import rule_counts, rules_by_id, tables, verdict_counts
@@ -217,6 +216,12 @@ def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items
     return d
 
 
+def _flag_rules() -> tuple[str, ...]:
+    from fbt_audit.deep.model import FLAG_RULES  # here: only a --deep result (with evidence) imports deep's model
+
+    return FLAG_RULES
+
+
 def _piece_of(d: TextDigest, v: Verdict) -> tuple[list[str], dict[str, list]]:
     piece = d.pieces.get(v)
     if piece is None:
@@ -263,7 +268,7 @@ def _add(piece: tuple[list[str], dict[str, list]], r: AuditResult, j: Judgement,
             continue
         line = finding_line(r.kernel.display, j, f, colour)
         lines.append(f"{line} hits {counts.get(j.pp.probe_name, 0)}" if counts is not None else line)
-        ev = r.evidence.get((j.pp.addr, j.pp.site)) if r.evidence and f.rule_id in FLAG_RULES else None
+        ev = r.evidence.get((j.pp.addr, j.pp.site)) if r.evidence and f.rule_id in _flag_rules() else None
         if ev is not None:  # --deep: one line per path after the finding (audit/deep/)
             lines.extend(deep_lines(ev, j.pp.sym_addr))
 
