@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from operator import attrgetter
 from types import SimpleNamespace
 
 from fbt_audit.judge.rule import Rule, Site
@@ -29,7 +30,7 @@ class Judge:
 
     __slots__ = (
         "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_verdicts", "_parts",
-        "_insn_memo", "_insn_facts", "_insn_ids", "_params", "_fields", "_alike",
+        "_insn_memo", "_insn_facts", "_insn_ids", "_params", "_fields", "_alike", "_read",
     )  # fmt: skip
 
     def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
@@ -68,6 +69,7 @@ class Judge:
         insn_reads = [r.insn_reads for r in self.rules]
         self._fields = None if any(f is None for f in insn_reads) else tuple(sorted({x for f in insn_reads for x in f}))
         self._alike: dict[tuple, tuple[list[Finding], str]] = {}
+        self._read = attrgetter(*self._fields) if self._fields else _nothing  # those fields of an Insn
 
     @property
     def memoises(self) -> bool:
@@ -146,19 +148,22 @@ class Judge:
         patchpoint alike in its labels, the Insn fields the rules read (Rule.insn_reads), its table entries and
         its facts without their values: judged once, on stand-ins with those fields alone, so check() sees nothing
         else. Callers check `shares` first."""
-        if any(insn.classes & IC.INVALID for _l, insn in variants):
-            return None
-        table = self.table
-        looked = [table.handling(insn) for _l, insn in variants]
+        handling, read = self.table.handling, self._read
+        looked, key = [], []
+        for label, insn in variants:
+            if insn.classes & IC.INVALID:
+                return None
+            e, h, f = hit = handling(insn)
+            looked.append(hit)
+            key.append((label, read(insn), id(e), h, f))
         if not self._ftrace and looked[0][1] == Handling.FTRACE:
             return _FTRACE  # what _judge finds when no site rule runs
         if self._params and any(f.startswith(self._params) for f in facts):
             facts = _without_values(facts, self._params)[0]
-        fields = self._fields
-        key = (tuple((label, *[getattr(insn, a) for a in fields], id(e), h, f)
-                     for (label, insn), (e, h, f) in zip(variants, looked, strict=True)), facts)  # fmt: skip
+        key = (tuple(key), facts)
         hit = self._alike.get(key)
         if hit is None:
+            fields = self._fields
             stand = tuple(Variant(label, SimpleNamespace(text=f"\0t{k}\0", **{a: getattr(insn, a) for a in fields}))
                           for k, (label, insn) in enumerate(variants))  # fmt: skip
             j = self._judge(SimpleNamespace(facts=facts, variants=stand), looked=looked)
@@ -213,6 +218,10 @@ class Judge:
 
 
 _FTRACE: tuple[list[Finding], str] = ([], "ftrace")
+
+
+def _nothing(_insn: Insn) -> None:
+    return None
 
 
 def fill(pp: Patchpoint, judged: tuple[list[Finding], str], params: tuple[str, ...]) -> Judgement:
