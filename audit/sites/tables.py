@@ -224,18 +224,17 @@ def _read_alts(rd: _Reader, t: Tables, kernel: Kernel) -> None:
         t.problems.append(f".altinstructions: {why}")
         return
     t.layouts["altinstructions"] = layout.name
-    for i, rec in enumerate(layout.struct.iter_unpack(blob)):
-        at = base + i * layout.size
-        fields = dict(zip(layout.fields, rec, strict=True))
-        feat = fields["cpuid"] & 0xFFFF
-        flags = fields["cpuid"] >> 16 if layout.size == 14 else 0
-        negated = bool(flags & 1) if layout.size == 14 else bool(feat & 0x8000)
-        if layout.size != 14:
+    ci, ii, ri, il, rl = map(layout.fields.index, ("cpuid", "instr", "repl", "instrlen", "repllen"))
+    size, alts = layout.size, t.alts
+    for at, rec in zip(range(base, base + len(blob), size), layout.struct.iter_unpack(blob), strict=True):
+        feat = rec[ci] & 0xFFFF
+        if size == 14:
+            flags = rec[ci] >> 16
+            negated = bool(flags & 1)
+        else:
+            flags, negated = 0, bool(feat & 0x8000)
             feat &= 0x7FFF
-        t.alts.append(
-            Alt(at + fields["instr"], at + 4 + fields["repl"], feat, negated, fields["instrlen"],
-                fields["repllen"], flags)
-        )  # fmt: skip
+        alts.append(Alt(at + rec[ii], at + 4 + rec[ri], feat, negated, rec[il], rec[rl], flags))
     t.counts["altinstructions"] = len(t.alts)
 
 
