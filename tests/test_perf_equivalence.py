@@ -325,3 +325,15 @@ def test_site_facts_kept_in_columns_match_built_rows(release, image61, image612)
         plain = [judge(every.patchpoint(i)) for i in range(every.n)]
         assert fast == plain, path
     assert kept > 0 and shared > 0
+
+
+def test_read_many_matches_read():
+    """Kernel.read_many (a table's sites read over arrays) gives read()'s bytes at every address: a section's
+    first and last byte, one past its end, before every section, and addresses no u64 holds."""
+    k = elf.load(SAMPLE)
+    addrs = [0, 1, (1 << 64) - 1]
+    for s in k._sec_sorted:
+        addrs += [s.addr - 1, s.addr, s.addr + 1, s.addr + s.size - 2, s.addr + s.size - 1, s.addr + s.size]
+    for n in (1, 2, 5, 16):
+        assert k.read_many(addrs, n) == [k.read(a, n) for a in addrs], n
+    assert any(k.read_many(addrs, 2)) and k.read_many([-5, 1 << 65], 2) == [b"", b""] and k.read_many([], 2) == []

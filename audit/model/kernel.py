@@ -158,6 +158,29 @@ class Kernel:
         n = min(n, s.size - off)
         return bytes(self.data[s.offset + off : s.offset + off + n])
 
+    def read_many(self, addrs: list[int], n: int) -> list[bytes]:
+        """read(a, n) of each of addrs, the sections found over arrays (a table's thousands of sites: jump labels);
+        addresses that are not all u64 (a malformed table's) read one by one."""
+        import numpy as np  # here: the model's other users need no numpy
+
+        try:
+            a = np.array(addrs, dtype=np.uint64)
+        except OverflowError:
+            return [self.read(x, n) for x in addrs]
+        secs = self._sec_sorted
+        if not len(a) or not secs:
+            return [b""] * len(a)
+        starts = np.array(self._sec_starts, dtype=np.uint64)
+        i = np.searchsorted(starts, a, side="right") - 1
+        k = np.maximum(i, 0)
+        rel = a - np.minimum(starts[k], a)  # 0 below the first section (i < 0: not inside)
+        size = np.array([s.size for s in secs], dtype=np.uint64)[k]
+        inside = (i >= 0) & (rel < size)
+        count = np.where(inside, np.minimum(np.uint64(n), size - np.minimum(rel, size)), 0).tolist()
+        offs = (np.array([s.offset for s in secs], dtype=np.uint64)[k] + rel).tolist()
+        data = self.data
+        return [bytes(data[o : o + c]) if c else b"" for o, c in zip(offs, count, strict=True)]
+
     def name_at(self, addr: int) -> str | None:
         """The name of a text symbol at exactly addr, for naming direct call and jump targets (which
         are code): one without a leading underscore first, then the least."""

@@ -283,8 +283,7 @@ class _SiteIndex:
     def __init__(self, kernel: Kernel, t: Tables) -> None:
         self.kernel, self.t = kernel, t
         items: list[tuple[int, int, str, int]] = []  # (start, length, kind, payload)
-        for a in t.jump:
-            b = kernel.read(a, 2)
+        for a, b in zip(t.jump, kernel.read_many(t.jump, 2), strict=True):
             items.append((a, 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5, "jump_table", -1))
         items += [(a, 5, "static_call_sites", -1) for a, _tail in t.static_calls]
         # The one-field tables (100,000s of sites on 6.12) stay sorted int lists, one bisect each per
