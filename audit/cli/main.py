@@ -10,18 +10,41 @@ import click
 from fbt_audit import __version__
 from fbt_audit.model.errors import AuditError, one_line
 
-VERBS = ("audit", "table", "rules", "explain", "check-list", "rank", "map", "bisect")
+# Each verb's module and command, imported when the verb runs or help lists it: `fbt-audit PATH` imports the audit
+# alone, not verify's (tempfile, shutil) nor the other verbs'.
+LAZY = {
+    "audit": ("fbt_audit.cli.audit", "audit_cmd"),
+    "table": ("fbt_audit.cli.verbs", "table_cmd"),
+    "rules": ("fbt_audit.cli.verbs", "rules_cmd"),
+    "explain": ("fbt_audit.cli.verbs", "explain_cmd"),
+    "check-list": ("fbt_audit.cli.verbs", "check_list_cmd"),
+    "rank": ("fbt_audit.cli.investigate", "rank_cmd"),
+    "map": ("fbt_audit.cli.investigate", "map_cmd"),
+    "bisect": ("fbt_audit.cli.investigate", "bisect_cmd"),
+    "verify": ("fbt_audit.verify.cli", "verify_cmd"),  # the verdicts proved by execution under QEMU
+}
 
 
 class DefaultGroup(click.Group):
     """`fbt-audit PATH...` means `fbt-audit audit PATH...`: any first word that is not a verb is a path."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        if args and args[0] not in LAZY and args[0] not in ("--help", "-h", "--version"):
             args = ["audit", *args]
         elif not args:
             args = ["audit"]
         return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *LAZY})
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in LAZY:
+            import importlib
+
+            module, attr = LAZY[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return self.commands.get(name)
 
     def format_usage(self, ctx, formatter):
         formatter.write_usage("fbt-audit", "[OPTIONS] PATH...  |  fbt-audit VERB [ARGS]...")
@@ -33,7 +56,7 @@ class DefaultGroup(click.Group):
     def format_options(self, ctx, formatter):
         """The group's own options, then the audit's main options (what `fbt-audit PATH...` takes), then verbs."""
         click.Command.format_options(self, ctx, formatter)
-        audit = self.commands.get("audit")
+        audit = self.get_command(ctx, "audit")
         if audit is not None:
             sub = click.Context(audit, info_name="audit", parent=ctx)
             by_name = {p.name: p for p in audit.get_params(sub)}
@@ -118,19 +141,3 @@ def entry() -> None:
         except (BrokenPipeError, ValueError):  # a reader that went away, or a closed stream
             pass
     os._exit(code)
-
-
-def _register() -> None:
-    from fbt_audit.cli import audit, investigate, verbs
-
-    main.add_command(audit.audit_cmd)
-    for cmd in (verbs.table_cmd, verbs.rules_cmd, verbs.explain_cmd, verbs.check_list_cmd):
-        main.add_command(cmd)
-    for cmd in (investigate.rank_cmd, investigate.map_cmd, investigate.bisect_cmd):
-        main.add_command(cmd)
-    from fbt_audit.verify.cli import verify_cmd
-
-    main.add_command(verify_cmd)  # fbt-audit verify: the verdicts proved by execution under QEMU
-
-
-_register()
