@@ -1,5 +1,5 @@
 """__main__.py: `python -m fbt_audit` runs the command line."""
 
-from fbt_audit.cli.main import entry
+from fbt_audit.cli.start import entry
 
 entry()

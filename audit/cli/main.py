@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -39,6 +40,8 @@ class DefaultGroup(click.Group):
         return sorted({*self.commands, *LAZY})
 
     def get_command(self, ctx, name):
+        if name != "audit":
+            gc.enable()  # off since start.entry: the audit keeps it off, the other verbs run with it
         if name not in self.commands and name in LAZY:
             import importlib
 
