@@ -14,7 +14,10 @@ in as many parallel processes as fbt-audit has workers (-j, default: the CPU cou
 6.12 image package's .ko.xz tree (or --xz-modules) against what a user would run: `xz -dc` then
 `objdump -d` on each module, timed together, as many processes as -j.
 The modules are byte-compiled first (a pip install does that; PYTHONDONTWRITEBYTECODE would otherwise
-make every run compile them).
+make every run compile them). With --installed, fbt-audit runs as a user's `pip install .` has it: this checkout
+installed (not editable) into build/bench-venv, made once (its dependencies from pip's configured index) and
+refreshed each run; an editable install's import hook costs every run ~10% of a vmlinux audit's CPU.
+fbt-audit runs in an empty working directory, as in a kernel tree (this checkout's pyproject.toml is not read).
 The machine's load average is printed before and after: timings on a shared machine are only
 comparable within one run. Named bench*.py so that pytest does not collect it.
 """
@@ -45,6 +48,19 @@ class Run:
     rss_gb: float  # largest ru_maxrss of the runs
     rc: int  # exit code of the last run
     err: str  # first line of its stderr
+
+
+def installed() -> list[str]:
+    """The command of this checkout installed as a user installs it (`pip install .`, not editable), in
+    build/bench-venv: the venv and the dependencies made once, the package reinstalled from the checkout each run."""
+    venv = ROOT / "build" / "bench-venv"
+    py = venv / "bin" / "python"
+    quiet = {"stdout": subprocess.DEVNULL, "check": True}
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], **quiet)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", str(ROOT)], **quiet)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(ROOT)], **quiet)
+    return [str(py), "-m", "fbt_audit"]
 
 
 def measure(cmd: list[str], repeat: int) -> Run:
@@ -117,7 +133,15 @@ def main() -> int:
     ap.add_argument("--cases", default="entry,returns,modules,xz")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="fbt-audit -j and objdump processes")
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown")
+    ap.add_argument("--installed", action="store_true", help="run a non-editable install of this checkout")
     a = ap.parse_args()
+    global FBT
+    if a.installed:
+        FBT = installed()
+    for name in ("vmlinux", "modules", "xz_modules", "markdown"):
+        if getattr(a, name) is not None:
+            setattr(a, name, getattr(a, name).resolve())
+    os.chdir(tempfile.mkdtemp(prefix="fbt-bench-"))  # no settings file in reach, as in a kernel tree
     cases = a.cases.split(",")
     if shutil.which("objdump") is None:
         print("bench: objdump not found (binutils)", file=sys.stderr)
@@ -184,7 +208,9 @@ def main() -> int:
     widths = [max(len(str(r[i])) for r in [head, *table]) for i in range(len(head))]
     print("inputs: " + ", ".join([f"vmlinux {vm}"] * bool(vm) + [f"modules {tree}"] * ("modules" in cases)
                                  + [f".ko.xz modules {xz_tree}"] * bool(xz_tree)))  # fmt: skip
-    print(f"median of {a.repeat} runs; load average before {load0[0]:.2f}, after {load1[0]:.2f}; {os.cpu_count()} CPUs")
+    how = "installed (build/bench-venv)" if a.installed else "this venv"
+    print(f"median of {a.repeat} runs; load average before {load0[0]:.2f}, after {load1[0]:.2f}; "
+          f"{os.cpu_count()} CPUs; fbt-audit from {how}")  # fmt: skip
     for r in [head, *table]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
     for n in notes:
@@ -194,7 +220,8 @@ def main() -> int:
         md.append("")
         md.append(
             f"Median of {a.repeat} runs, load average {load0[0]:.2f} before and {load1[0]:.2f} after, "
-            f"{os.cpu_count()} CPUs; `python3 tests/bench/bench.py --repeat {a.repeat}`."
+            f"{os.cpu_count()} CPUs; `python3 tests/bench/bench.py --repeat {a.repeat}"
+            f"{' --installed' if a.installed else ''}`."
         )
         md += [f"{n}" for n in notes]
         a.markdown.write_text("\n".join(md) + "\n")
