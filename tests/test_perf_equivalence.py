@@ -337,3 +337,27 @@ def test_read_many_matches_read():
     for n in (1, 2, 5, 16):
         assert k.read_many(addrs, n) == [k.read(a, n) for a in addrs], n
     assert any(k.read_many(addrs, 2)) and k.read_many([-5, 1 << 65], 2) == [b"", b""] and k.read_many([], 2) == []
+
+
+def test_a_rule_testing_the_insn_text_fails_loudly():
+    """check() may print Insn.text but not test it (Rule.insn_reads): in a shared judgement the text is a
+    placeholder, and comparing or searching it raises instead of judging every instruction alike."""
+
+    class TestsText(Rule):
+        id, insn_reads, facts_read, facts_only = "FBT208", ("classes",), (), True
+
+        def check(self, site):
+            return "pushf seen" if "pushf" in site.insn.text else None
+
+    class PrintsText(Rule):
+        id, insn_reads, facts_read, facts_only = "FBT209", ("classes",), (), True
+
+        def check(self, site):
+            return site.insn.text  # the bare text as the message: given back as a plain str
+
+    table = tables.load("reference")
+    pp = entry_patchpoints(elf.load(SAMPLE), table)[0]
+    with pytest.raises(TypeError, match="tested Insn.text"):
+        Judge(table, [*registry.select(), TestsText()])(pp)
+    got = Judge(table, [*registry.select(), PrintsText()])(pp).findings[-1]
+    assert got.message == pp.insn.text and type(got.message) is str

@@ -163,11 +163,10 @@ class Judge:
         key = (tuple(key), facts)
         hit = self._alike.get(key)
         if hit is None:
-            fields = self._fields
-            stand = tuple(Variant(label, SimpleNamespace(text=f"\0t{k}\0", **{a: getattr(insn, a) for a in fields}))
-                          for k, (label, insn) in enumerate(variants))  # fmt: skip
+            stand = tuple(_stand_in(k, label, insn, self._fields) for k, (label, insn) in enumerate(variants))
             j = self._judge(SimpleNamespace(facts=facts, variants=stand), looked=looked)
-            hit = (j.findings, j.handling)
+            found = [f if type(f.message) is str else replace(f, message=str(f.message)) for f in j.findings]
+            hit = (found, j.handling)
             if len(self._alike) < _MEMO_MAX:
                 self._alike[key] = hit
         return hit
@@ -218,6 +217,23 @@ class Judge:
 
 
 _FTRACE: tuple[list[Finding], str] = ([], "ftrace")
+
+
+def _stand_in(k: int, label: str, insn: Insn, fields: tuple[str, ...]) -> Variant:
+    """Variant k as check() sees it in a shared judgement: the declared Insn fields and a placeholder text."""
+    return Variant(label, SimpleNamespace(text=_Text(f"\0t{k}\0"), **{a: getattr(insn, a) for a in fields}))
+
+
+class _Text(str):
+    """A stand-in instruction's text (Judge.alike): a placeholder check() may print (format, join) but not test,
+    as Rule.insn_reads promises: comparing or searching it raises instead of judging every instruction alike."""
+
+    def _tested(self, *_args, **_kwargs):
+        raise TypeError("a rule tested Insn.text: it must read the fields it tests (Rule.insn_reads), not the text")
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __contains__ = _tested
+    startswith = endswith = find = rfind = index = rindex = count = split = partition = _tested
+    __hash__ = str.__hash__
 
 
 def _nothing(_insn: Insn) -> None:
