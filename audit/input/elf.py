@@ -14,7 +14,9 @@ from itertools import compress, repeat
 from operator import eq
 from pathlib import Path
 
+from fbt_audit.input.calltargets import CallTargets
 from fbt_audit.input.rela import R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, SYM, Relocations
+from fbt_audit.input.rela import dtypes as rela_dtypes
 from fbt_audit.input.strtab import BIND as _BIND
 from fbt_audit.input.strtab import KIND as _KIND
 from fbt_audit.input.strtab import SHF_EXECINSTR, SHN_LORESERVE
@@ -427,16 +429,20 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
 
 
 def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
-                        relocs: Relocations) -> tuple[dict[int, str], set[int]]:  # fmt: skip
+                        relocs: Relocations) -> tuple[CallTargets, set[int]]:  # fmt: skip
     """A module's relocated call targets (PC32/PLT32 in text naming a symbol, not a section: a call out
     of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). Each RELA section
-    is read as numpy columns, and only the names of the symbols a call names are decoded."""
+    is read as numpy columns; the call targets stay columns (CallTargets), whose names are decoded when asked."""
     import numpy as np  # here, not at the top: the command line reaches this module before it parses options
 
-    call_targets: dict[int, str] = {}
-    mcount: set[int] = set()
     secs = e.sections
-    is_section = np.frombuffer(st.info, dtype=np.uint8) & 0xF == STT_SECTION if st.n else np.zeros(0, dtype=bool)
+    n = st.n
+    syms = np.frombuffer(st.raw, dtype=rela_dtypes()[1], count=n) if n else None
+    is_section = (syms["info"] & 0xF) == STT_SECTION if n else np.zeros(0, dtype=bool)
+    sites: list = []
+    called: list = []
+    mc_sym: list[int] = []
+    mc_add: list[int] = []
     for i in relocs.patching:
         if i not in bases:
             continue
@@ -446,21 +452,43 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
             continue
         tbase = bases[i]
         for off, si, rtype, addend in relocs.columns(i):
-            ok = si < st.n
+            ok = si < n
             if is_mcount:
                 abs64 = ok & (rtype == R_X86_64_64)
-                for sym, add in zip(si[abs64].tolist(), addend[abs64].tolist(), strict=True):
-                    if st.shndx[sym] in bases:  # a site in a section the module loads
-                        mcount.add(relocs.symbol(sym) + add)
+                mc_sym += si[abs64].tolist()
+                mc_add += addend[abs64].tolist()
             elif is_text:
                 call = ok & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
                 call[ok] &= ~is_section[si[ok]]  # intra-module branch: the target is resolved from the bytes
-                sel = si[call].tolist()
-                names = dict(zip(sorted(set(sel)), st.names_of(sorted(set(sel))), strict=True))
-                for at, sym in zip(off[call].tolist(), sel, strict=True):
-                    if names[sym]:
-                        call_targets[tbase + at] = names[sym]
-    return call_targets, mcount
+                at = off[call]
+                site = at + np.uint64(tbase)
+                if (site < at).any():  # past 2**64 (a damaged r_offset): exact, as Python ints
+                    site = at.astype(object) + tbase
+                sites.append(site)
+                called.append(si[call])
+    mcount = set()
+    values, shndx = st.values, st.shndx
+    for s, add in zip(mc_sym, mc_add, strict=True):
+        x = shndx[s]
+        if x in bases:  # a site in a section the module loads
+            mcount.add((bases[x] + values[s] if x < SHN_LORESERVE else relocs.symbol(s)) + add)
+    return _call_targets(st, syms, sites, called), mcount
+
+
+def _call_targets(st: _Symtab, syms, sites: list, called: list) -> CallTargets:
+    """CallTargets of the call relocations' sites and symbol indices, in file order (a later one wins a site)."""
+    import numpy as np
+
+    if not sites or not sum(map(len, sites)):
+        return CallTargets([], [], st.names_of, False)
+    site, si = np.concatenate(sites), np.concatenate(called)
+    order = np.argsort(site, kind="stable")
+    stn = syms["name"][np.unique(si)].astype(np.int64)
+    strtab = np.frombuffer(st.strtab, dtype=np.uint8)
+    # a name is empty when st_name is 0, past the table, or at a NUL (strtab.names_at)
+    named = (stn > 0) & (stn < len(strtab)) & (strtab[np.minimum(stn, max(len(strtab) - 1, 0))] != 0) \
+        if len(strtab) else np.zeros(len(stn), dtype=bool)
+    return CallTargets(site[order].tolist(), si[order].tolist(), st.names_of, bool(named.any()))
 
 
 def _mcount_sites(secs: list[Section], address_of, data) -> frozenset[int]:

@@ -26,6 +26,7 @@ from fbt_audit.model.kernel import Kernel, SymbolColumns
 from fbt_audit.table.emulation import EmulationTable
 
 FTRACE_NOP = bytes.fromhex("0f1f440000")  # ftrace_nop_replace(): what `call __fentry__` becomes at boot
+GROUP_FROM = 64  # rows from which _decode_exact groups them by their bytes (numpy's fixed cost is ~0.25 ms)
 MAX_MOVES = 4  # ENDBR, then at most a few more: a table that moves further is broken
 
 
@@ -316,7 +317,7 @@ def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarr
     group decoded once at its first row: that instruction at each row's address, when capstone agrees on the length
     and it is not a relative branch (bytes that decoded to an n-byte instruction decode the same whatever follows).
     Returns the rows left (int3, undecodable, relative branches, a length the tables got otherwise)."""
-    if not idx.size:
+    if idx.size < GROUP_FROM:  # a few rows: each through decode_fields' cache costs less than the grouping
         return idx
     try:
         from fbt_audit.decode import lengths as xlen

@@ -1,0 +1,70 @@
+"""calltargets.py: a module's relocated call targets (site -> symbol name) as sorted columns, names read when asked."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator, Mapping
+
+
+class CallTargets(Mapping):
+    """The mapping elf.load used to build as a dict, one entry per PC32/PLT32 relocation in text naming a
+    symbol: site address -> the symbol's name, a later relocation at the same site winning and a symbol
+    without a name naming nothing. Kept as the sites (sorted, stable: file order within one site) and
+    their symbol indices; a name is decoded on the first look-up of its symbol. A module has hundreds of
+    such relocations and the audit asks for the few at its entries (a dict of all of them cost ~0.3 ms a
+    module)."""
+
+    __slots__ = ("_sites", "_syms", "_names_of", "_cache", "_any")
+
+    def __init__(self, sites: list[int], syms: list[int], names_of: Callable[[list[int]], list[str]],
+                 any_named: bool) -> None:  # fmt: skip
+        self._sites, self._syms, self._names_of = sites, syms, names_of
+        self._cache: dict[int, str] = {}
+        self._any = any_named  # whether some symbol among syms has a name (the dict would be non-empty)
+
+    def _name(self, si: int) -> str:
+        got = self._cache.get(si)
+        if got is None:
+            got = self._cache[si] = self._names_of([si])[0]
+        return got
+
+    def get(self, addr, default=None):
+        sites = self._sites
+        j = bisect.bisect_right(sites, addr) - 1
+        while j >= 0 and sites[j] == addr:  # the last relocation at addr whose symbol has a name
+            name = self._name(self._syms[j])
+            if name:
+                return name
+            j -= 1
+        return default
+
+    def __getitem__(self, addr: int) -> str:
+        got = self.get(addr)
+        if got is None:
+            raise KeyError(addr)
+        return got
+
+    def __contains__(self, addr) -> bool:
+        return self.get(addr) is not None
+
+    def __iter__(self) -> Iterator[int]:
+        """The sites that name something, in address order."""
+        last = None
+        for a in self._sites:
+            if a != last and self.get(a) is not None:
+                yield a
+            last = a
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return self._any
+
+    def __eq__(self, other) -> bool:
+        return dict(self.items()) == (dict(other.items()) if isinstance(other, Mapping) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CallTargets({dict(self.items())!r})"
