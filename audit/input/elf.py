@@ -10,6 +10,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable
+from functools import lru_cache
 from itertools import compress, repeat
 from operator import eq
 from pathlib import Path
@@ -184,10 +185,15 @@ def _in(lo: bytes, hi: bytes, allowed) -> int:
         by_hi.setdefault(v >> 8, set()).add(v & 0xFF)
     acc = 0
     for h, los in by_hi.items():
-        t_lo = bytes(b in los for b in range(256))
-        t_hi = bytes(b == h for b in range(256))
+        t_lo, t_hi = _tables(h, frozenset(los))
         acc |= int.from_bytes(lo.translate(t_lo), "little") & int.from_bytes(hi.translate(t_hi), "little")
     return acc
+
+
+@lru_cache(maxsize=1024)
+def _tables(h: int, los: frozenset[int]) -> tuple[bytes, bytes]:
+    """_in's translation tables for high byte h and low bytes los (built once: a module tree asks the same)."""
+    return bytes(b in los for b in range(256)), bytes(b == h for b in range(256))
 
 
 def _pick(seq, idx: list[int]) -> list:
@@ -294,7 +300,7 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
     The ELF's own .symtab always wins. Without one, `symbols` gives the symbols: ExternalSymbols, or
     a function of (sections, data) returning them or None (loader.py tries System.map, a kallsyms
     dump, then the image's embedded kallsyms in that order)."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)  # Path(a Path) parses it again: ~20 us a module
     e = _Elf(path, data)
     rel = e.type == "ET_REL"
     secs = e.sections
