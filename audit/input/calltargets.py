@@ -38,6 +38,23 @@ class CallTargets(Mapping):
             j -= 1
         return default
 
+    def names_at(self, addrs) -> list[str | None]:
+        """get() of each address of a numpy uint64 array, found at once (np.searchsorted)."""
+        import numpy as np
+
+        out: list[str | None] = [None] * len(addrs)
+        if not self._sites or not len(addrs):
+            return out
+        top = self._sites[-1]  # sorted: the largest
+        arr = np.array(self._sites, dtype=np.uint64 if top < 1 << 64 else object)
+        j = np.searchsorted(arr, addrs, side="right") - 1
+        hit = (j >= 0) & (arr[np.maximum(j, 0)] == addrs)
+        syms = self._syms
+        for k, jj, a in zip(np.flatnonzero(hit).tolist(), j[hit].tolist(), addrs[hit].tolist(), strict=True):
+            name = self._name(syms[jj])  # the last relocation at the address
+            out[k] = name if name else self.get(a)
+        return out
+
     def __getitem__(self, addr: int) -> str:
         got = self.get(addr)
         if got is None:

@@ -437,57 +437,52 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
 def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
                         relocs: Relocations) -> tuple[CallTargets, set[int]]:  # fmt: skip
     """A module's relocated call targets (PC32/PLT32 in text naming a symbol, not a section: a call out
-    of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). Each RELA section
-    is read as numpy columns; the call targets stay columns (CallTargets), whose names are decoded when asked."""
+    of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). The RELA sections of
+    text are read as one set of numpy columns (a module has several: .text, .init.text, .exit.text ...); the
+    call targets stay columns (CallTargets), whose names are decoded when asked."""
     import numpy as np  # here, not at the top: the command line reaches this module before it parses options
 
     secs = e.sections
     n = st.n
-    syms = np.frombuffer(st.raw, dtype=rela_dtypes()[1], count=n) if n else None
-    is_section = (syms["info"] & 0xF) == STT_SECTION if n else np.zeros(0, dtype=bool)
-    sites: list = []
-    called: list = []
+    text: list[tuple[int, tuple]] = []  # (the patched section's base, its RELA columns), in file order
     mc_sym: list[int] = []
     mc_add: list[int] = []
     for i in relocs.patching:
         if i not in bases:
             continue
-        is_text = bool(secs[i].header.sh_flags & SHF_EXECINSTR)
-        is_mcount = secs[i].name == "__mcount_loc"
-        if not (is_text or is_mcount):
-            continue
-        tbase = bases[i]
-        for off, si, rtype, addend in relocs.columns(i):
-            ok = si < n
-            if is_mcount:
-                abs64 = ok & (rtype == R_X86_64_64)
+        if secs[i].name == "__mcount_loc":
+            for _off, si, rtype, addend in relocs.columns(i):
+                abs64 = (si < n) & (rtype == R_X86_64_64)
                 mc_sym += si[abs64].tolist()
                 mc_add += addend[abs64].tolist()
-            elif is_text:
-                call = ok & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
-                call[ok] &= ~is_section[si[ok]]  # intra-module branch: the target is resolved from the bytes
-                at = off[call]
-                site = at + np.uint64(tbase)
-                if (site < at).any():  # past 2**64 (a damaged r_offset): exact, as Python ints
-                    site = at.astype(object) + tbase
-                sites.append(site)
-                called.append(si[call])
+        elif secs[i].header.sh_flags & SHF_EXECINSTR:
+            text += [(bases[i], c) for c in relocs.columns(i)]
     mcount = set()
     values, shndx = st.values, st.shndx
     for s, add in zip(mc_sym, mc_add, strict=True):
         x = shndx[s]
         if x in bases:  # a site in a section the module loads
             mcount.add((bases[x] + values[s] if x < SHN_LORESERVE else relocs.symbol(s)) + add)
-    return _call_targets(st, syms, sites, called), mcount
+    syms = np.frombuffer(st.raw, dtype=rela_dtypes()[1], count=n) if n else None
+    if not text or not n:
+        return CallTargets([], [], st.names_of, False), mcount
+    off, si, rtype = (np.concatenate([c[k] for _b, c in text]) for k in range(3))
+    base = np.repeat(np.array([b for b, _c in text], dtype=np.uint64), [len(c[0]) for _b, c in text])
+    call = (si < n) & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
+    call[call] = (syms["info"][si[call]] & 0xF) != STT_SECTION  # intra-module branch: resolved from the bytes
+    at, tb = off[call], base[call]
+    site = at + tb
+    if (site < at).any():  # past 2**64 (a damaged r_offset): exact, as Python ints
+        site = at.astype(object) + tb.astype(object)
+    return _call_targets(st, syms, site, si[call]), mcount
 
 
-def _call_targets(st: _Symtab, syms, sites: list, called: list) -> CallTargets:
+def _call_targets(st: _Symtab, syms, site, si) -> CallTargets:
     """CallTargets of the call relocations' sites and symbol indices, in file order (a later one wins a site)."""
     import numpy as np
 
-    if not sites or not sum(map(len, sites)):
+    if not len(site):
         return CallTargets([], [], st.names_of, False)
-    site, si = np.concatenate(sites), np.concatenate(called)
     order = np.argsort(site, kind="stable")
     stn = syms["name"][np.unique(si)].astype(np.int64)
     strtab = np.frombuffer(st.strtab, dtype=np.uint8)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from fbt_audit.decode.insn import MAX_INSN, decode_fields, insn_length
-from fbt_audit.model.abi import Handling, Target
+from fbt_audit.model.abi import Handling, Target, target_class
 from fbt_audit.model.arrays import member
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
 from fbt_audit.model.facts import FTRACE_SITE, MID_INSTRUCTION
@@ -382,7 +382,15 @@ def _name_targets(rows: EntryRows, idx: np.ndarray) -> None:
     rel = np.array([bool(s[7] & _REL) for s in rows.shapes], dtype=bool)[rows.shape[idx]]
     sel = idx[rel]
     rows.tname[idx[~rel]] = -1
-    if k.call_targets:
+    names_at = getattr(k.call_targets, "names_at", None)
+    if k.call_targets and names_at is not None:  # a module's relocations (input/calltargets.py), found at once
+        ln = rows.length[sel]
+        site = rows.addr[sel] + ln.astype(np.uint64) - np.uint64(4)
+        names = names_at(np.where(ln >= 5, site, np.uint64(0)))  # (no call relocation at address 0)
+        at, tg = rows.addr[sel].tolist(), rows.target[sel].tolist()
+        got = [(nm, target_class(nm)) if nm is not None else k.name_target(a, 0, t)
+               for nm, a, t in zip(names, at, tg, strict=True)]  # fmt: skip
+    elif k.call_targets:
         at, ln, tg = rows.addr[sel].tolist(), rows.length[sel].tolist(), rows.target[sel].tolist()
         got = [k.name_target(a, n, t) for a, n, t in zip(at, ln, tg, strict=True)]
     else:
