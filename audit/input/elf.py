@@ -465,7 +465,7 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
             mcount.add((bases[x] + values[s] if x < SHN_LORESERVE else relocs.symbol(s)) + add)
     syms = np.frombuffer(st.raw, dtype=rela_dtypes()[1], count=n) if n else None
     if not text or not n:
-        return CallTargets([], [], st.names_of, False), mcount
+        return _call_targets(st, syms, [], []), mcount
     off, si, rtype = (np.concatenate([c[k] for _b, c in text]) for k in range(3))
     base = np.repeat(np.array([b for b, _c in text], dtype=np.uint64), [len(c[0]) for _b, c in text])
     call = (si < n) & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
@@ -482,14 +482,14 @@ def _call_targets(st: _Symtab, syms, site, si) -> CallTargets:
     import numpy as np
 
     if not len(site):
-        return CallTargets([], [], st.names_of, False)
+        return CallTargets(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), st.names_of, False)
     order = np.argsort(site, kind="stable")
-    stn = syms["name"][np.unique(si)].astype(np.int64)
+    stn = syms["name"][si].astype(np.int64)
     strtab = np.frombuffer(st.strtab, dtype=np.uint8)
     # a name is empty when st_name is 0, past the table, or at a NUL (strtab.names_at)
     named = (stn > 0) & (stn < len(strtab)) & (strtab[np.minimum(stn, max(len(strtab) - 1, 0))] != 0) \
         if len(strtab) else np.zeros(len(stn), dtype=bool)
-    return CallTargets(site[order].tolist(), si[order].tolist(), st.names_of, bool(named.any()))
+    return CallTargets(site[order], si[order], st.names_of, bool(named.any()))
 
 
 def _mcount_sites(secs: list[Section], address_of, data) -> frozenset[int]:
