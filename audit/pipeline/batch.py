@@ -352,11 +352,35 @@ def _start(modules: list[tuple[int, Path]], jobs: int, opts: dict):
 
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    if ctx.get_start_method() == "fork":
+        _prepare(opts)
     chunks = _chunks(modules, jobs)
     args = (opts["table"], opts["select"], opts["ignore"], opts["returns"], opts["symbols"], opts["sources"],
             opts["platform"], opts["deep"], opts["text"])  # fmt: skip
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), mp_context=ctx, initializer=_setup, initargs=args)
     return pool, {pool.submit(_task, c): c for c in chunks}
+
+
+def _prepare(opts: dict) -> None:
+    """What every worker would import and build on its first module, done once here before the fork so that the
+    workers share it (~100 ms each: capstone and its Cs objects, the length tables, the rules, the judge, the
+    text report)."""
+    import fbt_audit.judge.rows  # noqa: F401
+    import fbt_audit.patchpoints.entry  # noqa: F401
+    import fbt_audit.sites.annotate  # noqa: F401
+    from fbt_audit.decode import insn
+    from fbt_audit.judge.judge import judge_for
+    from fbt_audit.judge.registry import select as select_rules
+
+    try:
+        import fbt_audit.decode.lengths  # noqa: F401
+
+        insn._capstone()
+    except ImportError:  # numpy < 2 or no capstone: each worker meets the same on its own
+        pass
+    judge_for(opts["table"], select_rules(opts["select"], opts["ignore"]))
+    if opts["text"] is not None:
+        import fbt_audit.report.text  # noqa: F401
 
 
 def _collect(pending: dict, got: dict, failed: dict, table: EmulationTable, rules: list, bar) -> None:
