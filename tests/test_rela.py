@@ -82,3 +82,21 @@ def test_module_call_targets_and_tables_come_from_it(fixtures_built):
                 if t in (2, 4) and info & 0xF != 3:
                     want.add(bases[i] + off)
     assert set(k.call_targets) == want and want
+
+
+def test_call_targets_last_named_relocation_wins():
+    """CallTargets as the dict elf.load built one relocation at a time: a later relocation at a site wins, unless its
+    symbol has no name (then the earlier one's stands); a site with only unnamed symbols is absent."""
+    import numpy as np
+
+    from fbt_audit.input.calltargets import CallTargets
+
+    names = {1: "a", 2: "", 3: "c"}
+    ct = CallTargets(np.array([0x10, 0x10, 0x20, 0x30, 0x30], dtype=np.uint64), np.array([1, 3, 2, 3, 2]),
+                     lambda idx: [names[i] for i in idx], True)  # fmt: skip
+    want = {0x10: "c", 0x30: "c"}
+    assert dict(ct.items()) == want and len(ct) == 2 and ct == want and 0x20 not in ct
+    assert [ct.get(a) for a in (0x10, 0x20, 0x30, 0x11, np.uint64(0x30))] == ["c", None, "c", None, "c"]
+    assert ct.names_at(np.array([0x30, 0x20, 0x10, 0x5], dtype=np.uint64)) == ["c", None, "c", None]
+    empty = CallTargets(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), lambda idx: [], False)
+    assert not empty and empty.get(0x10) is None and dict(empty) == {}

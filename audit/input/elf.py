@@ -10,11 +10,14 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable
+from functools import lru_cache
 from itertools import compress, repeat
 from operator import eq
 from pathlib import Path
 
+from fbt_audit.input.calltargets import CallTargets
 from fbt_audit.input.rela import R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, SYM, Relocations
+from fbt_audit.input.rela import dtypes as rela_dtypes
 from fbt_audit.input.strtab import BIND as _BIND
 from fbt_audit.input.strtab import KIND as _KIND
 from fbt_audit.input.strtab import SHF_EXECINSTR, SHN_LORESERVE
@@ -182,10 +185,15 @@ def _in(lo: bytes, hi: bytes, allowed) -> int:
         by_hi.setdefault(v >> 8, set()).add(v & 0xFF)
     acc = 0
     for h, los in by_hi.items():
-        t_lo = bytes(b in los for b in range(256))
-        t_hi = bytes(b == h for b in range(256))
+        t_lo, t_hi = _tables(h, frozenset(los))
         acc |= int.from_bytes(lo.translate(t_lo), "little") & int.from_bytes(hi.translate(t_hi), "little")
     return acc
+
+
+@lru_cache(maxsize=1024)
+def _tables(h: int, los: frozenset[int]) -> tuple[bytes, bytes]:
+    """_in's translation tables for high byte h and low bytes los (built once: a module tree asks the same)."""
+    return bytes(b in los for b in range(256)), bytes(b == h for b in range(256))
 
 
 def _pick(seq, idx: list[int]) -> list:
@@ -292,7 +300,7 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
     The ELF's own .symtab always wins. Without one, `symbols` gives the symbols: ExternalSymbols, or
     a function of (sections, data) returning them or None (loader.py tries System.map, a kallsyms
     dump, then the image's embedded kallsyms in that order)."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)  # Path(a Path) parses it again: ~20 us a module
     e = _Elf(path, data)
     rel = e.type == "ET_REL"
     secs = e.sections
@@ -427,40 +435,61 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
 
 
 def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
-                        relocs: Relocations) -> tuple[dict[int, str], set[int]]:  # fmt: skip
+                        relocs: Relocations) -> tuple[CallTargets, set[int]]:  # fmt: skip
     """A module's relocated call targets (PC32/PLT32 in text naming a symbol, not a section: a call out
-    of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). Each RELA section
-    is read as numpy columns, and only the names of the symbols a call names are decoded."""
+    of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). The RELA sections of
+    text are read as one set of numpy columns (a module has several: .text, .init.text, .exit.text ...); the
+    call targets stay columns (CallTargets), whose names are decoded when asked."""
     import numpy as np  # here, not at the top: the command line reaches this module before it parses options
 
-    call_targets: dict[int, str] = {}
-    mcount: set[int] = set()
     secs = e.sections
-    is_section = np.frombuffer(st.info, dtype=np.uint8) & 0xF == STT_SECTION if st.n else np.zeros(0, dtype=bool)
+    n = st.n
+    text: list[tuple[int, tuple]] = []  # (the patched section's base, its RELA columns), in file order
+    mc_sym: list[int] = []
+    mc_add: list[int] = []
     for i in relocs.patching:
         if i not in bases:
             continue
-        is_text = bool(secs[i].header.sh_flags & SHF_EXECINSTR)
-        is_mcount = secs[i].name == "__mcount_loc"
-        if not (is_text or is_mcount):
-            continue
-        tbase = bases[i]
-        for off, si, rtype, addend in relocs.columns(i):
-            ok = si < st.n
-            if is_mcount:
-                abs64 = ok & (rtype == R_X86_64_64)
-                for sym, add in zip(si[abs64].tolist(), addend[abs64].tolist(), strict=True):
-                    if st.shndx[sym] in bases:  # a site in a section the module loads
-                        mcount.add(relocs.symbol(sym) + add)
-            elif is_text:
-                call = ok & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
-                call[ok] &= ~is_section[si[ok]]  # intra-module branch: the target is resolved from the bytes
-                sel = si[call].tolist()
-                names = dict(zip(sorted(set(sel)), st.names_of(sorted(set(sel))), strict=True))
-                for at, sym in zip(off[call].tolist(), sel, strict=True):
-                    if names[sym]:
-                        call_targets[tbase + at] = names[sym]
-    return call_targets, mcount
+        if secs[i].name == "__mcount_loc":
+            for _off, si, rtype, addend in relocs.columns(i):
+                abs64 = (si < n) & (rtype == R_X86_64_64)
+                mc_sym += si[abs64].tolist()
+                mc_add += addend[abs64].tolist()
+        elif secs[i].header.sh_flags & SHF_EXECINSTR:
+            text += [(bases[i], c) for c in relocs.columns(i)]
+    mcount = set()
+    values, shndx = st.values, st.shndx
+    for s, add in zip(mc_sym, mc_add, strict=True):
+        x = shndx[s]
+        if x in bases:  # a site in a section the module loads
+            mcount.add((bases[x] + values[s] if x < SHN_LORESERVE else relocs.symbol(s)) + add)
+    syms = np.frombuffer(st.raw, dtype=rela_dtypes()[1], count=n) if n else None
+    if not text or not n:
+        return _call_targets(st, syms, [], []), mcount
+    off, si, rtype = (np.concatenate([c[k] for _b, c in text]) for k in range(3))
+    base = np.repeat(np.array([b for b, _c in text], dtype=np.uint64), [len(c[0]) for _b, c in text])
+    call = (si < n) & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
+    call[call] = (syms["info"][si[call]] & 0xF) != STT_SECTION  # intra-module branch: resolved from the bytes
+    at, tb = off[call], base[call]
+    site = at + tb
+    if (site < at).any():  # past 2**64 (a damaged r_offset): exact, as Python ints
+        site = at.astype(object) + tb.astype(object)
+    return _call_targets(st, syms, site, si[call]), mcount
+
+
+def _call_targets(st: _Symtab, syms, site, si) -> CallTargets:
+    """CallTargets of the call relocations' sites and symbol indices, in file order (a later one wins a site)."""
+    import numpy as np
+
+    if not len(site):
+        return CallTargets(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), st.names_of, False)
+    order = np.argsort(site, kind="stable")
+    stn = syms["name"][si].astype(np.int64)
+    strtab = np.frombuffer(st.strtab, dtype=np.uint8)
+    # a name is empty when st_name is 0, past the table, or at a NUL (strtab.names_at)
+    named = (stn > 0) & (stn < len(strtab)) & (strtab[np.minimum(stn, max(len(strtab) - 1, 0))] != 0) \
+        if len(strtab) else np.zeros(len(stn), dtype=bool)
+    return CallTargets(site[order], si[order], st.names_of, bool(named.any()))
 
 
 def _mcount_sites(secs: list[Section], address_of, data) -> frozenset[int]:

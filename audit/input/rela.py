@@ -13,6 +13,8 @@ RELA = struct.Struct("<QQq")  # Elf64_Rela: r_offset, r_info (symbol << 32 | typ
 SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym: the loader, the DWARF reader and the relocations read it
 SHN_UNDEF, SHN_LORESERVE, SHN_ABS = 0, 0xFF00, 0xFFF1
 _MASK64 = (1 << 64) - 1
+_MASKS = {4: (1 << 32) - 1, 8: _MASK64}
+SMALL = 48  # relocations from which applied() goes over arrays
 
 
 def entries(blob) -> Iterator[tuple[int, int, int, int]]:
@@ -67,7 +69,10 @@ class Relocations:
         S + A (R_X86_64_64, _32, _32S) or S + A - P (PC32, PLT32); a field past the section is skipped.
         Over arrays (a module's tables carry thousands): each field's bytes computed at once, and where
         fields overlap the later relocation's bytes win, as when they are applied one after another."""
+        if sum(h.sh_size for h in self.patching.get(target, ())) < SMALL * RELA.size:
+            return self._applied_small(target, contents, base)
         import numpy as np  # here, not at the top: the command line reaches this module before it parses options
+
         buf = np.frombuffer(bytes(contents), dtype=np.uint8).copy()
         size = len(buf)
         cols = self.columns(target)
@@ -92,6 +97,27 @@ class Relocations:
         buf[at[last]] = byte[last]
         return buf.tobytes()
 
+    def _applied_small(self, target: int, contents, base: int) -> bytes:
+        """applied() one relocation after another, for a section with few (a numpy pass costs ~70 us whatever
+        its size: most of a small module's tables hold a few dozen entries). The same bytes."""
+        buf = bytearray(contents)
+        size = len(buf)
+        for off, si, rtype, addend in self.of(target):
+            if rtype == R_X86_64_64:
+                width = 8
+            elif rtype in (R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32, R_X86_64_32S):
+                width = 4
+            else:
+                continue
+            if off + width > size:
+                continue
+            s = self.symbol(si)
+            if s is None:
+                continue
+            value = s + addend - (base + off if rtype in (R_X86_64_PC32, R_X86_64_PLT32) else 0)
+            buf[off : off + width] = (value & _MASKS[width]).to_bytes(width, "little")
+        return bytes(buf)
+
     def _symbols(self, si):
         """symbol() of each index in si, as uint64, and whether it names a symbol (si within the table)."""
         import numpy as np
@@ -107,7 +133,7 @@ class Relocations:
             return got
         import numpy as np
 
-        _RELA, _SYM = _dtypes()
+        _RELA, _SYM = dtypes()
         syms = np.frombuffer(self.symtab, dtype=_SYM, count=self.nsyms) if self.nsyms else np.zeros(0, dtype=_SYM)
         shndx, value = syms["shndx"], syms["value"]
         loaded = {x: b for x, b in self.bases.items() if SHN_UNDEF < x < SHN_LORESERVE}
@@ -121,7 +147,7 @@ class Relocations:
 
 
 @cache
-def _dtypes():
+def dtypes():
     """Elf64_Rela and Elf64_Sym as numpy record types."""
     import numpy as np
 
@@ -134,7 +160,7 @@ def _columns(data, h) -> tuple:
     """entries() of one SHT_RELA section as arrays: r_offset, symbol index, type, r_addend."""
     import numpy as np
 
-    _RELA = _dtypes()[0]
+    _RELA = dtypes()[0]
     n = max(0, min(h.sh_size, len(data) - h.sh_offset)) // _RELA.itemsize  # a section past the file: what is there
     a = np.frombuffer(data, dtype=_RELA, count=n, offset=h.sh_offset) if n else np.zeros(0, dtype=_RELA)
     return a["off"], (a["info"] >> np.uint64(32)).astype(np.int64), a["info"] & np.uint64(0xFFFFFFFF), a["addend"]

@@ -73,9 +73,10 @@ def expand(paths) -> tuple[list[Input], list[str]]:
     inputs: list[Input] = []
     problems: list[str] = []
     seen: set[str] = set()
+    real_dirs: dict[str, str] = {}
 
     def add(p: Path, listed: bool) -> None:
-        key = os.path.realpath(p)
+        key = _realpath(str(p), real_dirs)
         if key not in seen:
             seen.add(key)
             inputs.append(Input(p, is_module_name(p.name), listed))
@@ -91,6 +92,18 @@ def expand(paths) -> tuple[list[Input], list[str]]:
         else:
             add(p, True)
     return inputs, problems
+
+
+def _realpath(path: str, dirs: dict[str, str]) -> str:
+    """os.path.realpath(path), with each directory's resolved once (dirs): a tree's 4,000 modules share a few
+    hundred, and realpath stats every component of every path (~0.2 s before the workers start)."""
+    d, name = os.path.split(path)
+    if not name or name in (".", "..") or os.path.islink(path):
+        return os.path.realpath(path)
+    rd = dirs.get(d)
+    if rd is None:
+        rd = dirs[d] = os.path.realpath(d)
+    return os.path.join(rd, name)
 
 
 # --- detached results: what the reports read, without the image -------------------------------
@@ -145,12 +158,15 @@ def detach(result: AuditResult, sources: bool = False) -> AuditResult:
                        platform=result.platform, evidence=result.evidence)  # fmt: skip
 
 
-def detached_kernel(k: Kernel) -> Kernel:
+def detached_kernel(k: Kernel, text: bool = False) -> Kernel:
     """k without its bytes and symbols: identity, sections, ftrace sites, the kernel-table summary, return
-    statistics."""
+    statistics. With `text` (a text digest's kernel): the sections only when --statistics may name one (a
+    .return_sites entry the decode missed), and no ftrace sites: unpickling a module's ~30 Sections was
+    most of the parent's work in a tree."""
     from fbt_audit.sites.tables import Tables, read_tables
 
     t = read_tables(k)
+    missed = k.return_stats is not None and bool(k.return_stats.return_sites_missed)
     return Kernel(
         path=k.path,
         display=k.display,
@@ -158,10 +174,10 @@ def detached_kernel(k: Kernel) -> Kernel:
         module=k.module,
         release=k.release,
         build_id=k.build_id,
-        sections=list(k.sections),
+        sections=list(k.sections) if not text or missed else [],
         symbols=[],
         data=b"",
-        mcount_sites=k.mcount_sites,
+        mcount_sites=k.mcount_sites if not text else frozenset(),
         call_targets={},
         names={},
         symbol_source=k.symbol_source,
@@ -176,8 +192,8 @@ def rendered(result: AuditResult, show: str, colour: bool) -> AuditResult:
     from fbt_audit.report.text import text_digest
 
     digest = text_digest(result, show, colour)
-    return AuditResult(detached_kernel(result.kernel), result.table, None, result.rules, list(result.errors),
-                       rows=digest, platform=result.platform)  # fmt: skip
+    return AuditResult(detached_kernel(result.kernel, text=True), result.table, None, result.rules,
+                       list(result.errors), rows=digest, platform=result.platform)  # fmt: skip
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -336,11 +352,35 @@ def _start(modules: list[tuple[int, Path]], jobs: int, opts: dict):
 
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    if ctx.get_start_method() == "fork":
+        _prepare(opts)
     chunks = _chunks(modules, jobs)
     args = (opts["table"], opts["select"], opts["ignore"], opts["returns"], opts["symbols"], opts["sources"],
             opts["platform"], opts["deep"], opts["text"])  # fmt: skip
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), mp_context=ctx, initializer=_setup, initargs=args)
     return pool, {pool.submit(_task, c): c for c in chunks}
+
+
+def _prepare(opts: dict) -> None:
+    """What every worker would import and build on its first module, done once here before the fork so that the
+    workers share it (~100 ms each: capstone and its Cs objects, the length tables, the rules, the judge, the
+    text report)."""
+    import fbt_audit.judge.rows  # noqa: F401
+    import fbt_audit.patchpoints.entry  # noqa: F401
+    import fbt_audit.sites.annotate  # noqa: F401
+    from fbt_audit.decode import insn
+    from fbt_audit.judge.judge import judge_for
+    from fbt_audit.judge.registry import select as select_rules
+
+    try:
+        import fbt_audit.decode.lengths  # noqa: F401
+
+        insn._capstone()
+    except ImportError:  # numpy < 2 or no capstone: each worker meets the same on its own
+        pass
+    judge_for(opts["table"], select_rules(opts["select"], opts["ignore"]))
+    if opts["text"] is not None:
+        import fbt_audit.report.text  # noqa: F401
 
 
 def _collect(pending: dict, got: dict, failed: dict, table: EmulationTable, rules: list, bar) -> None:

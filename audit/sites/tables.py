@@ -181,6 +181,8 @@ def read_tables(kernel: Kernel) -> Tables:
     return t
 
 
+SMALL_TABLE = 2048  # bytes under which a table's entries are read by struct, not numpy
+_S32 = struct.Struct("<i")
 PARA_ENTRY = struct.Struct("<QBB6x")  # struct paravirt_patch_site (6.1): u64 instr, u8 type, u8 len, padded to 16
 JUMP_ENTRY = struct.Struct("<iiq")  # struct jump_entry: s32 code, s32 target, long key
 STATIC_CALL_SITE = struct.Struct("<ii")  # struct static_call_site: s32 addr, s32 key
@@ -254,8 +256,7 @@ def _read_fixed(rd: _Reader, t: Tables, keys: tuple[str, ...]) -> None:
 def _second_targets(blob: bytes, base: int, st: struct.Struct) -> list[int]:
     """Each entry's self-relative second field (s32 at +4: jump_entry.target, exception_table_entry.fixup) as
     the address it names."""
-    second = np.frombuffer(blob, dtype="<i4").reshape(-1, st.size // 4)[:, 1].tolist()
-    return [base + k * st.size + 4 + off for k, off in enumerate(second)]
+    return _rel_sites(blob, base, st.size, 4)
 
 
 def _u64_sites(rd: _Reader, t: Tables, key: str) -> list[int]:
@@ -264,8 +265,11 @@ def _u64_sites(rd: _Reader, t: Tables, key: str) -> list[int]:
     if got is None or not got[0]:
         return []
     blob = got[0]
-    vals = np.frombuffer(blob, dtype="<u8", count=len(blob) // 8)
-    sites = vals[vals != 0].tolist()
+    if len(blob) < SMALL_TABLE:  # struct in C beats numpy's fixed cost on a module's few dozen entries
+        sites = [v for v in struct.unpack_from(f"<{len(blob) // 8}Q", blob) if v]
+    else:
+        vals = np.frombuffer(blob, dtype="<u8", count=len(blob) // 8)
+        sites = vals[vals != 0].tolist()
     t.counts[key] = len(sites)
     return sites
 
@@ -279,9 +283,12 @@ def _read_s32(rd: _Reader, t: Tables, kernel: Kernel) -> None:
         blob, base = got
         # A zero field points at itself: page-alignment padding (.smp_locks) or a site in code the
         # linker discarded (ld resolves it to 0). The kernel skips those; so do we.
-        vals = np.frombuffer(blob, dtype="<i4", count=len(blob) // 4).astype(np.int64)
-        nz = np.flatnonzero(vals)
-        sites = _plus(base, 4 * nz + vals[nz])
+        if len(blob) < SMALL_TABLE:
+            sites = [base + 4 * k + v for k, v in enumerate(struct.unpack_from(f"<{len(blob) // 4}i", blob)) if v]
+        else:
+            vals = np.frombuffer(blob, dtype="<i4", count=len(blob) // 4).astype(np.int64)
+            nz = np.flatnonzero(vals)
+            sites = _plus(base, 4 * nz + vals[nz])
         t.s32[key] = sites
         t.counts[key] = len(sites)
     # runtime-const (6.11+): one section per constant, runtime_ptr_<sym> / runtime_shift_<sym>.
@@ -320,21 +327,30 @@ def _plus(base: int, rel: np.ndarray) -> list[int]:
     return out
 
 
-def _s32_at(blob: bytes, st: struct.Struct, field: int) -> np.ndarray:
-    """The s32 at byte `field` of each entry, with each entry's offset from the table's start added."""
-    n = len(blob) // st.size
-    vals = np.frombuffer(blob, dtype="<i4").reshape(n, st.size // 4)[:, field // 4] if n else np.zeros(0, np.int32)
-    return np.arange(n, dtype=np.int64) * st.size + field + vals.astype(np.int64)
+def _s32_at(blob: bytes, size: int, field: int) -> np.ndarray:
+    """The s32 at byte `field` of each entry of `size` bytes, with each entry's offset from the table's start added."""
+    n = len(blob) // size
+    vals = np.frombuffer(blob, dtype="<i4").reshape(n, size // 4)[:, field // 4] if n else np.zeros(0, np.int32)
+    return np.arange(n, dtype=np.int64) * size + field + vals.astype(np.int64)
+
+
+def _rel_sites(blob: bytes, base: int, size: int, field: int) -> list[int]:
+    """Each entry's address (entries of `size` bytes from base) plus its s32 at byte `field`, exactly; a small table
+    by struct (numpy's fixed cost is most of a module's table), a large one over arrays."""
+    if len(blob) >= SMALL_TABLE:
+        return _plus(base, _s32_at(blob, size, field))
+    unpack = _S32.unpack_from
+    return [base + k + field + unpack(blob, k + field)[0] for k in range(0, len(blob) - size + 1, size)]
 
 
 def _self_relative(blob: bytes, base: int, st: struct.Struct) -> list[int]:
     """Each entry's address plus its first s32 field: the site of a jump, exception-table or bug entry."""
-    return _plus(base, _s32_at(blob, st, 0))
+    return _rel_sites(blob, base, st.size, 0)
 
 
 def _static_calls(blob: bytes, base: int, st: struct.Struct) -> list[tuple[int, bool]]:
     """(site, whether the key's low bit marks a tail call) of each static_call_site."""
-    sites, keys = _plus(base, _s32_at(blob, st, 0)), _plus(base, _s32_at(blob, st, 4))
+    sites, keys = _rel_sites(blob, base, st.size, 0), _rel_sites(blob, base, st.size, 4)
     return [(a, bool(k & 1)) for a, k in zip(sites, keys, strict=True)]
 
 

@@ -1,0 +1,119 @@
+"""test_module_small_paths.py: a module's small-input paths give what the array paths give (locked 6.1 tree)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from fbt_audit.input import elf, rela
+from fbt_audit.input.calltargets import CallTargets
+from fbt_audit.pipeline import api
+from fbt_audit.pipeline.batch import module_files
+from fbt_audit.sites import tables
+
+pytestmark = pytest.mark.kernel
+
+STEP = 7  # every 7th module of the 6.1 tree (575 of 4,023: small ones and kvm-sized ones alike)
+
+
+@pytest.fixture(scope="module")
+def modules61(image61):
+    (tree,) = sorted(image61.glob("lib/modules/*"))
+    return module_files(tree)[0][::STEP]
+
+
+def _rows(result) -> list[tuple]:
+    """Every judgement of a module: symbol, address, section offset, instruction, facts, and each finding exactly."""
+    return [(j.pp.name, j.pp.addr, j.pp.section, j.pp.sec_off, j.pp.insn.raw, j.pp.insn.mnemonic, j.pp.insn.operands,
+             j.pp.insn.target_name, tuple(sorted(j.pp.facts)), j.verdict.label,
+             tuple((f.rule_id, f.level, f.variant, f.message) for f in j.findings))
+            for j in result.judgements]  # fmt: skip
+
+
+def _forced_arrays(monkeypatch) -> None:
+    """Every module through the array paths: grouping by bytes, relocations and tables over numpy."""
+    from fbt_audit.patchpoints import entry
+
+    monkeypatch.setattr(entry, "GROUP_FROM", 0)
+    monkeypatch.setattr(rela, "SMALL", 0)
+    monkeypatch.setattr(tables, "SMALL_TABLE", 0)
+
+
+def test_small_paths_judge_as_the_array_paths(modules61, monkeypatch):
+    """_decode_exact's per-row path under GROUP_FROM rows, applied() one relocation at a time and tables read by
+    struct: the same rows, instructions, facts and findings (rule, level, variant, message) at the same symbols
+    and addresses as the array paths, module by module. Both kinds of module are among those compared."""
+    from fbt_audit.patchpoints.entry import GROUP_FROM, entry_rows
+
+    table = api.load_table("reference")
+    sizes = [entry_rows(api.load_kernel(p), table).n for p in modules61]
+    assert min(sizes) < GROUP_FROM <= max(sizes) and sum(n < GROUP_FROM for n in sizes) > 100
+    small = {p: _rows(api.audit(p, table)) for p in modules61}
+    _forced_arrays(monkeypatch)
+    for p in modules61:
+        assert _rows(api.audit(p, table)) == small[p], p.name
+    assert sum(len(r) for r in small.values()) > 10_000
+    assert sum(f[0] == "FBT204" for r in small.values() for row in r for f in row[-1]) > 0
+
+
+def _call_targets_one_by_one(path) -> dict[int, str]:
+    """What elf.load built before CallTargets: one dict entry per PC32/PLT32 relocation in a loaded text section naming
+    a non-section symbol with a name, in file order (a later one wins its site)."""
+    data = path.read_bytes()
+    hdrs = elf.section_headers(path, data, len(data))
+    bases, _secs = elf._section_bases(path, hdrs, True)
+    r = rela.Relocations(data, hdrs, bases)
+    symtab = next(h for h in hdrs if h.sh_type == "SHT_SYMTAB")
+    strtab = data[hdrs[symtab.sh_link].sh_offset : hdrs[symtab.sh_link].sh_offset + hdrs[symtab.sh_link].sh_size]
+    out = {}
+    for i in r.patching:
+        if i in bases and hdrs[i].sh_flags & 4 and hdrs[i].name != "__mcount_loc":
+            for off, si, t, _a in r.of(i):
+                if si >= r.nsyms or t not in (rela.R_X86_64_PC32, rela.R_X86_64_PLT32):
+                    continue
+                st_name, info = struct.unpack_from("<IB", r.symtab, si * rela.SYM.size)
+                name = strtab[st_name : strtab.index(b"\0", st_name)].decode() if st_name else ""
+                if info & 0xF != 3 and name:
+                    out[bases[i] + off] = name
+    return out
+
+
+def test_call_targets_are_the_dict_of_every_call_relocation(modules61):
+    """CallTargets (sorted columns, names read when asked) answers as the dict of every call relocation built one by
+    one: the same sites, the same names, looked up one at a time and all at once (names_at)."""
+    import numpy as np
+
+    sites = 0
+    for p in modules61:
+        want = _call_targets_one_by_one(p)
+        got = api.load_kernel(p).call_targets
+        assert isinstance(got, CallTargets)
+        assert dict(got.items()) == want and bool(got) == bool(want), p.name
+        probe = sorted(want)[:50] + [a + 1 for a in sorted(want)[:50]]
+        assert [got.get(a) for a in probe] == [want.get(a) for a in probe]
+        assert got.names_at(np.array(probe, dtype=np.uint64)) == [want.get(a) for a in probe]
+        sites += len(want)
+    assert sites > 50_000
+
+
+def test_small_relocation_path_writes_the_same_bytes(modules61, monkeypatch):
+    """applied() one relocation at a time (under rela.SMALL relocations) and over arrays: the same bytes, for every
+    relocated section a module loads."""
+    checked = 0
+    for p in modules61[::3]:
+        data = p.read_bytes()
+        hdrs = elf.section_headers(p, data, len(data))
+        bases, _secs = elf._section_bases(p, hdrs, True)
+        r = rela.Relocations(data, hdrs, bases)
+        for t in r.patching:
+            h = hdrs[t]
+            if t not in bases or h.sh_type == "SHT_NOBITS":
+                continue
+            contents = data[h.sh_offset : h.sh_offset + h.sh_size]
+            monkeypatch.setattr(rela, "SMALL", 0)
+            arrays = r.applied(t, contents, bases[t])
+            monkeypatch.setattr(rela, "SMALL", 1 << 40)
+            assert r._applied_small(t, contents, bases[t]) == arrays == r.applied(t, contents, bases[t]), (p, h.name)
+            checked += 1
+    assert checked > 1000
