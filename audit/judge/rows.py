@@ -51,11 +51,18 @@ class JudgedRows:
         return j
 
     def _own(self, i: int, pp) -> Judgement:
-        """Row i's Judgement, pp its Patchpoint: its group's findings (alike rows print the same texts)."""
+        """Row i's Judgement, pp its Patchpoint: its group's findings (a group's rows print the same texts: the
+        same bytes or target name, the same facts), filled in once per group."""
         rep = self.copies.pop(i, i)
         s = self.shared.get(rep)
         if s is not None:
-            return fill(pp, s, self.params)
+            filled = self.__dict__.setdefault("_filled", {})
+            got = filled.get(rep)
+            if got is None:
+                j = fill(pp, s, self.params)
+                filled[rep] = j.findings
+                return j
+            return Judgement(pp, got[:], s[1])
         r = self.judged[rep]
         return Judgement(pp, r.findings[:], r.handling)
 
