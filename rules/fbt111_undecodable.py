@@ -51,7 +51,7 @@ class Undecodable(Rule):
     id = "FBT111"
     facts_read = (MID_INSTRUCTION,)  # the facts check() reads (judge/judge.py memoises by them)
     # The Insn fields check() reads besides the text it prints; also the bytes of an undecodable one, whose
-    # judgement the judge never shares (Judge._by_class).
+    # judgement the judge never shares (Judge.alike).
     insn_reads = ("classes",)
     name = "undecodable"
     summary = "the patchpoint is not on a valid 64-bit instruction"

@@ -164,7 +164,7 @@ def test_fact_values_left_out_of_the_memo_key():
 
 
 def alike_key(table, pp) -> tuple:
-    """What Judge._by_class keys a patchpoint by, found here without the judge: per variant its label, IC classes and
+    """What Judge.alike keys a patchpoint by, found here without the judge: per variant its label, IC classes and
     the table's (entry, handling, fixups); the facts with a .cold part's or label's function left out."""
     per = tuple((v.label, v.insn.classes, *table.handling(v.insn)) for v in pp.variants)
     params = (NON_ENTRY + "cold:", NON_ENTRY + "label:")

@@ -195,7 +195,8 @@ def _length_tables(info: np.ndarray, lock_regs: np.ndarray) -> tuple[np.ndarray,
     """Which (opcode, ModRM byte) take f0; and by (opcode, ModRM byte), one table without and one with
     a 66 prefix: bits 0-4 the length from the opcode byte on (ModRM, SIB, displacement, immediate),
     0 when capstone decides; bit 5: a SIB with mod=0, whose base 5 adds a disp32; bit 6: REX.W adds 4
-    (mov $imm64). Over the whole (opcode, ModRM) grid at once: built on every run's import."""
+    (mov $imm64). Each distinct opcode kind's rows made once over the ModRM bytes, then indexed per opcode: built on
+    every run's import."""
     m = np.arange(256)
     mod, rm, reg = m >> 6, m & 7, (m >> 3) & 7
     sib = (mod != 3) & (rm == 4)

@@ -119,7 +119,7 @@ class JudgedRows:
         if out is None:
             out = self._verdicts = dict.fromkeys(Verdict, 0)
             for rep, n in self.tally().items():
-                out[max(Verdict.of_level(f.level) for f in self.proto(rep))] += n
+                out[Verdict.of_findings(self.proto(rep))] += n
             out[Verdict.SAFE] = self.n - len(self.reported_rows)
         return dict(out)
 

@@ -67,7 +67,7 @@ class Rule:
     fact_params: tuple[str, ...] = ()
     # The Insn fields check() reads (None: any), besides `text`, which it only prints. When every rule declares them,
     # the judge shares one judgement among instructions alike in these fields and in their table entry, each message
-    # given its own instruction's text (Judge._by_class): a vmlinux's .cold parts start with thousands of distinct
+    # given its own instruction's text (Judge.alike): a vmlinux's .cold parts start with thousands of distinct
     # moves that every rule judges alike. The judge hands check() an instruction with these fields alone.
     insn_reads: tuple[str, ...] | None = None
 

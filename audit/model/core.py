@@ -178,6 +178,11 @@ class Verdict(enum.IntEnum):
     def of_level(cls, level: Level) -> Verdict:
         return _VERDICT_OF_LEVEL[level]
 
+    @classmethod
+    def of_findings(cls, findings) -> Verdict:
+        """The verdict a patchpoint with these findings takes: the worst of their levels', SAFE without any."""
+        return max((_VERDICT_OF_LEVEL[f.level] for f in findings), default=Verdict.SAFE)
+
 
 _VERDICT_OF_LEVEL = {Level.ERROR: Verdict.UNSAFE, Level.WARNING: Verdict.DENY, Level.NOTE: Verdict.REFUSED}
 
@@ -202,9 +207,7 @@ class Judgement:
 
     @property
     def verdict(self) -> Verdict:
-        if not self.findings:
-            return Verdict.SAFE
-        return max(_VERDICT_OF_LEVEL[f.level] for f in self.findings)
+        return Verdict.of_findings(self.findings)
 
     @property
     def rule_ids(self) -> list[str]:

@@ -166,29 +166,27 @@ class EntryRows:
         moved past instructions (the judge then meets its Patchpoint)."""
         sel = np.array(idx, dtype=np.int64)
         nop = Insn(0, *self.nop_tail)  # the ftrace-nop variant's fields but its address, which the judge does not read
-        out: list[tuple[list[tuple[str, Insn]], frozenset[str]] | None] = []
-        objs, moved, site_facts, insn, offset = self.objs, self.moved, self.site_facts, self.insn, self.offset
-        for i, at, sid, target, t, ftrace in zip(idx, self.addr[sel].tolist(), self.shape[sel].tolist(),
-                                                 self.target[sel].tolist(), self.tname[sel].tolist(),
-                                                 self.ftrace[sel].tolist(), strict=True):  # fmt: skip
-            if i in objs or i in moved:
-                out.append(None)
-                continue
-            disk = insn(at, sid, target, t, offset[i])
-            if ftrace:
-                out.append(([("disk", disk), ("ftrace-nop", nop)], site_facts.get(i, _FTRACE_SITE)))
-            else:
-                out.append(([("disk", disk)], site_facts.get(i, _NO_FACTS)))
-        return out
+        objs, moved, inputs = self.objs, self.moved, self._inputs
+        return [None if i in objs or i in moved else inputs(i, at, sid, target, t, ftrace, nop)
+                for i, at, sid, target, t, ftrace in zip(idx, self.addr[sel].tolist(), self.shape[sel].tolist(),
+                                                         self.target[sel].tolist(), self.tname[sel].tolist(),
+                                                         self.ftrace[sel].tolist(), strict=True)]  # fmt: skip
+
+    def _inputs(self, i: int, at: int, sid: int, target: int, t: int, ftrace: bool,
+                nop: Insn | None = None) -> tuple[list[tuple[str, Insn]], frozenset[str]]:  # fmt: skip
+        """Row i's (label, instruction) variants and facts, from its columns' values (nop: the ftrace-nop variant's
+        instruction, else one at the row's address)."""
+        disk = self.insn(at, sid, target, t, self.offset[i])
+        if ftrace:
+            nop = nop or Insn(at, *self.nop_tail)
+            return [("disk", disk), ("ftrace-nop", nop)], self.site_facts.get(i, _FTRACE_SITE)
+        return [("disk", disk)], self.site_facts.get(i, _NO_FACTS)
 
     def _make(self, i: int, at: int, sid: int, target: int, t: int, ftrace: bool, s: int, sym_addr: int) -> Patchpoint:
         """Row i as a new Patchpoint, from its columns' values."""
-        insn = self.insn(at, sid, target, t, self.offset[i])
-        if ftrace:
-            variants, facts = (Variant("disk", insn), Variant("ftrace-nop", Insn(at, *self.nop_tail))), _FTRACE_SITE
-        else:
-            variants, facts = (Variant("disk", insn),), _NO_FACTS
-        facts = self.site_facts.get(i, facts)
+        pairs, facts = self._inputs(i, at, sid, target, t, ftrace)
+        variants = tuple(Variant(label, x) for label, x in pairs)
+        insn = variants[0].insn
         section, sec_off = self._section(i, s, at)
         steps = self.moved.get(i)
         moved = tuple(self.insn(*st) for st in steps) if steps else ()

@@ -196,7 +196,7 @@ def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items
             fs = sorted(got, key=finding_order)
             fs = held_only[key] = fs if all(_held(f, least) for f in fs) else None
             if fs is not None:
-                verdict[key] = max(Verdict.of_level(f.level) for f in fs)
+                verdict[key] = Verdict.of_findings(fs)
         if fs is None:
             seen[None, k] = 1
             continue
