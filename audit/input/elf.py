@@ -10,7 +10,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import compress, repeat
 from operator import eq
 from pathlib import Path
@@ -103,6 +103,7 @@ _SHT = {0: "SHT_NULL", 1: "SHT_PROGBITS", 2: "SHT_SYMTAB", 3: "SHT_STRTAB", 4: "
         8: "SHT_NOBITS", 9: "SHT_REL", 11: "SHT_DYNSYM"}  # fmt: skip
 SHDR64 = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
 SHN_XINDEX = 0xFFFF
+_NAME_BYTES = bytes(range(0x20, 0x7F)) + b"\0"  # a string table of these alone holds one_line names as they are
 
 
 class _Shdr:
@@ -146,10 +147,17 @@ def section_headers(path: Path | str, data, size: int) -> list[_Shdr]:
         st = secs[shstrndx]
         if st.sh_type != "SHT_NOBITS" and st.sh_offset + st.sh_size <= size:
             strtab = bytes(data[st.sh_offset : st.sh_offset + st.sh_size])
+    # A table of printable ASCII (every real one) is decoded once and its names sliced from the text: the same names
+    # one_line(utf-8 of each) would give, at a third of the cost a module.
+    text = strtab.decode("ascii") if not strtab.translate(None, _NAME_BYTES) else None
     for sec in secs:
         if sec.sh_name and strtab:
-            end = strtab.find(b"\0", sec.sh_name)
-            sec.name = one_line(strtab[sec.sh_name : end if end >= 0 else len(strtab)].decode("utf-8", "replace"))
+            if text is not None:
+                end = text.find("\0", sec.sh_name)
+                sec.name = text[sec.sh_name : end] if end >= 0 else text[sec.sh_name :]
+            else:
+                end = strtab.find(b"\0", sec.sh_name)
+                sec.name = one_line(strtab[sec.sh_name : end if end >= 0 else len(strtab)].decode("utf-8", "replace"))
         if sec.sh_type != "SHT_NOBITS" and sec.sh_size and sec.sh_offset + sec.sh_size > size:
             raise ElfFormatError(f"{path}: section {sec.name or '?'} extends past the end of the file")
     return secs
@@ -180,20 +188,20 @@ def _column(raw: bytes, code: str, index: int, stride: int) -> array:
 def _in(lo: bytes, hi: bytes, allowed) -> int:
     """Per-symbol flags, one 0/1 byte each packed into an int, for st_shndx (low and high bytes,
     one per symbol) in allowed. bytes.translate and int & do in C what a loop would do per symbol."""
-    by_hi: dict[int, set[int]] = {}
-    for v in allowed:
-        by_hi.setdefault(v >> 8, set()).add(v & 0xFF)
     acc = 0
-    for h, los in by_hi.items():
-        t_lo, t_hi = _tables(h, frozenset(los))
+    for t_lo, t_hi in _tables(allowed if isinstance(allowed, range) else frozenset(allowed)):
         acc |= int.from_bytes(lo.translate(t_lo), "little") & int.from_bytes(hi.translate(t_hi), "little")
     return acc
 
 
 @lru_cache(maxsize=1024)
-def _tables(h: int, los: frozenset[int]) -> tuple[bytes, bytes]:
-    """_in's translation tables for high byte h and low bytes los (built once: a module tree asks the same)."""
-    return bytes(b in los for b in range(256)), bytes(b == h for b in range(256))
+def _tables(allowed: range | frozenset[int]) -> list[tuple[bytes, bytes]]:
+    """_in's translation tables (low bytes, high byte) for each high byte among `allowed` (built once: a module
+    tree asks the same few)."""
+    by_hi: dict[int, set[int]] = {}
+    for v in allowed:
+        by_hi.setdefault(v >> 8, set()).add(v & 0xFF)
+    return [(bytes(b in los for b in range(256)), bytes(b == h for b in range(256))) for h, los in by_hi.items()]
 
 
 def _pick(seq, idx: list[int]) -> list:
@@ -212,13 +220,29 @@ class _Symtab:
         q = _column(raw, "Q", 0, 1)
         self.st_name, self.values, self.sizes = _column(raw, "I", 0, 6), q[1::3], q[2::3]
         self.shndx, self.info = _column(raw, "H", 3, 12), raw[4::24]
-        # st_value is the address in a vmlinux; a module's symbols are relative to their section.
-        self.addrs = [bases.get(x, 0) + v for x, v in zip(self.shndx, self.values, strict=True)] if rel else self.values
+        # st_value is the address in a vmlinux; a module's symbols are relative to their section (addrs, made when
+        # asked: the audit of a module needs only its text symbols' addresses, addrs_of).
+        self.bases, self.rel = bases, rel
         self.limit = min(len(secs), SHN_LORESERVE)  # a defined symbol's st_shndx is in [1, limit)
         self.valid = _in(raw[6::24], raw[7::24], range(1, self.limit))
 
     def names_of(self, idx) -> list[str]:
         return _names_at(self.strtab, _pick(self.st_name, idx))
+
+    @cached_property
+    def addrs(self) -> list[int] | array:
+        """Each symbol's address."""
+        if not self.rel:
+            return self.values
+        get = self.bases.get
+        return [get(x, 0) + v for x, v in zip(self.shndx, self.values, strict=True)]
+
+    def addrs_of(self, idx: list[int]) -> list[int]:
+        """addrs of the symbols idx."""
+        if not self.rel or "addrs" in self.__dict__:
+            return _pick(self.addrs, idx)
+        get = self.bases.get
+        return [get(x, 0) + v for x, v in zip(_pick(self.shndx, idx), _pick(self.values, idx), strict=True)]
 
     def address_of(self, name: str) -> int | None:
         """names().get(name) without decoding every name: the first defined symbol whose st_name
@@ -282,14 +306,18 @@ def _build_id(e: _Elf) -> str | None:
     return None
 
 
+_MODINFO_KEYS = (b"name", b"vermagic")  # what load() reads of .modinfo: decoding its ~20 other items cost ~2% a module
+
+
 def _modinfo(e: _Elf) -> dict[str, str]:
+    """The first value of each of _MODINFO_KEYS in .modinfo (key=value items, NUL-separated)."""
     for s in e.sections:
         if s.name == ".modinfo":
-            out = {}
+            out: dict[str, str] = {}
             for item in bytes(e.contents(s)).split(b"\0"):
                 k, sep, v = item.partition(b"=")
-                if sep:
-                    out.setdefault(one_line(k.decode("ascii", "replace")), one_line(v.decode("utf-8", "replace")))
+                if sep and k in _MODINFO_KEYS:
+                    out.setdefault(k.decode("ascii"), one_line(v.decode("utf-8", "replace")))
             return out
     return {}
 
@@ -403,7 +431,7 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
     cand = st.valid & _in(st.raw[6::24], st.raw[7::24], execs) & int.from_bytes(st_info.translate(_TEXT_TYPE), "little")
     cidx = list(compress(range(n), cand.to_bytes(n, "little")))
     # Below, lists run over the candidates (position p for symbol cidx[p]); only their names are decoded.
-    c_addr, c_shndx, c_name = _pick(st.addrs, cidx), _pick(st.shndx, cidx), st.names_of(cidx)
+    c_addr, c_shndx, c_name = st.addrs_of(cidx), _pick(st.shndx, cidx), st.names_of(cidx)
     keep = [
         p
         for p, (a, x, name) in enumerate(zip(c_addr, c_shndx, c_name, strict=True))
@@ -444,10 +472,10 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
 
     secs = e.sections
     n = st.n
-    text: list[tuple[int, tuple]] = []  # (the patched section's base, its RELA columns), in file order
+    text: list[tuple[int, object]] = []  # (the patched section's base, a RELA section's header), in file order
     mc_sym: list[int] = []
     mc_add: list[int] = []
-    for i in relocs.patching:
+    for i, hs in relocs.patching.items():
         if i not in bases:
             continue
         if secs[i].name == "__mcount_loc":
@@ -456,7 +484,7 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
                 mc_sym += si[abs64].tolist()
                 mc_add += addend[abs64].tolist()
         elif secs[i].header.sh_flags & SHF_EXECINSTR:
-            text += [(bases[i], c) for c in relocs.columns(i)]
+            text += [(bases[i], h) for h in hs]
     mcount = set()
     values, shndx = st.values, st.shndx
     for s, add in zip(mc_sym, mc_add, strict=True):
@@ -466,8 +494,8 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
     syms = np.frombuffer(st.raw, dtype=rela_dtypes()[1], count=n) if n else None
     if not text or not n:
         return _call_targets(st, syms, [], []), mcount
-    off, si, rtype = (np.concatenate([c[k] for _b, c in text]) for k in range(3))
-    base = np.repeat(np.array([b for b, _c in text], dtype=np.uint64), [len(c[0]) for _b, c in text])
+    off, si, rtype, counts = _rela_joined(e.data, [h for _b, h in text])
+    base = np.repeat(np.array([b for b, _h in text], dtype=np.uint64), counts)
     call = (si < n) & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
     call[call] = (syms["info"][si[call]] & 0xF) != STT_SECTION  # intra-module branch: resolved from the bytes
     at, tb = off[call], base[call]
@@ -475,6 +503,18 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
     if (site < at).any():  # past 2**64 (a damaged r_offset): exact, as Python ints
         site = at.astype(object) + tb.astype(object)
     return _call_targets(st, syms, site, si[call]), mcount
+
+
+def _rela_joined(data, hdrs: list) -> tuple:
+    """rela._columns of several SHT_RELA sections as one set (r_offset, symbol index, type), and each section's
+    count: their bytes joined and read once (a module's text has several; numpy's cost is per call)."""
+    import numpy as np
+
+    dt = rela_dtypes()[0]
+    counts = [max(0, min(h.sh_size, len(data) - h.sh_offset)) // dt.itemsize for h in hdrs]  # past the file: what is
+    raw = b"".join(data[h.sh_offset : h.sh_offset + c * dt.itemsize] for h, c in zip(hdrs, counts, strict=True))
+    a = np.frombuffer(raw, dtype=dt)
+    return a["off"], (a["info"] >> np.uint64(32)).astype(np.int64), a["info"] & np.uint64(0xFFFFFFFF), counts
 
 
 def _call_targets(st: _Symtab, syms, site, si) -> CallTargets:

@@ -39,6 +39,7 @@ class Relocations:
         self.symtab = symtab
         self.nsyms = len(symtab) // SYM.size
         self.patching: dict[int, list] = {}  # section index -> the SHT_RELA headers that patch it, in file order
+        self._known: dict[int, int | None] = {}  # symbol() by index, as _applied_small has asked it
         for h in shdrs:
             if h.sh_type == "SHT_RELA":
                 self.patching.setdefault(h.sh_info, []).append(h)
@@ -102,6 +103,7 @@ class Relocations:
         its size: most of a small module's tables hold a few dozen entries). The same bytes."""
         buf = bytearray(contents)
         size = len(buf)
+        known = self._known  # S by symbol index: a table's relocations name a few symbols (its section's) many times
         for off, si, rtype, addend in self.of(target):
             if rtype == R_X86_64_64:
                 width = 8
@@ -111,7 +113,9 @@ class Relocations:
                 continue
             if off + width > size:
                 continue
-            s = self.symbol(si)
+            s = known.get(si, known)
+            if s is known:
+                s = known[si] = self.symbol(si)
             if s is None:
                 continue
             value = s + addend - (base + off if rtype in (R_X86_64_PC32, R_X86_64_PLT32) else 0)

@@ -23,16 +23,32 @@ def names_at(blob: bytes, offsets) -> list[str]:
     """The NUL-terminated names at string-table offsets ('' for offset 0 and past the end), UTF-8
     with bad bytes replaced, and control characters escaped (errors.one_line): a hostile name must
     not add lines to a list or denylist a module later reads."""
-    if blob.translate(None, PRINTABLE):
-        return list(map(one_line, decode_names(blob, offsets)))
-    return decode_names(blob, offsets)
+    clean, st = _prepared(blob)
+    names = decode_names(blob, offsets, st)
+    return names if clean else list(map(one_line, names))
 
 
-def decode_names(blob: bytes, offsets) -> list[str]:
-    if blob.isascii() and blob[:1] == b"\0" and (not offsets or max(offsets) < len(blob)):
+_LAST: list = [None, (False, None)]  # the last table _prepared saw, and what it found (a module's is asked ~3 times)
+
+
+def _prepared(blob: bytes) -> tuple[bool, str | None]:
+    """Whether blob holds only PRINTABLE bytes, and its text (ASCII, from a NUL at offset 0) with a NUL
+    appended, or None: found once per table (a scan and a decode of the whole table each)."""
+    if _LAST[0] is blob:
+        return _LAST[1]
+    st = blob.decode("ascii") + "\0" if blob.isascii() and blob[:1] == b"\0" else None
+    got = (not blob.translate(None, PRINTABLE), st)
+    _LAST[:] = [blob, got]
+    return got
+
+
+def decode_names(blob: bytes, offsets, st: str | None = None) -> list[str]:
+    """names_at without the escaping; st: _prepared's text of blob, when known."""
+    if st is None and blob.isascii() and blob[:1] == b"\0":
+        st = blob.decode("ascii") + "\0"
+    if st is not None and (not offsets or max(offsets) < len(blob)):
         # Kernel names are ASCII, so str offsets are byte offsets: one index() and one slice per
         # name, run by map() in C; a Python loop over 130,000 names cost 100 ms.
-        st = blob.decode("ascii") + "\0"
         return list(map(st.__getitem__, map(slice, offsets, map(st.index, repeat("\0"), offsets))))
     out = []
     for off in offsets:

@@ -115,13 +115,18 @@ class _Reader:
         """Section headers (elf.section_headers, as the loader read them) and relocations (input/rela.py)
         of the .ko, for the dozen small sections the tables live in."""
         data = self.k.data
-        hdrs = getattr(self.k, "elf_headers", None) or section_headers(self.k.path, data, len(data))  # elf.load's
-        self.hdrs = hdrs
+        hdrs = getattr(self.k, "elf_headers", None)
+        self.names = [h.name for h in hdrs or ()]
+        relocs = getattr(self.k, "relocations", None)
+        if hdrs and relocs is not None:  # elf.load's: its relocations hold the bases it gave the sections
+            self.hdrs, self.base, self.relocs = hdrs, relocs.bases, relocs
+            return
+        self.hdrs = hdrs = hdrs or section_headers(self.k.path, data, len(data))
         self.names = [h.name for h in hdrs]
         # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
         alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
         self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
-        self.relocs = getattr(self.k, "relocations", None) or Relocations(data, hdrs, self.base)
+        self.relocs = relocs or Relocations(data, hdrs, self.base)
 
     def section_bytes(self, name: str) -> tuple[bytes, int] | None:
         """(relocated contents, address) of a module section, or None."""
