@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import mmap
+import operator
 import os
 import re
 import struct
@@ -18,6 +19,7 @@ from pathlib import Path
 from fbt_audit.input.calltargets import CallTargets
 from fbt_audit.input.rela import R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, SYM, Relocations
 from fbt_audit.input.rela import dtypes as rela_dtypes
+from fbt_audit.input.rela import joined as rela_joined
 from fbt_audit.input.strtab import BIND as _BIND
 from fbt_audit.input.strtab import KIND as _KIND
 from fbt_audit.input.strtab import SHF_EXECINSTR, SHN_LORESERVE
@@ -115,7 +117,7 @@ class _Shdr:
     def __init__(self, fields: tuple) -> None:
         (self.sh_name, sh_type, self.sh_flags, self.sh_addr, self.sh_offset, self.sh_size, self.sh_link,
          self.sh_info, self.sh_addralign, self.sh_entsize) = fields  # fmt: skip
-        self.sh_type = _SHT.get(sh_type, f"SHT_{sh_type:#x}")
+        self.sh_type = _SHT.get(sh_type) or f"SHT_{sh_type:#x}"
         self.name = ""
 
     @property
@@ -387,8 +389,7 @@ def _section_bases(path: Path, secs: list[_Shdr], rel: bool) -> tuple[dict[int, 
     bases: dict[int, int] = {}
     nxt = MODULE_BASE
     model_secs = []
-    for i, s in enumerate(secs):
-        h = s.header
+    for i, h in enumerate(secs):  # _Shdr: its own header
         if not h.sh_flags & SHF_ALLOC:
             continue
         if rel:
@@ -398,14 +399,14 @@ def _section_bases(path: Path, secs: list[_Shdr], rel: bool) -> tuple[dict[int, 
             nxt += max(h.sh_size, 1)
             if nxt > MODULE_SPACE:  # a .bss of 2^64 bytes or an alignment of 2^63: no module is that
                 raise ElfFormatError(
-                    f"{path}: section {s.name or '?'} (size {h.sh_size:#x}, alignment {h.sh_addralign:#x}) "
+                    f"{path}: section {h.name or '?'} (size {h.sh_size:#x}, alignment {h.sh_addralign:#x}) "
                     f"does not fit a module's address space"
                 )
         else:
             bases[i] = h.sh_addr
         model_secs.append(
             Section(
-                name=one_line(s.name),
+                name=h.name,  # one line already (section_headers)
                 addr=bases[i],
                 size=h.sh_size,
                 offset=h.sh_offset,
@@ -424,8 +425,8 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
     ranges = [range(0)] * len(secs)
     execs = set()
     for i, sec in enumerate(secs):
-        if i in bases and sec.header.sh_flags & SHF_EXECINSTR:
-            ranges[i] = range(bases[i], bases[i] + sec.header.sh_size)
+        if sec.sh_flags & SHF_EXECINSTR and i in bases:
+            ranges[i] = range(bases[i], bases[i] + sec.sh_size)
             execs.add(i)
     n, st_info = st.n, st.info
     cand = st.valid & _in(st.raw[6::24], st.raw[7::24], execs) & int.from_bytes(st_info.translate(_TEXT_TYPE), "little")
@@ -485,16 +486,20 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
                 mc_add += addend[abs64].tolist()
         elif secs[i].header.sh_flags & SHF_EXECINSTR:
             text += [(bases[i], h) for h in hs]
-    mcount = set()
     values, shndx = st.values, st.shndx
-    for s, add in zip(mc_sym, mc_add, strict=True):
+    at: dict[int, int] = {}  # S of each symbol the sites name (most name one: .text's section symbol)
+    for s in set(mc_sym):
         x = shndx[s]
         if x in bases:  # a site in a section the module loads
-            mcount.add((bases[x] + values[s] if x < SHN_LORESERVE else relocs.symbol(s)) + add)
+            at[s] = bases[x] + values[s] if x < SHN_LORESERVE else relocs.symbol(s)
+    if len(at) == len(set(mc_sym)):
+        mcount = set(map(operator.add, map(at.__getitem__, mc_sym), mc_add))
+    else:
+        mcount = {at[s] + add for s, add in zip(mc_sym, mc_add, strict=True) if s in at}
     syms = np.frombuffer(st.raw, dtype=rela_dtypes()[1], count=n) if n else None
     if not text or not n:
         return _call_targets(st, syms, [], []), mcount
-    off, si, rtype, counts = _rela_joined(e.data, [h for _b, h in text])
+    off, si, rtype, _addend, counts = rela_joined(e.data, [h for _b, h in text])
     base = np.repeat(np.array([b for b, _h in text], dtype=np.uint64), counts)
     call = (si < n) & ((rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32))
     call[call] = (syms["info"][si[call]] & 0xF) != STT_SECTION  # intra-module branch: resolved from the bytes
@@ -503,18 +508,6 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
     if (site < at).any():  # past 2**64 (a damaged r_offset): exact, as Python ints
         site = at.astype(object) + tb.astype(object)
     return _call_targets(st, syms, site, si[call]), mcount
-
-
-def _rela_joined(data, hdrs: list) -> tuple:
-    """rela._columns of several SHT_RELA sections as one set (r_offset, symbol index, type), and each section's
-    count: their bytes joined and read once (a module's text has several; numpy's cost is per call)."""
-    import numpy as np
-
-    dt = rela_dtypes()[0]
-    counts = [max(0, min(h.sh_size, len(data) - h.sh_offset)) // dt.itemsize for h in hdrs]  # past the file: what is
-    raw = b"".join(data[h.sh_offset : h.sh_offset + c * dt.itemsize] for h, c in zip(hdrs, counts, strict=True))
-    a = np.frombuffer(raw, dtype=dt)
-    return a["off"], (a["info"] >> np.uint64(32)).astype(np.int64), a["info"] & np.uint64(0xFFFFFFFF), counts
 
 
 def _call_targets(st: _Symtab, syms, site, si) -> CallTargets:

@@ -125,7 +125,19 @@ def _specificity(selector: str) -> int:
     return 0 if sel == "ALL" else len(sel)
 
 
+_SELECTED: dict[tuple, tuple[Rule, ...]] = {}  # select()'s answers: a module tree's audits ask the same once each
+
+
 def select(select: list[str] | None = None, ignore: list[str] | None = None) -> list[Rule]:
+    """_select(), resolved once per (select, ignore) and rule statuses in a process (a new list each call)."""
+    key = (None if select is None else tuple(select), tuple(ignore or ()), tuple(st for st, _c in REGISTRY.values()))
+    got = _SELECTED.get(key)
+    if got is None:
+        got = _SELECTED[key] = tuple(_select(select, ignore))
+    return list(got)
+
+
+def _select(select: list[str] | None = None, ignore: list[str] | None = None) -> list[Rule]:
     """The rules to run, ordered by id, resolved the way ruff resolves --select/--ignore.
 
     `select` None means every STABLE and PREVIEW rule. Selectors are full ids ('FBT102'),

@@ -120,25 +120,41 @@ class _Reader:
         relocs = getattr(self.k, "relocations", None)
         if hdrs and relocs is not None:  # elf.load's: its relocations hold the bases it gave the sections
             self.hdrs, self.base, self.relocs = hdrs, relocs.bases, relocs
-            return
-        self.hdrs = hdrs = hdrs or section_headers(self.k.path, data, len(data))
-        self.names = [h.name for h in hdrs]
-        # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
-        alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
-        self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
-        self.relocs = relocs or Relocations(data, hdrs, self.base)
+        else:
+            self.hdrs = hdrs = hdrs or section_headers(self.k.path, data, len(data))
+            self.names = [h.name for h in hdrs]
+            # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
+            alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
+            self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
+            self.relocs = relocs or Relocations(data, hdrs, self.base)
+        self.index: dict[str, int] = {}  # each name's first section
+        for i, name in enumerate(self.names):
+            self.index.setdefault(name, i)
+        # The tables' sections that relocations patch, relocated together (Relocations.applied_many).
+        parts = [(i, self._contents(i), self.base[i]) for i in map(self.index.get, _TABLE_SECTIONS)
+                 if i is not None and i in self.relocs.patching and self.hdrs[i].sh_size and i in self.base]
+        self.pre: dict[int, bytes] = {}
+        try:
+            if parts:
+                self.pre = dict(zip([i for i, _c, _b in parts], self.relocs.applied_many(parts), strict=True))
+        except _DAMAGED:  # a damaged module: each table read on its own, failing where it did (read_tables)
+            pass
+
+    def _contents(self, i: int):
+        h = self.hdrs[i]
+        return self.k.data[h.sh_offset : h.sh_offset + h.sh_size]
 
     def section_bytes(self, name: str) -> tuple[bytes, int] | None:
         """(relocated contents, address) of a module section, or None."""
-        try:
-            i = self.names.index(name)
-        except ValueError:
+        i = self.index.get(name)
+        if i is None:
             return None
         h = self.hdrs[i]
         if not h.sh_size or i not in self.base:
             return b"", self.base.get(i, 0)
         base = self.base[i]
-        return self.relocs.applied(i, self.k.data[h.sh_offset : h.sh_offset + h.sh_size], base), base
+        got = self.pre.get(i)
+        return (got if got is not None else self.relocs.applied(i, self._contents(i), base)), base
 
     def table(self, key: str) -> tuple[bytes, int] | None:
         (start, stop), secname = TABLES[key]
@@ -181,11 +197,13 @@ def read_tables(kernel: Kernel) -> Tables:
         return t
     try:
         _read(kernel, t)
-    except (struct.error, ValueError, IndexError, KeyError, OverflowError) as e:  # a damaged image: say so
+    except _DAMAGED as e:  # a damaged image: say so
         t.problems.append(f"kernel tables unreadable ({type(e).__name__}: {e})")
     return t
 
 
+_TABLE_SECTIONS = tuple(dict.fromkeys(secname for _k, secname in TABLES.values()))  # a module's, in TABLES' order
+_DAMAGED = (struct.error, ValueError, IndexError, KeyError, OverflowError)  # what a damaged image's tables raise
 SMALL_TABLE = 2048  # bytes under which a table's entries are read by struct, not numpy
 _S32 = struct.Struct("<i")
 PARA_ENTRY = struct.Struct("<QBB6x")  # struct paravirt_patch_site (6.1): u64 instr, u8 type, u8 len, padded to 16

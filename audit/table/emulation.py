@@ -82,6 +82,9 @@ class Entry:
         return " ".join(parts)
 
 
+_SHA256: dict[int, tuple[bytes, str]] = {}  # EmulationTable.sha256 by its raw bytes: a module tree asks per module
+
+
 @dataclass(frozen=True, slots=True)
 class EmulationTable:
     name: str
@@ -103,7 +106,10 @@ class EmulationTable:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.raw).hexdigest()
+        got = _SHA256.get(id(self.raw))
+        if got is None or got[0] is not self.raw:  # (the raw bytes kept: their id is not reused while cached)
+            got = _SHA256[id(self.raw)] = (self.raw, hashlib.sha256(self.raw).hexdigest())
+        return got[1]
 
     def lookup(self, insn: Insn) -> Entry | None:
         """The first entry that matches insn, or None."""
