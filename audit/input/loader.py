@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from dataclasses import dataclass
@@ -24,13 +25,21 @@ class SymbolOptions:
     kallsyms_module: str | None = None  # keep this module's symbols of the dump instead of the kernel's
 
 
-def _head(path: Path) -> bytes:
+def _head(path: Path) -> tuple[bytes, mmap.mmap | None]:
+    """The file's first HEAD bytes and, when they start an ELF, the whole file mapped (opened once: a module
+    tree's audit opened each module twice). None when the map fails: elf.load maps it again and says why."""
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # open() on a FIFO waits for a writer forever
             raise InputError(f"{path}: not a regular file (a pipe, socket or device cannot be read as an image)")
         with open(path, "rb") as f:
-            return f.read(HEAD)
+            head = f.read(HEAD)
+            if head[:4] != b"\x7fELF":
+                return head, None
+            try:
+                return head, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                return head, None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory") from None
     except OSError as e:
@@ -59,10 +68,10 @@ def load_input(path: str | Path, opts: SymbolOptions | None = None) -> Kernel:
     appended signature cut off; both then load as the ELF they carry."""
     path = path if isinstance(path, Path) else Path(path)  # Path(a Path) parses it again: ~20 us a module
     opts = opts or SymbolOptions()
-    head = _head(path)
+    head, mapped = _head(path)
     fallback = _fallback(opts, str(path))
     if head[:4] == b"\x7fELF":
-        return elf.load(path, symbols=fallback)
+        return elf.load(path, data=mapped, symbols=fallback)
     from fbt_audit.input import bzimage
 
     if bzimage.is_bzimage(head):

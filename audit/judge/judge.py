@@ -30,7 +30,7 @@ class Judge:
 
     __slots__ = (
         "table", "rules", "_source", "_all", "_invalid", "_ftrace", "_refuse", "_unlisted", "_verdicts", "_parts",
-        "_insn_memo", "_insn_facts", "_insn_ids", "_params", "_fields", "_alike", "_read",
+        "_insn_memo", "_insn_facts", "_insn_ids", "_params", "_fields", "_alike", "_read", "groups",
     )  # fmt: skip
 
     def __init__(self, table: EmulationTable, rules: Iterable[Rule]) -> None:
@@ -69,6 +69,8 @@ class Judge:
         insn_reads = [r.insn_reads for r in self.rules]
         self._fields = None if any(f is None for f in insn_reads) else tuple(sorted({x for f in insn_reads for x in f}))
         self._alike: dict[tuple, tuple[list[Finding], str]] = {}
+        # alike()'s answers by what a row's variants and facts follow from (judge/rows.py: EntryRows.variant_keys)
+        self.groups: dict[tuple, tuple[list[Finding], str] | None] = {}
         self._read = attrgetter(*self._fields) if self._fields else _nothing  # those fields of an Insn
 
     @property

@@ -184,8 +184,11 @@ def _judge_groups(judge: Judge, rows: Any, first: np.ndarray, group: np.ndarray)
     findings = np.zeros(len(first), dtype=bool)
     order = sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1])
     idx = [i for _g, i in order]
-    ins = rows.variant_inputs(idx) if judge.shares and hasattr(rows, "variant_inputs") else [None] * len(idx)
-    hits = [None if x is None else judge.alike(*x) for x in ins]
+    if judge.shares and hasattr(rows, "variant_keys"):
+        hits = _alike_by_key(judge, rows, idx)
+    else:
+        ins = rows.variant_inputs(idx) if judge.shares and hasattr(rows, "variant_inputs") else [None] * len(idx)
+        hits = [None if x is None else judge.alike(*x) for x in ins]
     built = iter(rows.build([i for i, h in zip(idx, hits, strict=True) if h is None]))
     for (g, i), hit in zip(order, hits, strict=True):
         if hit is None:
@@ -201,6 +204,39 @@ def _judge_groups(judge: Judge, rows: Any, first: np.ndarray, group: np.ndarray)
     # again the same when every row is asked for (and a module tree's parent holds fewer objects).
     kept = {i: j for i, j in judged.items() if j.findings}
     return JudgedRows(rows, kept, group, handling, copies, shared, judge.params)
+
+
+_ALIKE_MAX = 1 << 16  # entries of a Judge's group memo (Judge.groups); a full memo only stops growing
+
+
+def _alike_by_key(judge: Judge, rows: Any, idx: list[int]) -> list:
+    """judge.alike() of rows idx, through the judge's memo by what the row's variants and facts follow from
+    (EntryRows.variant_keys: shape, target name, ftrace site, facts): a module tree's modules repeat the same few
+    dozen groups, so most skip building their instructions and the alike key. None where alike answers None or
+    the row has no key (built, moved)."""
+    memo = judge.groups
+    keys = rows.variant_keys(idx)
+    hits: list = [_MISS] * len(idx)
+    todo = []
+    for p, key in enumerate(keys):
+        if key is None:
+            hits[p] = None
+            continue
+        got = memo.get(key, _MISS)
+        if got is _MISS:
+            todo.append(p)
+        else:
+            hits[p] = got
+    if todo:
+        ins = rows.variant_inputs([idx[p] for p in todo])
+        for p, x in zip(todo, ins, strict=True):
+            got = hits[p] = None if x is None else judge.alike(*x)
+            if len(memo) < _ALIKE_MAX:
+                memo[keys[p]] = got
+    return hits
+
+
+_MISS = object()
 
 
 class MergedRows:

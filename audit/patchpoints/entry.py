@@ -172,6 +172,17 @@ class EntryRows:
                                                          self.target[sel].tolist(), self.tname[sel].tolist(),
                                                          self.ftrace[sel].tolist(), strict=True)]  # fmt: skip
 
+    def variant_keys(self, idx: list[int]) -> list[tuple | None]:
+        """Per row of idx, what variant_inputs' answer follows from, as a key equal across images: the shape, the
+        target's (name, class), the ftrace site and the facts (an address or a displacement is not read by the
+        judge's alike()); None where variant_inputs answers None."""
+        sel = np.array(idx, dtype=np.int64)
+        objs, moved, shapes, tnames, facts = self.objs, self.moved, self.shapes, self.tnames, self.site_facts
+        return [None if i in objs or i in moved else
+                (shapes[sid], tnames[t] if t >= 0 else None, ft, facts.get(i, _FTRACE_SITE if ft else _NO_FACTS))
+                for i, sid, t, ft in zip(idx, self.shape[sel].tolist(), self.tname[sel].tolist(),
+                                         self.ftrace[sel].tolist(), strict=True)]  # fmt: skip
+
     def _inputs(self, i: int, at: int, sid: int, target: int, t: int, ftrace: bool,
                 nop: Insn | None = None) -> tuple[list[tuple[str, Insn]], frozenset[str]]:  # fmt: skip
         """Row i's (label, instruction) variants and facts, from its columns' values (nop: the ftrace-nop variant's
