@@ -58,6 +58,28 @@ def test_applied(reloc, at, want):
     assert len(out) == 32 and out[:at] == b"\x11" * at
 
 
+def test_applied_many_is_applied_of_each():
+    """Relocations.applied_many: each section's bytes as applied() gives them alone, whatever the relocations: in and
+    out of order, overlapping (the later one wins), unaligned, past the section, of each type; sections of odd sizes."""
+    sets = [
+        [(0, 4, 1, 8), (8, 1, 2, -4), (16, 4, 4, -4), (24, 2, 10, 1)],  # aligned, apart: written as words
+        [(1, 4, 1, 8), (10, 1, 2, -4)],  # unaligned
+        [(0, 4, 1, 8), (4, 1, 2, -4), (2, 2, 10, 1)],  # overlapping, out of order: the later one wins each byte
+        [(30, 1, 1, 7), (0, 9, 1, 7), (4, 1, 24, 7), (28, 3, 11, 7)],  # past the section, the table; unknown type
+        [],
+    ]
+    for relocs in sets:
+        data, hdrs = _object(relocs)
+        r = Relocations(data, hdrs, {1: TEXT_BASE})
+        for size in (32, 29):
+            assert r.applied_many([(1, data[:size], TEXT_BASE)]) == [r.applied(1, data[:size], TEXT_BASE)], relocs
+    data, hdrs = _object(sets[2])  # two sections patched by one RELA section's copies: each relocated alone
+    hdrs = [*hdrs, SimpleNamespace(sh_type="SHT_RELA", sh_info=5, sh_offset=hdrs[3].sh_offset, sh_size=hdrs[3].sh_size)]
+    r = Relocations(data, hdrs, {1: TEXT_BASE, 5: TEXT_BASE + 0x100})
+    parts = [(1, data[:13], TEXT_BASE), (5, data[:32], TEXT_BASE + 0x100)]
+    assert r.applied_many(parts) == [r.applied(i, c, b) for i, c, b in parts]
+
+
 def test_symbol_values():
     data, hdrs = _object([])
     r = Relocations(data, hdrs, {1: TEXT_BASE})

@@ -100,12 +100,16 @@ class Relocations:
 
         bufs = [bytes(c) for _t, c, _b in parts]
         sizes = [len(b) for b in bufs]
-        starts = [0]
-        for n in sizes[:-1]:
-            starts.append(starts[-1] + n)
+        starts, pieces, at = [], [], 0
+        for b in bufs:  # each section at an 8-aligned offset, so that aligned fields are written as words (_write)
+            pad = -at % 8
+            pieces += [bytes(pad), b]
+            starts.append(at + pad)
+            at += pad + len(b)
+        pieces.append(bytes(-at % 8))
         hdrs = [self.patching.get(t, ()) for t, _c, _b in parts]
         off, si, rtype, addend, counts = joined(self.data, [h for hs in hdrs for h in hs])
-        buf = np.frombuffer(b"".join(bufs), dtype=np.uint8).copy()
+        buf = np.frombuffer(b"".join(pieces), dtype=np.uint8).copy()
         if len(off):
             per_part, k = [], 0
             for hs in hdrs:  # each part's relocations: its RELA sections' counts
@@ -210,12 +214,20 @@ def _write(buf, at, value, width) -> None:
     overlap, the later relocation's bytes win, as when they are applied one after another."""
     import numpy as np
 
-    lanes = np.arange(8)
     ends = at + width
+    apart = len(at) < 2 or bool((at[1:] >= ends[:-1]).all())  # in order, none overlapping: each byte written once
+    if apart and not len(buf) % 8:
+        w4 = width == 4
+        a4, a8 = at[w4], at[~w4]
+        if not (a4 & 3).any() and not (a8 & 7).any():  # every field aligned to its width: written as words
+            buf.view("<u4")[a4 >> 2] = value[w4].astype(np.uint32)  # (the low 32 bits)
+            buf.view("<u8")[a8 >> 3] = value[~w4]
+            return
+    lanes = np.arange(8)
     at = (at[:, None] + lanes).reshape(-1)
     byte = ((value[:, None] >> (lanes * 8).astype(np.uint64)) & np.uint64(0xFF)).astype(np.uint8).reshape(-1)
     used = (lanes < width[:, None]).reshape(-1)
-    if len(ends) < 2 or bool((at[:: 8][1:] >= ends[:-1]).all()):  # in order, none overlapping: each byte written once
+    if apart:
         buf[at[used]] = byte[used]
         return
     at, byte = at[used][::-1], byte[used][::-1]
