@@ -94,7 +94,7 @@ class _Elf:
         self.sections = section_headers(path, self.data, size)
 
     def contents(self, s) -> memoryview:
-        h = s.header
+        h = s  # a _Shdr is its own header
         if h.sh_type == "SHT_NOBITS":
             return memoryview(b"")
         return memoryview(self.data)[h.sh_offset : h.sh_offset + h.sh_size]
@@ -335,12 +335,12 @@ def load(path: str | Path, *, data: bytes | None = None, symbols: SymbolSource =
     rel = e.type == "ET_REL"
     secs = e.sections
     bases, model_secs = _section_bases(path, secs, rel)
-    symtab = next((s for s in secs if s.header.sh_type == "SHT_SYMTAB"), None)
+    symtab = next((s for s in secs if s.sh_type == "SHT_SYMTAB"), None)  # _Shdr: its own header
     if symtab is None:
         return _load_external(path, e, model_secs, symbols)
-    if symtab.header.sh_link >= len(secs):
+    if symtab.sh_link >= len(secs):
         raise ElfFormatError(f"{path}: symbol table links to a missing string table")
-    raw, strtab = bytes(e.contents(symtab)), bytes(e.contents(secs[symtab.header.sh_link]))
+    raw, strtab = bytes(e.contents(symtab)), bytes(e.contents(secs[symtab.sh_link]))
     if not rel and len(raw) // SYM.size > _INDEX_FROM:  # a vmlinux: numpy columns (bigsymtab.py)
         from fbt_audit.input.bigsymtab import BigSymtab
 
@@ -484,7 +484,7 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
                 abs64 = (si < n) & (rtype == R_X86_64_64)
                 mc_sym += si[abs64].tolist()
                 mc_add += addend[abs64].tolist()
-        elif secs[i].header.sh_flags & SHF_EXECINSTR:
+        elif secs[i].sh_flags & SHF_EXECINSTR:
             text += [(bases[i], h) for h in hs]
     values, shndx = st.values, st.shndx
     at: dict[int, int] = {}  # S of each symbol the sites name (most name one: .text's section symbol)

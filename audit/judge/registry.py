@@ -126,11 +126,15 @@ def _specificity(selector: str) -> int:
 
 
 _SELECTED: dict[tuple, tuple[Rule, ...]] = {}  # select()'s answers: a module tree's audits ask the same once each
+_SELECTED_FOR: list[dict | None] = [None]  # the registry they were resolved against
 
 
 def select(select: list[str] | None = None, ignore: list[str] | None = None) -> list[Rule]:
-    """_select(), resolved once per (select, ignore) and rule statuses in a process (a new list each call)."""
-    key = (None if select is None else tuple(select), tuple(ignore or ()), tuple(st for st, _c in REGISTRY.values()))
+    """_select(), resolved once per (select, ignore) in a process while the registry stays (a new list each call)."""
+    if _SELECTED_FOR[0] != REGISTRY:  # the registry changed (a test's statuses): what was resolved is stale
+        _SELECTED.clear()
+        _SELECTED_FOR[0] = dict(REGISTRY)
+    key = (None if select is None else tuple(select), tuple(ignore or ()))
     got = _SELECTED.get(key)
     if got is None:
         got = _SELECTED[key] = tuple(_select(select, ignore))

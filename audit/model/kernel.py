@@ -5,10 +5,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from fbt_audit.model.abi import Target, target_class
 from fbt_audit.model.core import IC, Insn, Symbol
+
+_ADDR = attrgetter("addr")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ class Kernel:
     _targets: dict[int, tuple[str | None, Target]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self._sec_sorted = sorted((s for s in self.sections if not s.nobits and s.size), key=lambda s: s.addr)
+        self._sec_sorted = sorted([s for s in self.sections if not s.nobits and s.size], key=_ADDR)
         self._sec_starts = [s.addr for s in self._sec_sorted]
         if self.symbols is None and self.columns is not None:
             self.lazy.setdefault("symbols", self.columns.symbols)

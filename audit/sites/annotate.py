@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -294,7 +295,7 @@ class _SiteIndex:
             if sites
         ]
         # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
-        self.all_points = sorted(x for _k, _ln, arr in self.points_tables for x in arr)
+        self.all_points = sorted(chain.from_iterable(arr for _k, _ln, arr in self.points_tables))
         self.max_ln = max((ln for _k, ln, _arr in self.points_tables), default=1)
         items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
         items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
