@@ -54,18 +54,19 @@ def module_files(root: Path) -> tuple[list[Path], list[str]]:
     .ko.zst, .ko.gz), sorted by path; directory symlinks (`build`, `source`) are not followed.
     Also one line per directory that could not be read."""
     found, problems = _scan(root)
-    return [Path(p) for p, _link, _size in found], problems
+    return [Path(p) for p, _real, _size in found], problems
 
 
-def _scan(root: Path | str) -> tuple[list[tuple[str, bool, int]], list[str]]:
-    """module_files' walk, by os.scandir: (path, whether it is a symlink, size) of each module, sorted by path.
-    A directory entry tells its type without a stat, and is stat'ed once for the size (os.walk, then isfile,
-    islink and the chunks' stat made three system calls a module: ~0.1 s of a tree's start, before any worker)."""
-    found: list[tuple[str, bool, int]] = []
+def _scan(root: Path | str) -> tuple[list[tuple[str, str | None, int]], list[str]]:
+    """module_files' walk, by os.scandir: (path, its real path or None for a symlink, size) of each module, sorted
+    by path. A directory entry tells its type without a stat, and is stat'ed once for the size; the walk enters no
+    symlinked directory, so a file's real path is its directory's, known from the root's, and its name (os.walk,
+    then isfile, islink, realpath and the chunks' stat cost ~0.2 s of a tree's start, before any worker)."""
+    found: list[tuple[str, str | None, int]] = []
     problems: list[str] = []
-    todo = [os.fspath(root)]
+    todo = [(os.fspath(root), os.path.realpath(root))]
     while todo:
-        top = todo.pop()
+        top, real = todo.pop()
         try:
             with os.scandir(top) as it:
                 entries = list(it)
@@ -79,11 +80,13 @@ def _scan(root: Path | str) -> tuple[list[tuple[str, bool, int]], list[str]]:
                 is_dir = False
             if is_dir:
                 if not entry.is_symlink():  # as os.walk(followlinks=False): a linked directory is not entered
-                    todo.append(entry.path)
+                    todo.append((entry.path, os.path.join(real, entry.name)))
             elif is_module_name(entry.name):
                 try:
                     if entry.is_file():  # a regular file, or a symlink to one (os.path.isfile)
-                        found.append((entry.path, entry.is_symlink(), entry.stat().st_size))
+                        link = entry.is_symlink()
+                        found.append((entry.path, None if link else os.path.join(real, entry.name),
+                                      entry.stat().st_size))  # fmt: skip
                 except OSError:
                     continue
     found.sort()
@@ -98,8 +101,8 @@ def expand(paths) -> tuple[list[Input], list[str]]:
     seen: set[str] = set()
     real_dirs: dict[str, str] = {}
 
-    def add(p: str, listed: bool, link: bool | None = None, size: int | None = None) -> None:
-        key = _realpath(p, real_dirs, link)
+    def add(p: str, listed: bool, real: str | None = None, size: int | None = None) -> None:
+        key = real or _realpath(p, real_dirs)
         if key not in seen:
             seen.add(key)
             path = Path(p)
@@ -111,19 +114,18 @@ def expand(paths) -> tuple[list[Input], list[str]]:
             problems.extend(bad)
             if not mods and not bad:
                 problems.append(f"{p}: is a directory with no kernel modules ({', '.join(SUFFIXES)}) under it")
-            for m, link, size in mods:
-                add(m, False, link, size)
+            for m, real, size in mods:
+                add(m, False, real, size)
         else:
             add(str(p), True)
     return inputs, problems
 
 
-def _realpath(path: str, dirs: dict[str, str], link: bool | None = None) -> str:
-    """os.path.realpath(path), with each directory's resolved once (dirs): a tree's 4,000 modules share a few
-    hundred, and realpath stats every component of every path (~0.2 s before the workers start). `link`: whether
-    path is a symlink, when known."""
+def _realpath(path: str, dirs: dict[str, str]) -> str:
+    """os.path.realpath(path), with each directory's resolved once (dirs): files named on the command line share
+    a few directories, and realpath stats every component of every path."""
     d, name = os.path.split(path)
-    if not name or name in (".", "..") or (link if link is not None else os.path.islink(path)):
+    if not name or name in (".", "..") or os.path.islink(path):
         return os.path.realpath(path)
     rd = dirs.get(d)
     if rd is None:
