@@ -23,27 +23,26 @@ def names_at(blob: bytes, offsets) -> list[str]:
     """The NUL-terminated names at string-table offsets ('' for offset 0 and past the end), UTF-8
     with bad bytes replaced, and control characters escaped (errors.one_line): a hostile name must
     not add lines to a list or denylist a module later reads."""
-    clean, st = _prepared(blob)
-    names = decode_names(blob, offsets, st)
-    return names if clean else list(map(one_line, names))
+    names = decode_names(blob, offsets, _text(blob))
+    # one_line leaves a printable name as it is: the names asked are checked, not the whole table (a module's
+    # audit asks a few dozen of thousands)
+    return names if all(map(str.isprintable, names)) else list(map(one_line, names))
 
 
-_LAST: list = [None, (False, None)]  # the last table _prepared saw, and what it found (a module's is asked ~3 times)
+_LAST: list = [None, None]  # the last table _text saw, and its text (a module's is asked ~3 times)
 
 
-def _prepared(blob: bytes) -> tuple[bool, str | None]:
-    """Whether blob holds only PRINTABLE bytes, and its text (ASCII, from a NUL at offset 0) with a NUL
-    appended, or None: found once per table (a scan and a decode of the whole table each)."""
+def _text(blob: bytes) -> str | None:
+    """blob's text (ASCII, from a NUL at offset 0) with a NUL appended, or None: decoded once per table."""
     if _LAST[0] is blob:
         return _LAST[1]
     st = blob.decode("ascii") + "\0" if blob.isascii() and blob[:1] == b"\0" else None
-    got = (not blob.translate(None, PRINTABLE), st)
-    _LAST[:] = [blob, got]
-    return got
+    _LAST[:] = [blob, st]
+    return st
 
 
 def decode_names(blob: bytes, offsets, st: str | None = None) -> list[str]:
-    """names_at without the escaping; st: _prepared's text of blob, when known."""
+    """names_at without the escaping; st: _text(blob), when known."""
     if st is None and blob.isascii() and blob[:1] == b"\0":
         st = blob.decode("ascii") + "\0"
     if st is not None and (not offsets or max(offsets) < len(blob)):
