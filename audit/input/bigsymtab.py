@@ -2,8 +2,8 @@
 
 A vmlinux has 130,000-250,000 symbols; elf._Symtab's bytes-and-array columns serve modules (tens of symbols,
 where numpy's fixed cost per call dominates). Here the record array is viewed in place (np.frombuffer), the
-text-symbol filter, sort and sizes run over arrays, and address_of compares a precomputed (length, first 8
-bytes) key of every name instead of indexing every st_name in a dict (37 ms) or scanning st_name per name.
+text-symbol filter, sort and sizes run over arrays, and address_of compares the first 8 bytes at every st_name
+(read once, as unaligned u64s) instead of indexing every st_name in a dict (37 ms) or scanning st_name per name.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class BigSymtab:
         for i, b in bases.items():
             base[i] = b
         self.addrs = self.rec["value"] + base[np.minimum(shndx, len(base) - 1)] if rel else self.rec["value"]
-        self._keys: tuple[np.ndarray, np.ndarray] | None = None
+        self._heads: np.ndarray | None = None
 
     def names_of(self, idx: np.ndarray) -> list[str]:
         off = self.rec["name"][idx].astype(np.int64)
@@ -62,30 +62,30 @@ class BigSymtab:
             self._nul = np.r_[np.flatnonzero(sb == 0), len(self.strtab)]
         return self._nul
 
-    def _name_keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per symbol: its name's length and its first 8 bytes (as a little-endian u64, zero past the name)."""
-        if self._keys is None:
-            sb = np.frombuffer(self.strtab + b"\0" * 8, dtype=np.uint8)
-            nul = self._nuls()
-            off = np.minimum(self.rec["name"].astype(np.int64), len(self.strtab))
-            length = nul[np.searchsorted(nul, off)] - off
-            head = sb[off[:, None] + np.arange(8)].copy().view("<u8").reshape(-1)
-            keep = np.minimum(length, 8) * 8
-            mask = np.where(keep >= 64, np.uint64(0xFFFFFFFFFFFFFFFF),
-                            (np.uint64(1) << keep.astype(np.uint64)) - np.uint64(1))  # fmt: skip
-            self._keys = (length, head & mask)
-        return self._keys
+    def _name_heads(self) -> np.ndarray:
+        """Per symbol: the 8 bytes at its st_name as a little-endian u64 (past the string table: zeros), read through
+        one unaligned u64 view of the table (0.5 ms; finding each name's end first took 9)."""
+        if self._heads is None:
+            pad = self.strtab + b"\0" * 8
+            words = np.ndarray(shape=(len(self.strtab) + 1,), dtype="<u8", buffer=pad, strides=(1,))
+            self._heads = words[np.minimum(self.rec["name"].astype(np.int64), len(self.strtab))]
+        return self._heads
 
     def address_of(self, name: str) -> int | None:
-        """The address of the first defined symbol named `name` (any type), or None."""
+        """The address of the first defined symbol named `name` (any type), or None: the symbols whose first bytes
+        (with the NUL after a name under 8 bytes) match, then each checked whole, NUL included."""
         want = name.encode()
         if not want or b"\0" in want:
             return None
-        length, head = self._name_keys()
-        key = int.from_bytes(want[:8].ljust(8, b"\0"), "little")
-        for i in np.flatnonzero((length == len(want)) & (head == np.uint64(key)) & self.valid).tolist():
-            off = int(self.rec["name"][i])
-            if self.strtab[off : off + len(want)] == want:
+        whole = want + b"\0"
+        key = int.from_bytes(whole[:8].ljust(8, b"\0"), "little")
+        heads = self._name_heads()
+        if len(whole) < 8:
+            heads = heads & np.uint64((1 << (8 * len(whole))) - 1)
+        valid, names, st, n = self.valid, self.rec["name"], self.strtab, len(want)
+        for i in np.flatnonzero(heads == np.uint64(key)).tolist():
+            off = int(names[i])
+            if valid[i] and st[off : off + n] == want and st[off + n : off + n + 1] in (b"\0", b""):  # b"": table end
                 return int(self.addrs[i])
         return None
 
