@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from fbt_audit.decode.insn import MAX_INSN, decode_fields, insn_length
+from fbt_audit.decode.insn import MAX_INSN, decode_fields, decode_many, insn_length
 from fbt_audit.model.abi import Handling, Target, target_class
 from fbt_audit.model.arrays import member
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -362,8 +362,11 @@ def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarr
     _uniq, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
     reps = idx[cand[first]]
-    got = [_decode_one(rows, rows.offset[i], a, v) for i, a, v in _where(rows, reps)]
     want = n[cand[first]].tolist()
+    data, offs = rows.kernel.data, [rows.offset[i] for i in reps.tolist()]
+    fields = decode_many([data[o : o + v] for o, v in zip(offs, rows.avail[reps].tolist(), strict=True)],
+                         rows.addr[reps].tolist(), want)  # fmt: skip
+    got = [_shape_of(rows, f) for f in fields]
     good = np.array([ln == w and ln > 0 and not rows.shapes[sid][7] & _REL
                      for (sid, ln, _t), w in zip(got, want, strict=True)], dtype=bool)  # fmt: skip
     hit = good[inv]
@@ -379,7 +382,11 @@ def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarr
 def _decode_one(rows: EntryRows, o: int, at: int, av: int) -> tuple[int, int, int]:
     """The instruction at address at (file offset o, av bytes available) through decode_fields: (shape id,
     length, relative branch target or 0)."""
-    f = decode_fields(rows.kernel.data[o : o + av] if av else b"", at)
+    return _shape_of(rows, decode_fields(rows.kernel.data[o : o + av] if av else b"", at))
+
+
+def _shape_of(rows: EntryRows, f: tuple) -> tuple[int, int, int]:
+    """_decode_one's answer for decode_fields' fields f."""
     raw, classes = f[1], f[8]
     if classes & _REL and f[3] == hex(f[9]):  # bytes and operand text follow from the row's target
         key = (None, f[2], None, *f[4:9], len(raw))
