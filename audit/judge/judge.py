@@ -324,7 +324,7 @@ _JUDGES: dict[tuple, Judge] = {}
 def judge_for(table: EmulationTable, rules: list[Rule]) -> Judge:
     """One Judge per (table, rule selection) in a process: its memo of verdicts by shape and facts carries over
     from module to module of a tree (a worker audits hundreds), instead of starting empty for each."""
-    key = (id(table), table.sha256, tuple(r.id for r in rules))
+    key = (id(table), tuple(r.id for r in rules))  # an id reused by another table: j.table is not table
     j = _JUDGES.get(key)
     if j is None or j.table is not table:
         j = _JUDGES[key] = Judge(table, rules)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from fbt_audit.judge.order import finding_order, findings, ordered
 from fbt_audit.model.core import Level, Verdict
-from fbt_audit.report.common import rule_counts, rules_by_id, tables, verdict_counts
+from fbt_audit.report.common import rule_counts, rules_by_id, table_names, verdict_counts
 
 if TYPE_CHECKING:
     from fbt_audit.judge.result import AuditResult
@@ -66,7 +66,7 @@ def summary_line(results: list[AuditResult]) -> str:
     n_pp = sum(r.count() for r in results)
     n_img = len(results)
     n_find = sum(sum(r.finding_rules().values()) for r in results)
-    names = ", ".join(name for name, _ in tables(results)) or "-"
+    names = ", ".join(table_names(results)) or "-"
     counts = ", ".join(f"{n} {v.label}" for v, n in verdict_counts(results).items())
     line = (
         f"audited {n_pp} patchpoint{'s' if n_pp != 1 else ''} in {n_img} image{'s' if n_img != 1 else ''}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 from dataclasses import dataclass
 from importlib import resources
@@ -103,6 +102,8 @@ class EmulationTable:
 
     @property
     def sha256(self) -> str:
+        import hashlib  # here: only the reports that print the table's digest pay its import (~3 ms)
+
         return hashlib.sha256(self.raw).hexdigest()
 
     def lookup(self, insn: Insn) -> Entry | None:
