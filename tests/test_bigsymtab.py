@@ -50,3 +50,19 @@ def test_address_of_is_a_scan(seed):
     for name in {*names, b"tail_at_end", b"tail", b"__start", b"abcdefgh_", b"zz"}:
         assert st.address_of(name.decode()) == _scan(strtab, offs, full_shndx, name), name
     assert st.address_of("") is None and st.address_of("a\0b") is None
+
+
+def test_text_columns_as_the_module_path(monkeypatch):
+    """The sample vmlinux's text symbols through BigSymtab (forced) equal elf._Symtab's: order (aliases by name),
+    sizes (an unsized one runs to the next address), kinds, binds, sections."""
+    from fbt_audit.input import elf
+
+    from .conftest import SAMPLE
+
+    plain = elf.load(SAMPLE).symbol_columns()
+    monkeypatch.setattr(elf, "_INDEX_FROM", 0)
+    big = elf.load(SAMPLE)
+    assert type(big.finder.__self__) is BigSymtab
+    cols = big.symbol_columns()
+    assert cols == plain
+    assert len(set(cols.addr)) < len(cols.addr) and not all(cols.sized)  # aliases, unsized ones

@@ -116,16 +116,17 @@ class BigSymtab:
         idx = idx[np.argsort(addr[idx], kind="stable")]
         t_addr = addr[idx]
         names = self.names_of(idx)
-        keep = list(range(len(idx)))
-        a_list = t_addr.tolist()
-        strtab.sort_aliases(keep, a_list, names)
-        if keep != sorted(keep):
+        same = t_addr[1:] == t_addr[:-1]
+        keep = _by_name(np.flatnonzero(same).tolist(), names)  # strtab.sort_aliases, the runs found in numpy
+        if keep is not None:
             idx, t_addr = idx[keep], t_addr[keep]
             names = [names[p] for p in keep]
         size = rec["size"][idx]
         t_shndx = shndx[idx]
         end = hi[t_shndx]
-        q = np.searchsorted(t_addr, t_addr, side="right")
+        # The next higher address: the start of the next run of equal addresses (a searchsorted of every address).
+        run_end = np.flatnonzero(np.append(~same, True)[: len(t_addr)]) + 1
+        q = np.repeat(run_end, np.diff(np.append(0, run_end)))
         nxt = np.where(q < len(t_addr), t_addr[np.minimum(q, len(t_addr) - 1)], end)
         filled = np.maximum(np.minimum(nxt, end) - t_addr, np.uint64(1))
         sized = size != 0
@@ -135,3 +136,23 @@ class BigSymtab:
             t_addr.tolist(), names, np.where(sized, size, filled).tolist(), _KIND[info].tolist(),
             _BIND[info].tolist(), sec_names[t_shndx].tolist(), sized.tolist(),
         )  # fmt: skip
+
+
+def _by_name(dup: list[int], names: list[str]) -> list[int] | None:
+    """strtab.sort_aliases given `dup` (the positions whose address equals the next one's): the order that sorts
+    each run of equal addresses by name, or None when that is the order they have."""
+    keep: list[int] | None = None
+    j = 0
+    while j < len(dup):
+        k = j
+        while k + 1 < len(dup) and dup[k + 1] == dup[k] + 1:
+            k += 1
+        first, last = dup[j], dup[k] + 1
+        run = list(range(first, last + 1))
+        got = sorted(run, key=names.__getitem__)
+        if got != run:
+            if keep is None:
+                keep = list(range(len(names)))
+            keep[first : last + 1] = got
+        j = k + 1
+    return keep
