@@ -50,3 +50,17 @@ def test_decode_many_is_decode_fields(seed):
     got = dec.decode_many(codes, addrs, lengths)
     assert got == want
     assert sum(1 for f in got if f[1] and not f[8] & (dec.IC.INVALID | dec._REL)) > 1000  # most went through the batch
+
+
+def test_unique_rows_is_np_unique():
+    """patchpoints.entry._unique_rows (the entry groups' distinct encodings) gives np.unique(axis=0)'s index and
+    inverse: the same groups in the same order, so the same shape ids."""
+    from fbt_audit.patchpoints.entry import _unique_rows
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 7, 500, 3000):
+        keys = rng.integers(0, 4, size=(n, 3)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        keys[: n // 2, 1] |= np.uint64(1 << 63)
+        _u, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        got_first, got_inv = _unique_rows(keys)
+        assert got_first.tolist() == first.tolist() and got_inv.tolist() == inv.reshape(-1).tolist()

@@ -359,8 +359,7 @@ def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarr
     nb1 = np.where(nb > 64, nb - np.uint64(64), np.uint64(0))
     m1 = np.where(nb1 >= 64, full, (np.uint64(1) << np.minimum(nb1, np.uint64(63))) - np.uint64(1))
     keys = np.stack([n[cand].astype(np.uint64), w0[cand] & m0, w1[cand] & m1], axis=1)
-    _uniq, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    inv = inv.reshape(-1)
+    first, inv = _unique_rows(keys)
     reps = idx[cand[first]]
     want = n[cand[first]].tolist()
     data, offs = rows.kernel.data, [rows.offset[i] for i in reps.tolist()]
@@ -377,6 +376,18 @@ def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarr
     left = np.ones(len(idx), dtype=bool)
     left[cand[hit]] = False
     return idx[left]
+
+
+def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(keys, axis=0, return_index=True, return_inverse=True)'s index and inverse (the distinct rows in
+    lexicographic order, each at its first occurrence) by one stable lexsort: np.unique's row sort costs 4x more."""
+    order = np.lexsort(keys.T[::-1])
+    s = keys[order]
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = (s[1:] != s[:-1]).any(axis=1)
+    inv = np.empty(len(s), dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return order[new], inv
 
 
 def _decode_one(rows: EntryRows, o: int, at: int, av: int) -> tuple[int, int, int]:
