@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import gc
 import re
+from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import compress
 
 import numpy as np
 
@@ -262,28 +264,29 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
     starts = np.flatnonzero(np.concatenate(([True], addr[1:] != addr[:-1]))) if n else np.zeros(0, dtype=np.int64)
     ends = np.append(starts[1:], n).astype(np.int64)  # np.append, not np.r_: ~10 us less a call (a module's rows)
     first = starts.tolist()
-    kinds = [cols.kind[k] for k in first]
-    end = (addr[starts] + np.array([cols.size[k] for k in first], dtype=np.uint64)).tolist() if n else []
-    keep = [True] * len(first)
+    kinds = list(map(cols.kind.__getitem__, first))
+    end = (addr[starts] + np.array(cols.size, dtype=np.uint64)[starts]).tolist() if n else []
+    drop: list[int] = []
     for g in np.flatnonzero(ends - starts > 1).tolist():  # addresses several symbols share
         members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
         if not members:
-            keep[g] = False
+            drop.append(g)
             continue
         p = _primary(cols, members)
         first[g] = p
         rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
         kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
         end[g] = max(cols.addr[k] + cols.size[k] for k in members)
-    for g, k in enumerate(first):
-        if kinds[g] == "NOTYPE" and ends[g] - starts[g] == 1 and is_marker(cols, k):
-            keep[g] = False
-    if not all(keep):
-        sel = [g for g, ok in enumerate(keep) if ok]
-        rows.aliases = {r: rows.aliases[g] for r, g in enumerate(sel) if g in rows.aliases}
-        first, kinds, end = [first[g] for g in sel], [kinds[g] for g in sel], [end[g] for g in sel]
+    notype = list(compress(range(len(kinds)), map("NOTYPE".__eq__, kinds)))
+    single = (ends - starts == 1)[notype].tolist() if notype else []
+    drop += [g for g, one in zip(notype, single, strict=True) if one and is_marker(cols, first[g])]
+    if drop:  # a few: deleted in place, the aliases' rows renumbered
+        drop.sort()
+        for g in reversed(drop):
+            del first[g], kinds[g], end[g]
+        rows.aliases = {g - bisect_left(drop, g): a for g, a in rows.aliases.items()}
     rows.first, rows.kind, rows.end = first, kinds, end
-    rows.sym_addr = np.array([cols.addr[k] for k in first], dtype=np.uint64)
+    rows.sym_addr = addr[np.array(first, dtype=np.int64)]
 
 
 def _place(rows: EntryRows, idx: np.ndarray) -> None:
