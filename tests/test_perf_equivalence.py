@@ -361,3 +361,23 @@ def test_a_rule_testing_the_insn_text_fails_loudly():
         Judge(table, [*registry.select(), TestsText()])(pp)
     got = Judge(table, [*registry.select(), PrintsText()])(pp).findings[-1]
     assert got.message == pp.insn.text and type(got.message) is str
+
+
+@pytest.mark.parametrize("name", ["reference", "legacy-2011"])
+def test_variant_classes_judge_as_each_row(name, monkeypatch):
+    """judge.rows judges entry rows with their variants read once per variant class (shape, target class, ftrace
+    site: judge.rows._variant_classes) as it judges them row by row from variant_inputs: the same shared
+    judgements, handling, copies and built rows."""
+    from fbt_audit.judge import rows as jrows
+    from fbt_audit.judge.judge import judge_for
+
+    got = {}
+    for mode in ("classes", "rows"):
+        if mode == "rows":
+            monkeypatch.setattr(jrows, "_variant_classes", lambda rows: None)
+        table = tables.load(name)
+        result = api.audit(elf.load(SAMPLE), table)
+        j = result.rows.entries if hasattr(result.rows, "entries") else result.rows
+        got[mode] = (j.shared, j.handling, j.copies, {i: x.findings for i, x in j.judged.items()}, j.group.tolist())
+    assert got["classes"] == got["rows"]
+    assert judge_for(tables.load(name), registry.select()).reads_shape_only
