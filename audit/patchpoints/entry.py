@@ -303,8 +303,11 @@ def _place(rows: EntryRows, idx: np.ndarray) -> None:
     start = np.append(starts, _U64(0))[s]
     rows.sec[idx] = s
     offset = np.where(inside, at - np.minimum(start, at) + fileoff[s], 0).astype(np.int64).tolist()
-    for i, o in zip(idx.tolist(), offset, strict=True):
-        rows.offset[i] = o
+    if len(offset) == len(rows.offset):  # every row (idx: the distinct rows, ascending)
+        rows.offset[:] = offset
+    else:
+        for i, o in zip(idx.tolist(), offset, strict=True):
+            rows.offset[i] = o
     avail = np.minimum(ends[s] - np.minimum(at, ends[s]), MAX_INSN).astype(np.int64)
     avail[~inside] = 0
     rows.avail[idx] = avail
@@ -315,7 +318,7 @@ def _decode(rows: EntryRows, idx: np.ndarray) -> None:
     decode_fields, whose cache decodes each distinct encoding once."""
     k = rows.kernel
     buf = np.frombuffer(k.data, dtype=np.uint8) if len(k.data) else np.zeros(1, dtype=np.uint8)
-    off = np.array([rows.offset[i] for i in idx.tolist()], dtype=np.int64)
+    off = np.array(rows.offset if len(idx) == rows.n else [rows.offset[i] for i in idx.tolist()], dtype=np.int64)
     head = buf[np.clip(off[:, None] + np.arange(5), 0, len(buf) - 1)] if len(idx) else np.zeros((0, 5), np.uint8)
     call = (head[:, 0] == 0xE8) & (rows.avail[idx] >= 5)
     disp = head[:, 1:5].copy().view("<i4").reshape(-1).astype(np.int64)
