@@ -120,8 +120,13 @@ class JudgedRows:
         out = self.__dict__.get("_verdicts")
         if out is None:
             out = self._verdicts = dict.fromkeys(Verdict, 0)
+            by_list: dict[int, Verdict] = {}  # a shared judgement's findings are one list for all its groups
             for rep, n in self.tally().items():
-                out[Verdict.of_findings(self.proto(rep))] += n
+                fs = self.proto(rep)
+                v = by_list.get(id(fs))
+                if v is None:
+                    v = by_list[id(fs)] = Verdict.of_findings(fs)
+                out[v] += n
             out[Verdict.SAFE] = self.n - len(self.reported_rows)
         return dict(out)
 
