@@ -14,6 +14,7 @@ from fbt_audit.patchpoints.entry import EntryRows
 
 _REL = IC.REL_CALL | IC.REL_BRANCH
 _NO_FACTS: frozenset[str] = frozenset()
+CLASSES_FROM = 256  # groups from which judge_rows reads variants per class (numpy's fixed cost: a module's few)
 
 
 class JudgedRows:
@@ -155,7 +156,7 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
     else:
         key = -1 - np.arange(n)
     _uniq, first, group = np.unique(key, return_index=True, return_inverse=True)
-    classes = _variant_classes(rows) if judge.reads_shape_only else None
+    classes = _variant_classes(rows) if judge.reads_shape_only and len(first) >= CLASSES_FROM else None
     return _judge_groups(judge, rows, first, group.reshape(-1), classes)
 
 
