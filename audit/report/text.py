@@ -221,7 +221,7 @@ def _section_namer(rows, items: list):
     """(k, i) -> the section name of row i (items[k]'s) as rows.rows.section(i) gives it, asked once per section
     index of the rows' `sec` column (read for all items at once) and for each row outside every section."""
     sec = getattr(rows.rows, "sec", None) if rows is not None else None
-    if sec is None or not items:
+    if sec is None or len(items) < 64:  # a module's few rows: numpy's fixed cost would be most of it
         return lambda _k, i: rows.rows.section(i)[0]
     import numpy as np  # loaded already: rows with a sec column are numpy columns
 
