@@ -49,6 +49,7 @@ def test_decode_many_is_decode_fields(seed):
     _fresh()
     got = dec.decode_many(codes, addrs, lengths)
     assert got == want
+    assert dec.decode_many(codes, addrs, lengths) == want  # again: from the shape cache where it holds them
     assert sum(1 for f in got if f[1] and not f[8] & (dec.IC.INVALID | dec._REL)) > 1000  # most went through the batch
 
 

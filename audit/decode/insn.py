@@ -181,6 +181,24 @@ def _remember(fields: tuple, op_str: str, target: int | None, width: int) -> Non
         lengths.sort()
 
 
+def _cached(code: bytes, addr: int) -> tuple | None:
+    """decode_fields' answer from the shape cache (_SHAPES), or None when it holds none for code."""
+    shapes = _SHAPES
+    for n in _LENGTHS[code[0]]:
+        s = shapes.get(code[:n])
+        if s is not None:
+            width = s[8]
+            if not width:
+                return (addr, *s[:8], None)
+            end = n + width
+            if len(code) < end:
+                return None  # a branch cut off by the end of its section: capstone says what it is
+            raw = code[:end]
+            target = (addr + end + int.from_bytes(raw[n:], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
+            return (addr, raw, s[1], hex(target), *s[3:8], target)
+    return None
+
+
 def decode_fields(code: bytes, addr: int) -> tuple:
     """Decode the first instruction of code at addr into the Insn constructor's positional
     arguments (addr through target), so that a caller adding the target's name builds one Insn."""
@@ -192,19 +210,9 @@ def decode_fields(code: bytes, addr: int) -> tuple:
         # encoding in 64-bit mode, so it skips capstone: 20x faster, and the same answer.
         target = (addr + 5 + int.from_bytes(code[1:5], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
         return (addr, code[:5], "callq", hex(target), b"", 0, b"\xe8", -1, _CALL_CLASSES, target)
-    shapes = _SHAPES
-    for n in _LENGTHS[code[0]]:
-        s = shapes.get(code[:n])
-        if s is not None:
-            width = s[8]
-            if not width:
-                return (addr, *s[:8], None)
-            end = n + width
-            if len(code) < end:
-                break  # a branch cut off by the end of its section: capstone says what it is
-            raw = code[:end]
-            target = (addr + end + int.from_bytes(raw[n:], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
-            return (addr, raw, s[1], hex(target), *s[3:8], target)
+    hit = _cached(code, addr)
+    if hit is not None:
+        return hit
     prefixes, rex, i = split_prefixes(code)
     opcode = _opcode(code, i)
     got = _disasm(code, addr, _modrm_offset(code, prefixes, i))
@@ -243,6 +251,10 @@ def decode_many(codes: list[bytes], addrs: list[int], lengths: list[int]) -> lis
     for j, (code, n) in enumerate(zip(codes, lengths, strict=True)):
         code = bytes(code[:MAX_INSN])
         if not 0 < n <= len(code) or code[0] == 0xE8:
+            continue
+        hit = _cached(code, addrs[j])  # decoded before (a module tree's worker meets the same encodings again)
+        if hit is not None:
+            out[j] = hit
             continue
         prefixes, rex, i = split_prefixes(code)
         opcode = _opcode(code, i)
