@@ -436,10 +436,19 @@ def _name_targets(rows: EntryRows, idx: np.ndarray) -> None:
     elif k.call_targets:
         at, ln, tg = rows.addr[sel].tolist(), rows.length[sel].tolist(), rows.target[sel].tolist()
         got = [k.name_target(a, n, t) for a, n, t in zip(at, ln, tg, strict=True)]
-    else:
-        uniq, inv = np.unique(rows.target[sel], return_inverse=True)
+    else:  # a vmlinux: each distinct target named once, in the order its first row meets it, the rows in numpy
+        uniq, first, inv = np.unique(rows.target[sel], return_index=True, return_inverse=True)
         per = [k.name_target(0, 0, t) for t in uniq.tolist()]
-        got = [per[j] for j in inv.reshape(-1).tolist()]
+        tid = np.zeros(len(per), dtype=np.int64)
+        order = np.argsort(first, kind="stable").tolist()
+        tid[order] = _tname_ids(rows, [per[u] for u in order])
+        rows.tname[sel] = tid[inv.reshape(-1)]
+        return
+    rows.tname[sel] = _tname_ids(rows, got)
+
+
+def _tname_ids(rows: EntryRows, got: list[tuple]) -> list[int]:
+    """The index into rows.tnames of each (name, class) of got, in order (-1 without a name), new ones appended."""
     ids, tnames = rows.tname_ids, rows.tnames
     vals = []
     for hit in got:
@@ -449,7 +458,7 @@ def _name_targets(rows: EntryRows, idx: np.ndarray) -> None:
             if hit[0] is not None:
                 tnames.append(hit)
         vals.append(t)
-    rows.tname[sel] = vals
+    return vals
 
 
 def _moves(rows: EntryRows, table: EmulationTable) -> None:
