@@ -249,11 +249,19 @@ def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
     _decode(rows, every)
     _name_targets(rows, every)
     _moves(rows, table)
-    mcount = np.array([a for a in kernel.mcount_sites if 0 <= a < 1 << 64], dtype=np.uint64)  # others match nothing
+    mcount = _u64_sites(kernel.mcount_sites)
     fentry = np.array([c == Target.FENTRY for _n, c in rows.tnames] + [False], dtype=bool)
     rows.ftrace = member(rows.addr, mcount) | fentry[rows.tname]
     _overlaps(rows)
     return rows
+
+
+def _u64_sites(sites: frozenset[int]) -> np.ndarray:
+    """The sites as uint64 (in one pass: a vmlinux has 40,000), those outside u64 left out (they match nothing)."""
+    try:
+        return np.fromiter(sites, dtype=np.uint64, count=len(sites))
+    except OverflowError:  # a malformed table's
+        return np.array([a for a in sites if 0 <= a < 1 << 64], dtype=np.uint64)
 
 
 def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
