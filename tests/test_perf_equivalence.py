@@ -384,3 +384,12 @@ def test_variant_classes_judge_as_each_row(name, monkeypatch):
         got[mode] = (j.shared, j.handling, j.copies, {i: x.findings for i, x in j.judged.items()}, j.group.tolist())
     assert got["classes"] == got["rows"] and calls == [1]
     assert judge_for(tables.load(name), registry.select()).reads_shape_only
+
+
+def test_u64_sites_leave_out_what_is_no_address():
+    """entry._u64_sites: a table's sites as uint64, those below 0 or past 2**64 (a malformed table's) left out."""
+    from fbt_audit.patchpoints.entry import _u64_sites
+
+    assert sorted(_u64_sites(frozenset({5, 1 << 63, 7})).tolist()) == [5, 7, 1 << 63]
+    assert sorted(_u64_sites(frozenset({5, -1, 1 << 64, 7})).tolist()) == [5, 7]
+    assert _u64_sites(frozenset()).tolist() == []
