@@ -161,8 +161,12 @@ class Judge:
         if pre is None or pre is _FTRACE:
             return pre
         vkey, looked = pre
-        if self._params and any(f.startswith(self._params) for f in facts):
-            facts = _without_values(facts, self._params)[0]
+        params = self._params
+        if params:
+            for f in facts:
+                if f.startswith(params):
+                    facts = _without_values(facts, params)[0]
+                    break
         key = (vkey, facts)
         hit = self._alike.get(key)
         if hit is None:

@@ -147,8 +147,7 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
         if rows.site_facts:  # and the facts a row's sites gave it (sites/annotate.py), by distinct set
             ids: dict[frozenset[str], int] = {}
             fid = np.zeros(n, dtype=np.int64)
-            for i, facts in rows.site_facts.items():
-                fid[i] = ids.setdefault(facts, len(ids) + 1)
+            fid[list(rows.site_facts)] = [ids.setdefault(facts, len(ids) + 1) for facts in rows.site_facts.values()]
             key = key * (len(ids) + 1) + fid
         solo = rel & (rows.tname < 0)
         solo[list(rows.objs)] = True
