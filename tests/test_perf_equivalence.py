@@ -361,3 +361,35 @@ def test_a_rule_testing_the_insn_text_fails_loudly():
         Judge(table, [*registry.select(), TestsText()])(pp)
     got = Judge(table, [*registry.select(), PrintsText()])(pp).findings[-1]
     assert got.message == pp.insn.text and type(got.message) is str
+
+
+@pytest.mark.parametrize("name", ["reference", "legacy-2011"])
+def test_variant_classes_judge_as_each_row(name, monkeypatch):
+    """judge.rows judges entry rows with their variants read once per variant class (shape, target class, ftrace
+    site: judge.rows._variant_classes) as it judges them row by row from variant_inputs: the same shared
+    judgements, handling, copies and built rows."""
+    from fbt_audit.judge import rows as jrows
+    from fbt_audit.judge.judge import judge_for
+
+    got, calls = {}, []
+    by_class = jrows._alike_by_class
+    monkeypatch.setattr(jrows, "_alike_by_class", lambda *a: calls.append(1) or by_class(*a))
+    monkeypatch.setattr(jrows, "CLASSES_FROM", 0)  # the sample has fewer groups than a vmlinux
+    for mode in ("classes", "rows"):
+        if mode == "rows":
+            monkeypatch.setattr(jrows, "_variant_classes", lambda rows: None)
+        table = tables.load(name)
+        result = api.audit(elf.load(SAMPLE), table)
+        j = result.rows.entries if hasattr(result.rows, "entries") else result.rows
+        got[mode] = (j.shared, j.handling, j.copies, {i: x.findings for i, x in j.judged.items()}, j.group.tolist())
+    assert got["classes"] == got["rows"] and calls == [1]
+    assert judge_for(tables.load(name), registry.select()).reads_shape_only
+
+
+def test_u64_sites_leave_out_what_is_no_address():
+    """entry._u64_sites: a table's sites as uint64, those below 0 or past 2**64 (a malformed table's) left out."""
+    from fbt_audit.patchpoints.entry import _u64_sites
+
+    assert sorted(_u64_sites(frozenset({5, 1 << 63, 7})).tolist()) == [5, 7, 1 << 63]
+    assert sorted(_u64_sites(frozenset({5, -1, 1 << 64, 7})).tolist()) == [5, 7]
+    assert _u64_sites(frozenset()).tolist() == []

@@ -181,6 +181,24 @@ def _remember(fields: tuple, op_str: str, target: int | None, width: int) -> Non
         lengths.sort()
 
 
+def _cached(code: bytes, addr: int) -> tuple | None:
+    """decode_fields' answer from the shape cache (_SHAPES), or None when it holds none for code."""
+    shapes = _SHAPES
+    for n in _LENGTHS[code[0]]:
+        s = shapes.get(code[:n])
+        if s is not None:
+            width = s[8]
+            if not width:
+                return (addr, *s[:8], None)
+            end = n + width
+            if len(code) < end:
+                return None  # a branch cut off by the end of its section: capstone says what it is
+            raw = code[:end]
+            target = (addr + end + int.from_bytes(raw[n:], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
+            return (addr, raw, s[1], hex(target), *s[3:8], target)
+    return None
+
+
 def decode_fields(code: bytes, addr: int) -> tuple:
     """Decode the first instruction of code at addr into the Insn constructor's positional
     arguments (addr through target), so that a caller adding the target's name builds one Insn."""
@@ -192,19 +210,9 @@ def decode_fields(code: bytes, addr: int) -> tuple:
         # encoding in 64-bit mode, so it skips capstone: 20x faster, and the same answer.
         target = (addr + 5 + int.from_bytes(code[1:5], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
         return (addr, code[:5], "callq", hex(target), b"", 0, b"\xe8", -1, _CALL_CLASSES, target)
-    shapes = _SHAPES
-    for n in _LENGTHS[code[0]]:
-        s = shapes.get(code[:n])
-        if s is not None:
-            width = s[8]
-            if not width:
-                return (addr, *s[:8], None)
-            end = n + width
-            if len(code) < end:
-                break  # a branch cut off by the end of its section: capstone says what it is
-            raw = code[:end]
-            target = (addr + end + int.from_bytes(raw[n:], "little", signed=True)) & 0xFFFFFFFFFFFFFFFF
-            return (addr, raw, s[1], hex(target), *s[3:8], target)
+    hit = _cached(code, addr)
+    if hit is not None:
+        return hit
     prefixes, rex, i = split_prefixes(code)
     opcode = _opcode(code, i)
     got = _disasm(code, addr, _modrm_offset(code, prefixes, i))
@@ -229,6 +237,69 @@ def decode_fields(code: bytes, addr: int) -> tuple:
     fields = (raw, got.mnemonic, got.op_str, prefixes, rex, opcode, modrm_off, classes)
     _remember(fields, got.op_str, target, width)
     return (addr, *fields, target)
+
+
+def decode_many(codes: list[bytes], addrs: list[int], lengths: list[int]) -> list[tuple]:
+    """decode_fields(codes[j], addrs[j]) for each j, where lengths[j] is the length decode/lengths.py's tables
+    measured: the instructions those tables also know the ModRM offset of (not a relative branch, whose text is
+    its target) are laid end to end and decoded by one capstone call (a call per instruction costs 4x more);
+    each must come out at its place and length, else it is decoded on its own, as is every other one. Their
+    text is capstone's at another address: the same, as no such instruction prints an address computed from
+    its own (tests/test_decode_many.py)."""
+    out: list[tuple | None] = [None] * len(codes)
+    batch: list[tuple] = []
+    for j, (code, n) in enumerate(zip(codes, lengths, strict=True)):
+        code = bytes(code[:MAX_INSN])
+        if not 0 < n <= len(code) or code[0] == 0xE8:
+            continue
+        hit = _cached(code, addrs[j])  # decoded before (a module tree's worker meets the same encodings again)
+        if hit is not None:
+            out[j] = hit
+            continue
+        prefixes, rex, i = split_prefixes(code)
+        opcode = _opcode(code, i)
+        if not opcode or (len(opcode) == 1 and opcode[0] in INVALID_64):
+            continue
+        mo = _modrm_offset(code, prefixes, i)
+        if mo is None:
+            continue
+        raw = code[:n]
+        modrm_off = mo if 0 < mo < n else -1
+        classes = classify(raw, prefixes, rex, opcode, modrm_off)
+        if not classes & _REL:
+            batch.append((j, raw, prefixes, rex, opcode, modrm_off, classes))
+    if batch:
+        _capstone()
+        got = _decode_laid(b"".join(b[1] for b in batch), [len(b[1]) for b in batch])
+        for (j, raw, *rest), hit in zip(batch, got, strict=True):
+            if hit is not None:
+                fields = (raw, hit[0], hit[1], *rest)
+                _remember(fields, hit[1], None, 0)
+                out[j] = (addrs[j], *fields, None)
+    return [f if f is not None else decode_fields(codes[j], addrs[j]) for j, f in enumerate(out)]
+
+
+def _decode_laid(buf: bytes, sizes: list[int]) -> list[tuple[str, str] | None]:
+    """(mnemonic, operands) of each instruction of buf, laid end to end with these sizes; None for one capstone
+    does not decode there at that size (the sweep then starts again after it)."""
+    md, error = _CS["att"], _CS["error"]
+    out: list[tuple[str, str] | None] = []
+    at = 0
+    while len(out) < len(sizes):
+        k = len(out)
+        try:
+            for a, size, mnem, ops in md.disasm_lite(buf[at:], at):
+                if a != at or size != sizes[k]:
+                    break
+                out.append((mnem, ops))
+                at += size
+                k += 1
+        except error:
+            pass
+        if len(out) < len(sizes):
+            out.append(None)  # undecodable, or another length: decode_fields decodes it on its own
+            at += sizes[len(out) - 1]
+    return out
 
 
 def _modrm_offset(code: bytes, prefixes: bytes, i: int) -> int | None:

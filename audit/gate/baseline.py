@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,8 @@ class Baseline:
 
 def load_baseline(path: str | Path) -> Baseline:
     """Read an earlier fbt-audit SARIF; any problem is a one-line UsageError (exit 2)."""
+    import json  # here: a plain audit (no --baseline) does not import it
+
     p = Path(path)
     try:
         doc = json.loads(p.read_text())

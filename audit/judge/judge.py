@@ -143,13 +143,46 @@ class Judge:
         """Whether alike() answers (every rule declares Rule.insn_reads and every site rule reads only facts)."""
         return self._fields is not None and self._verdicts is not None
 
-    def alike(self, variants: Sequence[tuple[str, Insn]], facts: frozenset[str]) -> tuple[list[Finding], str] | None:
+    @property
+    def reads_shape_only(self) -> bool:
+        """Whether the Insn fields the rules read (Rule.insn_reads) are all fields an instruction's encoding and its
+        target's class fix (not its address, bytes, target or text): rows alike in those share variants_key()."""
+        return self._fields is not None and set(self._fields) <= _SHAPE_FIELDS
+
+    def alike(self, variants: Sequence[tuple[str, Insn]], facts: frozenset[str],
+              pre: tuple | None = None) -> tuple[list[Finding], str] | None:  # fmt: skip
         """The judgement of a patchpoint with these (label, instruction) variants and facts, as (findings, handling)
         with a placeholder for each variant's text and each fact value (fill() puts a patchpoint's own back in);
         None when it cannot be shared (an undecodable variant: FBT111 prints its bytes). Shared by every
         patchpoint alike in its labels, the Insn fields the rules read (Rule.insn_reads), its table entries and
         its facts without their values: judged once, on stand-ins with those fields alone, so check() sees nothing
-        else. Callers check `shares` first."""
+        else. Callers check `shares` first. pre: variants_key(variants), when the caller has it (rows whose
+        variants are alike share it)."""
+        if pre is None:
+            pre = self.variants_key(variants)
+        if pre is None or pre is _FTRACE:
+            return pre
+        vkey, looked = pre
+        params = self._params
+        if params:
+            for f in facts:
+                if f.startswith(params):
+                    facts = _without_values(facts, params)[0]
+                    break
+        key = (vkey, facts)
+        hit = self._alike.get(key)
+        if hit is None:
+            stand = tuple(_stand_in(k, label, insn, self._fields) for k, (label, insn) in enumerate(variants))
+            j = self._judge(SimpleNamespace(facts=facts, variants=stand), looked=looked)
+            found = [f if type(f.message) is str else replace(f, message=str(f.message)) for f in j.findings]
+            hit = (found, j.handling)
+            if len(self._alike) < _MEMO_MAX:
+                self._alike[key] = hit
+        return hit
+
+    def variants_key(self, variants: Sequence[tuple[str, Insn]]) -> tuple | None:
+        """What alike() reads of the variants: (their part of its memo key, each one's table handling); None for an
+        undecodable variant, _FTRACE when the first goes through ftrace and no site rule runs (its judgement)."""
         handling, read = self.table.handling, self._read
         looked, key = [], []
         for label, insn in variants:
@@ -160,18 +193,7 @@ class Judge:
             key.append((label, read(insn), id(e), h, f))
         if not self._ftrace and looked[0][1] == Handling.FTRACE:
             return _FTRACE  # what _judge finds when no site rule runs
-        if self._params and any(f.startswith(self._params) for f in facts):
-            facts = _without_values(facts, self._params)[0]
-        key = (tuple(key), facts)
-        hit = self._alike.get(key)
-        if hit is None:
-            stand = tuple(_stand_in(k, label, insn, self._fields) for k, (label, insn) in enumerate(variants))
-            j = self._judge(SimpleNamespace(facts=facts, variants=stand), looked=looked)
-            found = [f if type(f.message) is str else replace(f, message=str(f.message)) for f in j.findings]
-            hit = (found, j.handling)
-            if len(self._alike) < _MEMO_MAX:
-                self._alike[key] = hit
-        return hit
+        return tuple(key), looked
 
     def _judge(self, pp: Patchpoint, part: int | None = None, looked: list | None = None) -> Judgement:
         """Every variant of pp against the table and the rules; `part` 0 or 1: the instruction or the site rules
@@ -219,6 +241,7 @@ class Judge:
 
 
 _FTRACE: tuple[list[Finding], str] = ([], "ftrace")
+_SHAPE_FIELDS = frozenset({"classes", "prefixes", "rex", "opcode", "modrm_off", "mnemonic", "target_class"})
 
 
 def _stand_in(k: int, label: str, insn: Insn, fields: tuple[str, ...]) -> Variant:
@@ -326,7 +349,7 @@ _JUDGES: dict[tuple, Judge] = {}
 def judge_for(table: EmulationTable, rules: list[Rule]) -> Judge:
     """One Judge per (table, rule selection) in a process: its memo of verdicts by shape and facts carries over
     from module to module of a tree (a worker audits hundreds), instead of starting empty for each."""
-    key = (id(table), table.sha256, tuple(r.id for r in rules))
+    key = (id(table), tuple(r.id for r in rules))  # an id reused by another table: j.table is not table
     j = _JUDGES.get(key)
     if j is None or j.table is not table:
         j = _JUDGES[key] = Judge(table, rules)

@@ -8,10 +8,13 @@ from typing import Any
 import numpy as np
 
 from fbt_audit.judge.judge import Judge, fill
+from fbt_audit.model.abi import Target
 from fbt_audit.model.core import IC, Finding, Judgement, Level, Verdict
 from fbt_audit.patchpoints.entry import EntryRows
 
 _REL = IC.REL_CALL | IC.REL_BRANCH
+_NO_FACTS: frozenset[str] = frozenset()
+CLASSES_FROM = 256  # groups from which judge_rows reads variants per class (numpy's fixed cost: a module's few)
 
 
 class JudgedRows:
@@ -118,8 +121,13 @@ class JudgedRows:
         out = self.__dict__.get("_verdicts")
         if out is None:
             out = self._verdicts = dict.fromkeys(Verdict, 0)
+            by_list: dict[int, Verdict] = {}  # a shared judgement's findings are one list for all its groups
             for rep, n in self.tally().items():
-                out[Verdict.of_findings(self.proto(rep))] += n
+                fs = self.proto(rep)
+                v = by_list.get(id(fs))
+                if v is None:
+                    v = by_list[id(fs)] = Verdict.of_findings(fs)
+                out[v] += n
             out[Verdict.SAFE] = self.n - len(self.reported_rows)
         return dict(out)
 
@@ -139,8 +147,7 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
         if rows.site_facts:  # and the facts a row's sites gave it (sites/annotate.py), by distinct set
             ids: dict[frozenset[str], int] = {}
             fid = np.zeros(n, dtype=np.int64)
-            for i, facts in rows.site_facts.items():
-                fid[i] = ids.setdefault(facts, len(ids) + 1)
+            fid[list(rows.site_facts)] = [ids.setdefault(facts, len(ids) + 1) for facts in rows.site_facts.values()]
             key = key * (len(ids) + 1) + fid
         solo = rel & (rows.tname < 0)
         solo[list(rows.objs)] = True
@@ -148,7 +155,19 @@ def judge_rows(judge: Judge, rows: EntryRows) -> JudgedRows:
     else:
         key = -1 - np.arange(n)
     _uniq, first, group = np.unique(key, return_index=True, return_inverse=True)
-    return _judge_groups(judge, rows, first, group.reshape(-1))
+    classes = _variant_classes(rows) if judge.reads_shape_only and len(first) >= CLASSES_FROM else None
+    return _judge_groups(judge, rows, first, group.reshape(-1), classes)
+
+
+def _variant_classes(rows: EntryRows) -> np.ndarray:
+    """Per row, a class of the rows whose variants the judge reads alike (Judge.variants_key): the same shape (the
+    Insn fields but the address, target and text), target class and ftrace site; -1 for a row built or moved past
+    instructions (judged on its Patchpoint)."""
+    tcls = np.array([int(c) for _n, c in rows.tnames] + [int(Target.ANY)], dtype=np.int64)[rows.tname]
+    cls = (rows.shape * (len(Target) + 1) + tcls) * 2 + rows.ftrace
+    solo = [*rows.objs, *rows.moved]
+    cls[solo] = -1
+    return cls
 
 
 def judge_return_rows(judge: Judge, rets: Any) -> JudgedRows:
@@ -174,7 +193,8 @@ def judge_return_rows(judge: Judge, rets: Any) -> JudgedRows:
     return _judge_groups(judge, rets, first, group.reshape(-1))
 
 
-def _judge_groups(judge: Judge, rows: Any, first: np.ndarray, group: np.ndarray) -> JudgedRows:
+def _judge_groups(judge: Judge, rows: Any, first: np.ndarray, group: np.ndarray,
+                  vclass: np.ndarray | None = None) -> JudgedRows:  # fmt: skip
     """Each group judged at its first row, in row order: from the row's variants and facts alone where the judge
     shares judgements (Judge.alike, rows.variant_inputs), else on its Patchpoint (the rows built together:
     rows.build); the other rows of a group with findings get its findings when read (JudgedRows.copies)."""
@@ -184,11 +204,14 @@ def _judge_groups(judge: Judge, rows: Any, first: np.ndarray, group: np.ndarray)
     findings = np.zeros(len(first), dtype=bool)
     order = sorted(zip(group[first].tolist(), first.tolist(), strict=True), key=lambda gi: gi[1])
     idx = [i for _g, i in order]
-    if judge.shares and hasattr(rows, "variant_keys"):
+    if not (judge.shares and hasattr(rows, "variant_inputs")):
+        hits = [None] * len(idx)
+    elif vclass is not None:  # a vmlinux's thousands of groups: variants read once per class
+        hits = _alike_by_class(judge, rows, idx, vclass[idx].tolist())
+    elif hasattr(rows, "variant_keys"):  # a module's few dozen: most met in an earlier module (Judge.groups)
         hits = _alike_by_key(judge, rows, idx)
     else:
-        ins = rows.variant_inputs(idx) if judge.shares and hasattr(rows, "variant_inputs") else [None] * len(idx)
-        hits = [None if x is None else judge.alike(*x) for x in ins]
+        hits = [None if x is None else judge.alike(*x) for x in rows.variant_inputs(idx)]
     built = iter(rows.build([i for i, h in zip(idx, hits, strict=True) if h is None]))
     for (g, i), hit in zip(order, hits, strict=True):
         if hit is None:
@@ -237,6 +260,31 @@ def _alike_by_key(judge: Judge, rows: Any, idx: list[int]) -> list:
 
 
 _MISS = object()
+
+
+def _alike_by_class(judge: Judge, rows: EntryRows, idx: list[int], cls: list[int]) -> list:
+    """judge.alike of each row of idx, as from rows.variant_inputs, with the variants built and read
+    (Judge.variants_key) once per variant class cls (_variant_classes), each row with its own facts."""
+    reps: dict[int, int] = {}
+    for i, c in zip(idx, cls, strict=True):
+        if c >= 0:
+            reps.setdefault(c, i)
+    first = list(reps.values())
+    pre = {}
+    for c, x in zip(reps, rows.variant_inputs(first), strict=True):
+        pre[c] = None if x is None else (x[0], judge.variants_key(x[0]))
+    site, ftrace = rows.site_facts, rows.ftrace[idx].tolist()
+    hits = []
+    for i, c, ft in zip(idx, cls, ftrace, strict=True):
+        got = pre.get(c) if c >= 0 else None
+        if got is None:  # built or moved past instructions: judged on its Patchpoint
+            hits.append(None)
+            continue
+        facts = site.get(i)  # else the facts variant_inputs gives a row without site facts
+        if facts is None:
+            facts = rows.base_facts(i) if ft else _NO_FACTS
+        hits.append(judge.alike(got[0], facts, got[1]))
+    return hits
 
 
 class MergedRows:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import gc
 import re
+from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import compress
 
 import numpy as np
 
-from fbt_audit.decode.insn import MAX_INSN, decode_fields, insn_length
+from fbt_audit.decode.insn import MAX_INSN, decode_fields, decode_many, insn_length
 from fbt_audit.model.abi import Handling, Target, target_class
 from fbt_audit.model.arrays import member
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -258,11 +260,19 @@ def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
     _decode(rows, every)
     _name_targets(rows, every)
     _moves(rows, table)
-    mcount = np.array([a for a in kernel.mcount_sites if 0 <= a < 1 << 64], dtype=np.uint64)  # others match nothing
+    mcount = _u64_sites(kernel.mcount_sites)
     fentry = np.array([c == Target.FENTRY for _n, c in rows.tnames] + [False], dtype=bool)
     rows.ftrace = member(rows.addr, mcount) | fentry[rows.tname]
     _overlaps(rows)
     return rows
+
+
+def _u64_sites(sites: frozenset[int]) -> np.ndarray:
+    """The sites as uint64 (in one pass: a vmlinux has 40,000), those outside u64 left out (they match nothing)."""
+    try:
+        return np.fromiter(sites, dtype=np.uint64, count=len(sites))
+    except OverflowError:  # a malformed table's
+        return np.array([a for a in sites if 0 <= a < 1 << 64], dtype=np.uint64)
 
 
 def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
@@ -273,28 +283,29 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
     starts = np.flatnonzero(np.concatenate(([True], addr[1:] != addr[:-1]))) if n else np.zeros(0, dtype=np.int64)
     ends = np.append(starts[1:], n).astype(np.int64)  # np.append, not np.r_: ~10 us less a call (a module's rows)
     first = starts.tolist()
-    kinds = [cols.kind[k] for k in first]
-    end = (addr[starts] + np.array([cols.size[k] for k in first], dtype=np.uint64)).tolist() if n else []
-    keep = [True] * len(first)
+    kinds = list(map(cols.kind.__getitem__, first))
+    end = (addr[starts] + np.array(cols.size, dtype=np.uint64)[starts]).tolist() if n else []
+    drop: list[int] = []
     for g in np.flatnonzero(ends - starts > 1).tolist():  # addresses several symbols share
         members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
         if not members:
-            keep[g] = False
+            drop.append(g)
             continue
         p = _primary(cols, members)
         first[g] = p
         rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
         kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
         end[g] = max(cols.addr[k] + cols.size[k] for k in members)
-    for g, k in enumerate(first):
-        if kinds[g] == "NOTYPE" and ends[g] - starts[g] == 1 and is_marker(cols, k):
-            keep[g] = False
-    if not all(keep):
-        sel = [g for g, ok in enumerate(keep) if ok]
-        rows.aliases = {r: rows.aliases[g] for r, g in enumerate(sel) if g in rows.aliases}
-        first, kinds, end = [first[g] for g in sel], [kinds[g] for g in sel], [end[g] for g in sel]
+    notype = list(compress(range(len(kinds)), map("NOTYPE".__eq__, kinds)))
+    single = (ends - starts == 1)[notype].tolist() if notype else []
+    drop += [g for g, one in zip(notype, single, strict=True) if one and is_marker(cols, first[g])]
+    if drop:  # a few: deleted in place, the aliases' rows renumbered
+        drop.sort()
+        for g in reversed(drop):
+            del first[g], kinds[g], end[g]
+        rows.aliases = {g - bisect_left(drop, g): a for g, a in rows.aliases.items()}
     rows.first, rows.kind, rows.end = first, kinds, end
-    rows.sym_addr = np.array([cols.addr[k] for k in first], dtype=np.uint64)
+    rows.sym_addr = addr[np.array(first, dtype=np.int64)]
 
 
 def _place(rows: EntryRows, idx: np.ndarray) -> None:
@@ -311,8 +322,11 @@ def _place(rows: EntryRows, idx: np.ndarray) -> None:
     start = np.append(starts, _U64(0))[s]
     rows.sec[idx] = s
     offset = np.where(inside, at - np.minimum(start, at) + fileoff[s], 0).astype(np.int64).tolist()
-    for i, o in zip(idx.tolist(), offset, strict=True):
-        rows.offset[i] = o
+    if len(offset) == len(rows.offset):  # every row (idx: the distinct rows, ascending)
+        rows.offset[:] = offset
+    else:
+        for i, o in zip(idx.tolist(), offset, strict=True):
+            rows.offset[i] = o
     avail = np.minimum(ends[s] - np.minimum(at, ends[s]), MAX_INSN).astype(np.int64)
     avail[~inside] = 0
     rows.avail[idx] = avail
@@ -323,7 +337,7 @@ def _decode(rows: EntryRows, idx: np.ndarray) -> None:
     decode_fields, whose cache decodes each distinct encoding once."""
     k = rows.kernel
     buf = np.frombuffer(k.data, dtype=np.uint8) if len(k.data) else np.zeros(1, dtype=np.uint8)
-    off = np.array([rows.offset[i] for i in idx.tolist()], dtype=np.int64)
+    off = np.array(rows.offset if len(idx) == rows.n else [rows.offset[i] for i in idx.tolist()], dtype=np.int64)
     # (offsets are never negative: np.minimum, not np.clip, whose Python wrapper costs ~5 us a call)
     head = buf[np.minimum(off[:, None] + np.arange(5), len(buf) - 1)] if len(idx) else np.zeros((0, 5), np.uint8)
     call = (head[:, 0] == 0xE8) & (rows.avail[idx] >= 5)
@@ -371,11 +385,13 @@ def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarr
     nb1 = np.where(nb > 64, nb - np.uint64(64), np.uint64(0))
     m1 = np.where(nb1 >= 64, full, (np.uint64(1) << np.minimum(nb1, np.uint64(63))) - np.uint64(1))
     keys = np.stack([n[cand].astype(np.uint64), w0[cand] & m0, w1[cand] & m1], axis=1)
-    _uniq, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    inv = inv.reshape(-1)
+    first, inv = _unique_rows(keys)
     reps = idx[cand[first]]
-    got = [_decode_one(rows, rows.offset[i], a, v) for i, a, v in _where(rows, reps)]
     want = n[cand[first]].tolist()
+    data, offs = rows.kernel.data, [rows.offset[i] for i in reps.tolist()]
+    fields = decode_many([data[o : o + v] for o, v in zip(offs, rows.avail[reps].tolist(), strict=True)],
+                         rows.addr[reps].tolist(), want)  # fmt: skip
+    got = [_shape_of(rows, f) for f in fields]
     good = np.array([ln == w and ln > 0 and not rows.shapes[sid][7] & _REL
                      for (sid, ln, _t), w in zip(got, want, strict=True)], dtype=bool)  # fmt: skip
     hit = good[inv]
@@ -388,10 +404,26 @@ def _decode_exact(rows: EntryRows, idx: np.ndarray, buf: np.ndarray) -> np.ndarr
     return idx[left]
 
 
+def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(keys, axis=0, return_index=True, return_inverse=True)'s index and inverse (the distinct rows in
+    lexicographic order, each at its first occurrence) by one stable lexsort: np.unique's row sort costs 4x more."""
+    order = np.lexsort(keys.T[::-1])
+    s = keys[order]
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = (s[1:] != s[:-1]).any(axis=1)
+    inv = np.empty(len(s), dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return order[new], inv
+
+
 def _decode_one(rows: EntryRows, o: int, at: int, av: int) -> tuple[int, int, int]:
     """The instruction at address at (file offset o, av bytes available) through decode_fields: (shape id,
     length, relative branch target or 0)."""
-    f = decode_fields(rows.kernel.data[o : o + av] if av else b"", at)
+    return _shape_of(rows, decode_fields(rows.kernel.data[o : o + av] if av else b"", at))
+
+
+def _shape_of(rows: EntryRows, f: tuple) -> tuple[int, int, int]:
+    """_decode_one's answer for decode_fields' fields f."""
     raw, classes = f[1], f[8]
     if classes & _REL and f[3] == hex(f[9]):  # bytes and operand text follow from the row's target
         key = (None, f[2], None, *f[4:9], len(raw))
@@ -424,10 +456,19 @@ def _name_targets(rows: EntryRows, idx: np.ndarray) -> None:
     elif k.call_targets:
         at, ln, tg = rows.addr[sel].tolist(), rows.length[sel].tolist(), rows.target[sel].tolist()
         got = [k.name_target(a, n, t) for a, n, t in zip(at, ln, tg, strict=True)]
-    else:
-        uniq, inv = np.unique(rows.target[sel], return_inverse=True)
+    else:  # a vmlinux: each distinct target named once, in the order its first row meets it, the rows in numpy
+        uniq, first, inv = np.unique(rows.target[sel], return_index=True, return_inverse=True)
         per = [k.name_target(0, 0, t) for t in uniq.tolist()]
-        got = [per[j] for j in inv.reshape(-1).tolist()]
+        tid = np.zeros(len(per), dtype=np.int64)
+        order = np.argsort(first, kind="stable").tolist()
+        tid[order] = _tname_ids(rows, [per[u] for u in order])
+        rows.tname[sel] = tid[inv.reshape(-1)]
+        return
+    rows.tname[sel] = _tname_ids(rows, got)
+
+
+def _tname_ids(rows: EntryRows, got: list[tuple]) -> list[int]:
+    """The index into rows.tnames of each (name, class) of got, in order (-1 without a name), new ones appended."""
     ids, tnames = rows.tname_ids, rows.tnames
     vals = []
     for hit in got:
@@ -437,7 +478,7 @@ def _name_targets(rows: EntryRows, idx: np.ndarray) -> None:
             if hit[0] is not None:
                 tnames.append(hit)
         vals.append(t)
-    rows.tname[sel] = vals
+    return vals
 
 
 def _moves(rows: EntryRows, table: EmulationTable) -> None:

@@ -42,6 +42,15 @@ def rules_by_id(results: Iterable[AuditResult]) -> dict[str, Rule]:
     return dict(sorted(out.items()))
 
 
+def table_names(results: Iterable[AuditResult]) -> list[str]:
+    """The names of tables(results), without their digests: the same tables told apart by their bytes (the text
+    report's summary line; hashing them would import hashlib for that alone)."""
+    out: dict[tuple[str, bytes], None] = {}
+    for r in results:
+        out.setdefault((r.table.name, r.table.raw), None)
+    return [name for name, _raw in out]
+
+
 def tables(results: Iterable[AuditResult]) -> list[tuple[str, str]]:
     """The distinct (name, sha256) of the tables used, in first-seen order."""
     out: dict[tuple[str, str], None] = {}

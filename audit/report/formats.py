@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -89,6 +88,8 @@ def render(
 
 def _json_hits(text: str, hits: Hits) -> str:
     """The json report with `hits` on every patchpoint and a top-level `hits` block."""
+    import json  # here, as in _sarif_hits: the text report does not import it
+
     doc = json.loads(text)
     for img in doc.get("images", []):
         for p in img.get("patchpoints", []):
@@ -104,6 +105,8 @@ def _json_hits(text: str, hits: Hits) -> str:
 def _sarif_hits(text: str, hits: Hits) -> str:
     """SARIF with `properties.hits` on every result, the merge figures in each run's properties, and the
     unmatched rows as a tool execution notification (a count and a sample)."""
+    import json
+
     doc = json.loads(text)
     for run in doc.get("runs", []):
         for res in run.get("results", []):

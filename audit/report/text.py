@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from fbt_audit.judge.order import finding_order, findings, ordered
 from fbt_audit.model.core import Level, Verdict
-from fbt_audit.report.common import rule_counts, rules_by_id, tables, verdict_counts
+from fbt_audit.report.common import rule_counts, rules_by_id, table_names, verdict_counts
 
 if TYPE_CHECKING:
     from fbt_audit.judge.result import AuditResult
@@ -66,7 +66,7 @@ def summary_line(results: list[AuditResult]) -> str:
     n_pp = sum(r.count() for r in results)
     n_img = len(results)
     n_find = sum(sum(r.finding_rules().values()) for r in results)
-    names = ", ".join(name for name, _ in tables(results)) or "-"
+    names = ", ".join(table_names(results)) or "-"
     counts = ", ".join(f"{n} {v.label}" for v, n in verdict_counts(results).items())
     line = (
         f"audited {n_pp} patchpoint{'s' if n_pp != 1 else ''} in {n_img} image{'s' if n_img != 1 else ''}"
@@ -188,6 +188,7 @@ def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items
     held_only: dict[int, list[Finding] | None] = {}  # by id(findings): sorted, when every one is held back
     verdict: dict[int, Verdict] = {}  # of each all-held findings list, by id
     seen: dict[tuple, int] = {}  # (judged row or id, section) of all-held rows, or (None, k) of a listed one: rows
+    section = _section_namer(rows, items)
     for k, (i, rep) in enumerate(items):
         got = rows.proto(rep) if rows is not None else rep.findings
         key = id(got)
@@ -201,7 +202,7 @@ def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items
             seen[None, k] = 1
             continue
         own = rows.judged.get(i) if rows is not None else rep  # a row not built: its section from its columns
-        hk = (key, own.pp.section if own is not None else rows.rows.section(i)[0])
+        hk = (key, own.pp.section if own is not None else section(k, i))
         seen[hk] = seen.get(hk, 0) + 1
     for (key, at), n in seen.items():
         if key is None:
@@ -214,6 +215,29 @@ def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items
         for f in fs:
             _hold(piece[1], f, at, n)
     return d
+
+
+def _section_namer(rows, items: list):
+    """(k, i) -> the section name of row i (items[k]'s) as rows.rows.section(i) gives it, asked once per section
+    index of the rows' `sec` column (read for all items at once) and for each row outside every section."""
+    sec = getattr(rows.rows, "sec", None) if rows is not None else None
+    if sec is None or len(items) < 64:  # a module's few rows: numpy's fixed cost would be most of it
+        return lambda _k, i: rows.rows.section(i)[0]
+    import numpy as np  # loaded already: rows with a sec column are numpy columns
+
+    secs = sec[np.array([i for i, _rep in items], dtype=np.int64)].tolist()
+    names: dict[int, str] = {}
+
+    def section(k: int, i: int) -> str:
+        s = secs[k]
+        name = names.get(s)
+        if name is None:
+            name = rows.rows.section(i)[0]
+            if s >= 0:
+                names[s] = name
+        return name
+
+    return section
 
 
 def _flag_rules() -> tuple[str, ...]:
