@@ -134,3 +134,26 @@ def test_tables_relocated_together_equal_each_alone(modules61):
             assert [rd.pre[i] for i, _c, _b in parts] == alone, p.name
             seen += len(parts)
     assert seen > 1000
+
+
+def test_group_memo_across_modules_judges_as_a_fresh_judge(modules61):
+    """Judge.groups (alike()'s answers by shape, target name, ftrace site and facts, kept from module to module of a
+    tree): every judgement of every module compared equals what a judge with empty memos gives it, and the memo was
+    used (later modules find most of their groups in it)."""
+    from fbt_audit.judge.judge import judge_for
+    from fbt_audit.judge.registry import select
+
+    table = api.load_table("reference")
+    judge = judge_for(table, select(None, None))
+    judge.groups.clear()
+    shared = {p: _rows(api.audit(p, table)) for p in modules61[:150]}
+    kept = len(judge.groups)
+    assert kept > 50
+    hits = 0
+    for p in modules61[:150]:
+        judge.groups.clear()
+        judge._alike.clear()
+        fresh = _rows(api.audit(p, table))
+        assert fresh == shared[p], p.name
+        hits += len(judge.groups)
+    assert hits > kept * 3 // 2  # each module alone fills the memo anew: the shared run met many groups again

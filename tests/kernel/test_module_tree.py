@@ -131,3 +131,24 @@ def test_612_xz_tree_has_no_load_error(image612):
     kvm = next(r for r in results if r.kernel.module == "kvm")
     assert findings(kvm) == KVM_612
     assert sum(f.rule_id == "FBT201" for j in kvm.judgements for f in j.findings) == 243
+
+
+def test_scan_finds_what_os_walk_finds(image61):
+    """batch._scan (os.scandir, one stat a module, real paths from the directories') lists the modules, sizes and
+    real paths of the locked 6.1 tree exactly as os.walk, os.path.isfile, os.stat and os.path.realpath do."""
+    import os
+
+    from fbt_audit.pipeline.batch import _scan
+
+    (tree,) = sorted(image61.glob("lib/modules/*"))
+    want = []
+    for top, dirs, files in os.walk(tree, followlinks=False):
+        dirs.sort()
+        want += [os.path.join(top, f) for f in files if f.endswith((".ko", ".ko.xz", ".ko.zst", ".ko.gz"))
+                 and os.path.isfile(os.path.join(top, f))]  # fmt: skip
+    found, problems = _scan(tree)
+    assert not problems and len(found) > 4000
+    assert [p for p, _r, _s in found] == sorted(want)
+    assert [s for _p, _r, s in found] == [os.stat(p).st_size for p in sorted(want)]
+    assert all(r is None or r == os.path.realpath(p) for p, r, _s in found)
+    assert sum(r is not None for _p, r, _s in found) > 4000
