@@ -247,9 +247,4 @@ def dtypes():
 
 def _columns(data, h) -> tuple:
     """entries() of one SHT_RELA section as arrays: r_offset, symbol index, type, r_addend."""
-    import numpy as np
-
-    _RELA = dtypes()[0]
-    n = max(0, min(h.sh_size, len(data) - h.sh_offset)) // _RELA.itemsize  # a section past the file: what is there
-    a = np.frombuffer(data, dtype=_RELA, count=n, offset=h.sh_offset) if n else np.zeros(0, dtype=_RELA)
-    return a["off"], (a["info"] >> np.uint64(32)).astype(np.int64), a["info"] & np.uint64(0xFFFFFFFF), a["addend"]
+    return joined(data, [h])[:4]
