@@ -61,6 +61,25 @@ def test_random_code_same_boundaries_as_capstone(seed, monkeypatch):
     assert _vectorised(code, chunks, hints) == _reference(code, chunks)
 
 
+def test_endbr64_measured_as_capstone_does():
+    """f3 0f 1e fa (endbr64, the tables' one f3 0f 1e form: measured without capstone) at chunk starts, after other
+    instructions, before int3 padding, cut short by its chunk, and with a REX or a second prefix (capstone's)."""
+    endbr = b"\xf3\x0f\x1e\xfa"
+    parts = [endbr + b"\xe8\x00\x00\x00\x00", b"\x55" + endbr + b"\xc3", endbr + b"\xcc" * 5, endbr[:3], endbr[:2],
+             b"\xf3\x48\x0f\x1e\xfa", b"\x66\xf3\x0f\x1e\xfa", b"\xf3\x0f\x1e\xfb", endbr * 3]
+    code, chunks, at = b"", [], 0
+    for part in parts:
+        code += part + b"\x90"
+        chunks.append((at, at + len(part)))
+        at += len(part) + 1
+    got = _vectorised(code, chunks)
+    assert got == _reference(code, chunks)
+    assert {0, 4, 10, 11, 15} <= got[0]  # endbr64, call; push, endbr64, ret
+    asked = []  # the tables measure a whole endbr64 themselves: capstone is not asked
+    xlen.boundaries(endbr * 4, np.array([0]), np.array([16]), lambda off, end: asked.append(off) or 0)
+    assert asked == []
+
+
 def test_every_opcode_and_modrm_form():
     """Each one- and two-byte opcode with each ModRM byte, under the prefixes the tables handle,
     as a chunk of its own followed by fixed bytes (SIB base 5 and 0xff immediates), and cut short."""

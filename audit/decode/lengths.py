@@ -220,6 +220,7 @@ def _length_tables(info: np.ndarray, lock_regs: np.ndarray) -> tuple[np.ndarray,
 
 _PFX, _REP_OK, _LOCK_OK, _LEN, _LEN66, _PFX_OK = _tables()
 _CC8 = np.uint64(0xCCCCCCCCCCCCCCCC)
+_ENDBR64 = np.uint64(0xFA1E0FF3)  # f3 0f 1e fa, as the low four bytes of a little-endian word
 _SH = np.arange(0, 64, 8, dtype=np.uint64)  # byte i of an 8-byte word: (w >> _SH[i]) & 0xFF
 
 
@@ -277,6 +278,10 @@ def _lengths(
         run = (np.bitwise_count((y & (~y + np.uint64(1))) - np.uint64(1)) >> 3).astype(np.intp)
         n[cc] = np.minimum(run, se[cc] - p[cc])
         hard[cc] = False
+    endbr = np.flatnonzero(hard & ((w & np.uint64(0xFFFFFFFF)) == _ENDBR64))
+    if len(endbr):  # f3 0f 1e fa: IBT's first instruction of every function, which the tables leave to capstone
+        n[endbr] = 4  # (f3 0f 1e takes f3 only with some ModRM bytes: 0f 1e is not in the tables)
+        hard[endbr] = False
     for i in np.flatnonzero(hard).tolist():
         n[i] = slow(int(p[i]), int(ce[i]))  # 0: undecodable
     bad = (n == 0) | (p + n > ce)

@@ -79,7 +79,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
     names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
     if rows is not None:
-        near, far = _candidates(rows, sites, names, ibt)
+        near, far, pointed = _candidates(rows, sites, names, ibt)
         for i in near:
             pp = rows.objs.get(i)
             if pp is None:  # a row that only gains facts stays a column (EntryRows.site_facts)
@@ -91,7 +91,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
                 pp = rows.patchpoint(i)  # boot-time variants: the row becomes a Patchpoint, annotated as one
             if _annotate(pp, sites, names, ibt):
                 rows.objs[i] = pp
-        _column_facts(rows, far, sites, names)
+        _column_facts(rows, far, sites, names, pointed)
     for pp in pps:
         _annotate(pp, sites, names, ibt)
     if returns is not None:
@@ -184,9 +184,11 @@ def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -
     return bool(add or extra)
 
 
-def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, names: _NameFacts) -> None:
-    """The facts of rows no table site touches (text ranges, names): what _annotate would add, set over the
-    columns (EntryRows.set_facts) without building the rows: no boot-time variant comes from a range or a name."""
+def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, names: _NameFacts,
+                  pointed: dict[int, list[str]] | None = None) -> None:  # fmt: skip
+    """The facts of rows no table site touches but for _FACT_ONLY ones (`pointed`: row -> their facts), and of rows in
+    text ranges or with names: what _annotate would add, set over the columns (EntryRows.set_facts) without building
+    the rows: no boot-time variant comes from those sites, a range or a name."""
     if not far:
         return
     idx = np.array(far, dtype=np.int64)
@@ -194,8 +196,9 @@ def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, names: _NameFact
     seg_of = np.searchsorted(_u64s(sites.points), rows.addr[idx], side="right").tolist() if sites.points else None
     got_idx, got = [], []
     sym_addr = rows.sym_addr[idx].tolist()
+    pointed = pointed or {}
     for p, i in enumerate(far):
-        add: list[str] = []
+        add: list[str] = list(pointed.get(i, ()))
         if seg_of is not None and segs[seg_of[p]]:
             add.extend(segs[seg_of[p]])
         names.facts_of(rows.name(i), sym_addr[p], add)
@@ -230,11 +233,14 @@ class _RowInsn:
         return getattr(self._insn, name)
 
 
-def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> tuple[list[int], list[int]]:
+def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
+                ) -> tuple[list[int], list[int], dict[int, list[str]]]:  # fmt: skip
     """The rows whose patchpoint _annotate may change, over the columns, in two lists: `near` a table site the
     displaced instruction overlaps, ENDBR under IBT, or a row already built (annotated as objects, for their
-    boot-time variants); `far` the others in a text range or with a name or symbol address _NameFacts acts on
-    (facts only: _column_facts). A superset of the rows _annotate changes (it decides), but a close one."""
+    boot-time variants); `far` the others in a text range, with a name or symbol address _NameFacts acts on, or
+    overlapping only sites of _FACT_ONLY tables (facts only: _column_facts), and those sites' facts per row (6.12's
+    .call_sites holds every module function's first call). A superset of the rows _annotate changes (it decides),
+    but a close one."""
     a = rows.addr
     stop = a + np.maximum(rows.length, 1).astype(np.uint64)
     cand = np.zeros(rows.n, dtype=bool)
@@ -243,10 +249,15 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> t
         reach = np.maximum.accumulate(_u64s([s + ln for s, ln, _k, _p in sites.items]))
         hi = np.searchsorted(starts, stop, side="left")
         cand |= (hi > 0) & (reach[np.maximum(hi - 1, 0)] > a)
-    for _kind, ln, arr in sites.points_tables:  # a site in [a - ln + 1, a + n), as _point_facts asks
+    quiet: list[tuple[str, np.ndarray]] = []  # (fact, rows hit) of each _FACT_ONLY table, in _point_facts' order
+    for kind, ln, arr in sites.points_tables:  # a site in [a - ln + 1, a + n), as _point_facts asks
         pts = _u64s(arr)
         lo = np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0))
-        cand |= np.searchsorted(pts, lo, side="left") < np.searchsorted(pts, stop, side="left")
+        hit = np.searchsorted(pts, lo, side="left") < np.searchsorted(pts, stop, side="left")
+        if kind in _FACT_ONLY:
+            quiet.append((_FACT_ONLY[kind], hit))
+        else:
+            cand |= hit
     if ibt:
         cand |= (rows.shape_column(7) & IC.ENDBR) != 0
     cand[list(rows.objs)] = True
@@ -261,8 +272,19 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> t
     nm = cols.name
     pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
     far[[i for i in pick if named(nm[rows.first[i]])]] = True
+    pointed: dict[int, list[str]] = {}
+    for fact, hit in quiet:
+        for i in np.flatnonzero(hit & ~cand).tolist():
+            pointed.setdefault(i, []).append(fact)
+        far |= hit
     far &= ~cand
-    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist()
+    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist(), pointed
+
+
+# Point tables whose sites give a patchpoint a fact and never a boot-time variant (_point_facts: a run-time writer's,
+# or a rewrite _boot_variant makes no instruction of): their rows keep to the columns (_column_facts).
+_FACT_ONLY = {"smp_locks": RUNTIME_WRITERS["smp_locks"], "call_sites": BOOT_REWRITES["call_sites"],
+              "cfi_sites": BOOT_REWRITES["cfi_sites"]}  # fmt: skip
 
 
 def _u64s(values: list[int]) -> np.ndarray:
