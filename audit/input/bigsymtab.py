@@ -142,17 +142,11 @@ def _by_name(dup: list[int], names: list[str]) -> list[int] | None:
     """strtab.sort_aliases given `dup` (the positions whose address equals the next one's): the order that sorts
     each run of equal addresses by name, or None when that is the order they have."""
     keep: list[int] | None = None
-    j = 0
-    while j < len(dup):
-        k = j
-        while k + 1 < len(dup) and dup[k + 1] == dup[k] + 1:
-            k += 1
-        first, last = dup[j], dup[k] + 1
+    for first, last in strtab.alias_runs(dup):
         run = list(range(first, last + 1))
         got = sorted(run, key=names.__getitem__)
         if got != run:
             if keep is None:
                 keep = list(range(len(names)))
             keep[first : last + 1] = got
-        j = k + 1
     return keep

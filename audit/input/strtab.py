@@ -60,11 +60,17 @@ def sort_aliases(keep: list[int], t_addr: list[int], c_name: list[str]) -> None:
     """Sort each run of equal addresses (aliases) in `keep` by name: after the stable sort by address
     alone, that orders the text symbols by (addr, name)."""
     dup = list(compress(range(len(t_addr) - 1), map(eq, t_addr, islice(t_addr, 1, None))))
+    for first, last in alias_runs(dup):
+        keep[first : last + 1] = sorted(keep[first : last + 1], key=c_name.__getitem__)
+
+
+def alias_runs(dup: list[int]):
+    """(first, last) position of each run of equal addresses, from `dup`: the positions whose address equals the
+    next one's, ascending."""
     j = 0
     while j < len(dup):
         k = j
         while k + 1 < len(dup) and dup[k + 1] == dup[k] + 1:
             k += 1
-        first, last = dup[j], dup[k] + 1
-        keep[first : last + 1] = sorted(keep[first : last + 1], key=c_name.__getitem__)
+        yield dup[j], dup[k] + 1
         j = k + 1
