@@ -79,7 +79,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
     names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
     if rows is not None:
-        near, far, pointed = _candidates(rows, sites, names, ibt)
+        near, far, pointed, namey = _candidates(rows, sites, names, ibt)
         for i in near:
             pp = rows.objs.get(i)
             if pp is None:  # a row that only gains facts stays a column (EntryRows.site_facts)
@@ -91,7 +91,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
                 pp = rows.patchpoint(i)  # boot-time variants: the row becomes a Patchpoint, annotated as one
             if _annotate(pp, sites, names, ibt):
                 rows.objs[i] = pp
-        _column_facts(rows, far, sites, names, pointed)
+        _column_facts(rows, far, sites, names, pointed, namey)
     for pp in pps:
         _annotate(pp, sites, names, ibt)
     if returns is not None:
@@ -185,10 +185,11 @@ def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -
 
 
 def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, names: _NameFacts,
-                  pointed: dict[int, list[str]] | None = None) -> None:  # fmt: skip
+                  pointed: dict[int, tuple[str, ...]] | None = None, namey: set[int] | None = None) -> None:
     """The facts of rows no table site touches but for _FACT_ONLY ones (`pointed`: row -> their facts), and of rows in
     text ranges or with names: what _annotate would add, set over the columns (EntryRows.set_facts) without building
-    the rows: no boot-time variant comes from those sites, a range or a name."""
+    the rows: no boot-time variant comes from those sites, a range or a name. `namey`: the rows _NameFacts may give a
+    fact, when known; the others alike in their sites' facts and range share one set."""
     if not far:
         return
     idx = np.array(far, dtype=np.int64)
@@ -197,10 +198,22 @@ def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, names: _NameFact
     got_idx, got = [], []
     sym_addr = rows.sym_addr[idx].tolist()
     pointed = pointed or {}
+    shared: dict[tuple, frozenset[str] | None] = {}
     for p, i in enumerate(far):
-        add: list[str] = list(pointed.get(i, ()))
-        if seg_of is not None and segs[seg_of[p]]:
-            add.extend(segs[seg_of[p]])
+        pf, sg = pointed.get(i, ()), seg_of[p] if seg_of is not None else 0
+        if namey is not None and i not in namey:  # no name fact: the set follows from the sites' facts and range
+            key = (pf, sg)
+            fs = shared.get(key, _NONE)
+            if fs is _NONE:
+                add = [*pf, *(segs[sg] if seg_of is not None else ())]
+                fs = shared[key] = frozenset(add) if add else None
+            if fs is not None:
+                got_idx.append(i)
+                got.append(fs)
+            continue
+        add: list[str] = list(pf)
+        if seg_of is not None and segs[sg]:
+            add.extend(segs[sg])
         names.facts_of(rows.name(i), sym_addr[p], add)
         if add:
             got_idx.append(i)
@@ -234,13 +247,13 @@ class _RowInsn:
 
 
 def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
-                ) -> tuple[list[int], list[int], dict[int, list[str]]]:  # fmt: skip
+                ) -> tuple[list[int], list[int], dict[int, tuple[str, ...]], set[int]]:  # fmt: skip
     """The rows whose patchpoint _annotate may change, over the columns, in two lists: `near` a table site the
     displaced instruction overlaps, ENDBR under IBT, or a row already built (annotated as objects, for their
     boot-time variants); `far` the others in a text range, with a name or symbol address _NameFacts acts on, or
-    overlapping only sites of _FACT_ONLY tables (facts only: _column_facts), and those sites' facts per row (6.12's
-    .call_sites holds every module function's first call). A superset of the rows _annotate changes (it decides),
-    but a close one."""
+    overlapping only sites of _FACT_ONLY tables (facts only: _column_facts); those sites' facts per row (6.12's
+    .call_sites holds every module function's first call); the rows _NameFacts may give a fact. A superset of the
+    rows _annotate changes (it decides), but a close one."""
     a = rows.addr
     stop = a + np.maximum(rows.length, 1).astype(np.uint64)
     cand = np.zeros(rows.n, dtype=bool)
@@ -266,23 +279,25 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
         some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
         far |= some[np.searchsorted(_u64s(sites.points), a, side="right")]
     addrs = np.array(sorted(names.black | set(names.containers)), dtype=np.uint64)
-    far |= member(rows.sym_addr, addrs)
+    namey = member(rows.sym_addr, addrs)  # the rows _NameFacts may give a fact: by address, or by name
     cols = rows.kernel.symbol_columns()
     named, handlers = names.named, names.handlers
     nm = cols.name
     pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
-    far[[i for i in pick if named(nm[rows.first[i]])]] = True
-    pointed: dict[int, list[str]] = {}
+    namey[[i for i in pick if named(nm[rows.first[i]])]] = True
+    far |= namey
+    pointed: dict[int, tuple[str, ...]] = {}
     for fact, hit in quiet:
         for i in np.flatnonzero(hit & ~cand).tolist():
-            pointed.setdefault(i, []).append(fact)
+            pointed[i] = (*pointed.get(i, ()), fact)
         far |= hit
     far &= ~cand
-    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist(), pointed
+    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist(), pointed, set(np.flatnonzero(namey).tolist())
 
 
 # Point tables whose sites give a patchpoint a fact and never a boot-time variant (_point_facts: a run-time writer's,
 # or a rewrite _boot_variant makes no instruction of): their rows keep to the columns (_column_facts).
+_NONE = object()
 _FACT_ONLY = {"smp_locks": RUNTIME_WRITERS["smp_locks"], "call_sites": BOOT_REWRITES["call_sites"],
               "cfi_sites": BOOT_REWRITES["cfi_sites"]}  # fmt: skip
 
