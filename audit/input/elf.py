@@ -105,7 +105,6 @@ _SHT = {0: "SHT_NULL", 1: "SHT_PROGBITS", 2: "SHT_SYMTAB", 3: "SHT_STRTAB", 4: "
         8: "SHT_NOBITS", 9: "SHT_REL", 11: "SHT_DYNSYM"}  # fmt: skip
 SHDR64 = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
 SHN_XINDEX = 0xFFFF
-_NAME_BYTES = bytes(range(0x20, 0x7F)) + b"\0"  # a string table of these alone holds one_line names as they are
 
 
 class _Shdr:
@@ -149,17 +148,10 @@ def section_headers(path: Path | str, data, size: int) -> list[_Shdr]:
         st = secs[shstrndx]
         if st.sh_type != "SHT_NOBITS" and st.sh_offset + st.sh_size <= size:
             strtab = bytes(data[st.sh_offset : st.sh_offset + st.sh_size])
-    # A table of printable ASCII (every real one) is decoded once and its names sliced from the text: the same names
-    # one_line(utf-8 of each) would give, at a third of the cost a module.
-    text = strtab.decode("ascii") if not strtab.translate(None, _NAME_BYTES) else None
+    # strtab.names_at: '' for sh_name 0 or past the table, each name one line (one decode of the table, by slices)
+    for sec, name in zip(secs, _names_at(strtab, [sec.sh_name for sec in secs]), strict=True):
+        sec.name = name
     for sec in secs:
-        if sec.sh_name and strtab:
-            if text is not None:
-                end = text.find("\0", sec.sh_name)
-                sec.name = text[sec.sh_name : end] if end >= 0 else text[sec.sh_name :]
-            else:
-                end = strtab.find(b"\0", sec.sh_name)
-                sec.name = one_line(strtab[sec.sh_name : end if end >= 0 else len(strtab)].decode("utf-8", "replace"))
         if sec.sh_type != "SHT_NOBITS" and sec.sh_size and sec.sh_offset + sec.sh_size > size:
             raise ElfFormatError(f"{path}: section {sec.name or '?'} extends past the end of the file")
     return secs
