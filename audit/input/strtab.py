@@ -23,7 +23,7 @@ def names_at(blob: bytes, offsets) -> list[str]:
     """The NUL-terminated names at string-table offsets ('' for offset 0 and past the end), UTF-8
     with bad bytes replaced, and control characters escaped (errors.one_line): a hostile name must
     not add lines to a list or denylist a module later reads."""
-    names = decode_names(blob, offsets, _text(blob))
+    names = decode_names(blob, offsets)
     # one_line leaves a printable name as it is: the names asked are checked, not the whole table (a module's
     # audit asks a few dozen of thousands)
     return names if all(map(str.isprintable, names)) else list(map(one_line, names))
@@ -41,10 +41,9 @@ def _text(blob: bytes) -> str | None:
     return st
 
 
-def decode_names(blob: bytes, offsets, st: str | None = None) -> list[str]:
-    """names_at without the escaping; st: _text(blob), when known."""
-    if st is None and blob.isascii() and blob[:1] == b"\0":
-        st = blob.decode("ascii") + "\0"
+def decode_names(blob: bytes, offsets) -> list[str]:
+    """names_at without the escaping."""
+    st = _text(blob)
     if st is not None and (not offsets or max(offsets) < len(blob)):
         # Kernel names are ASCII, so str offsets are byte offsets: one index() and one slice per
         # name, run by map() in C; a Python loop over 130,000 names cost 100 ms.
