@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fbt_audit.judge.judge import Judge, fill
+from fbt_audit.judge.judge import Judge, _without_values, fill
 from fbt_audit.model.abi import Target
 from fbt_audit.model.core import IC, Finding, Judgement, Level, Verdict
 from fbt_audit.patchpoints.entry import EntryRows
@@ -239,6 +239,9 @@ def _alike_by_key(judge: Judge, rows: Any, idx: list[int]) -> list:
     the row has no key (built, moved)."""
     memo = judge.groups
     keys = rows.variant_keys(idx)
+    params = judge.params
+    if params:  # alike() leaves the facts' values out of its own key: a `.cold` part's parent name, a label's
+        keys = [_valueless(k, params) for k in keys]
     hits: list = [_MISS] * len(idx)
     todo = []
     for p, key in enumerate(keys):
@@ -260,6 +263,16 @@ def _alike_by_key(judge: Judge, rows: Any, idx: list[int]) -> list:
 
 
 _MISS = object()
+
+
+def _valueless(key: tuple | None, params: tuple[str, ...]) -> tuple | None:
+    """A variant_keys key with its facts as alike() keys them (the values after the judge's fact prefixes left out):
+    rows alike but for such a value (the function a `.cold` part or a label belongs to) share one alike() answer."""
+    if key is not None:
+        for f in key[3]:
+            if f.startswith(params):
+                return (*key[:3], _without_values(key[3], params)[0])
+    return key
 
 
 def _alike_by_class(judge: Judge, rows: EntryRows, idx: list[int], cls: list[int]) -> list:

@@ -157,3 +157,21 @@ def test_group_memo_across_modules_judges_as_a_fresh_judge(modules61):
         assert fresh == shared[p], p.name
         hits += len(judge.groups)
     assert hits > kept * 3 // 2  # each module alone fills the memo anew: the shared run met many groups again
+
+
+def test_group_memo_keys_leave_fact_values_out(modules61):
+    """Judge.groups keys a row's facts as alike() does, without the values after the judge's fact prefixes (the
+    function a `.cold` part belongs to): such groups of different modules share one entry, and every fact with a
+    prefix in a key holds the placeholder instead of its value."""
+    from fbt_audit.judge.judge import judge_for
+    from fbt_audit.judge.registry import select
+
+    table = api.load_table("reference")
+    judge = judge_for(table, select(None, None))
+    judge.groups.clear()
+    for p in modules61[:150]:
+        api.audit(p, table)
+    params = judge.params
+    valued = [k for k in judge.groups if k is not None and any(f.startswith(params) for f in k[3])]
+    assert any("non-entry:cold:" in f for k in valued for f in k[3])
+    assert all("\0" in f for k in valued for f in k[3] if f.startswith(params))
