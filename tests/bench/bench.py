@@ -7,8 +7,9 @@ Reproduces the README's speed table (issue 16, "What it must show"):
   python3 tests/bench/bench.py --repeat 5 --markdown bench.md
 Without --vmlinux/--modules it uses (fetching once, cached) bookworm's 6.1 -dbg vmlinux and the module
 tree of the same release's image package (scripts/fetch-kernel dbg-6.1 / image-6.1). Each command runs
-N times; the table shows the median wall time, objdump's median over the same input(s), their ratio,
-the target ratio and PASS/MISS, and the child's peak RSS (ru_maxrss, the largest of the N runs).
+N times, objdump's and fbt-audit's runs in turn (round by round); the table shows the median wall time, objdump's
+median over the same input(s), their ratio, the target ratio and PASS/MISS, and the child's peak RSS (ru_maxrss,
+the largest of the N runs).
 Module trees: objdump runs over the same .ko files (compressed ones decompressed beforehand, untimed),
 in as many parallel processes as fbt-audit has workers (-j, default: the CPU count). The `xz` case is the
 6.12 image package's .ko.xz tree (or --xz-modules) against what a user would run: `xz -dc` then
@@ -65,19 +66,28 @@ def installed() -> list[str]:
 
 def measure(cmd: list[str], repeat: int) -> Run:
     """Run cmd repeat times (stdout discarded): median wall time, peak RSS of the child from wait4."""
-    times, rss, rc, err = [], 0, 0, ""
+    return rounds([cmd], repeat)[0]
+
+
+def rounds(cmds: list[list[str]], repeat: int) -> list[Run]:
+    """Each of cmds once per round, in turn, for `repeat` rounds (stdout discarded): per command its median wall time
+    and the peak RSS of its child from wait4. Interleaved, so that the machine's slow swings (another tenant, the
+    clock) fall on objdump and fbt-audit alike instead of on whichever ran in the slow minute."""
+    times: list[list[float]] = [[] for _ in cmds]
+    rss, rc, err = [0] * len(cmds), [0] * len(cmds), [""] * len(cmds)
     for _ in range(repeat):
-        with tempfile.TemporaryFile() as errf:
-            t = time.perf_counter()
-            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
-            _, status, usage = os.wait4(p.pid, 0)
-            times.append(time.perf_counter() - t)
-            p.returncode = rc = os.waitstatus_to_exitcode(status)
-            rss = max(rss, usage.ru_maxrss)  # KiB on Linux
-            errf.seek(0)
-            err = errf.read().decode(errors="replace").strip().splitlines()[:1]
-            err = err[0] if err else ""
-    return Run(statistics.median(times), rss / (1 << 20), rc, err)
+        for k, cmd in enumerate(cmds):
+            with tempfile.TemporaryFile() as errf:
+                t = time.perf_counter()
+                p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
+                _, status, usage = os.wait4(p.pid, 0)
+                times[k].append(time.perf_counter() - t)
+                p.returncode = rc[k] = os.waitstatus_to_exitcode(status)
+                rss[k] = max(rss[k], usage.ru_maxrss)  # KiB on Linux
+                errf.seek(0)
+                first = errf.read().decode(errors="replace").strip().splitlines()[:1]
+                err[k] = first[0] if first else ""
+    return [Run(statistics.median(times[k]), rss[k] / (1 << 20), rc[k], err[k]) for k in range(len(cmds))]
 
 
 def fetch(kind: str) -> Path:
@@ -154,13 +164,11 @@ def main() -> int:
     vm, tree = a.vmlinux, None
     if {"entry", "returns"} & set(cases):
         vm = vm or fetch("dbg-6.1")
-        od = measure(["objdump", "-d", str(vm)], a.repeat)
-        if "entry" in cases:
-            run = measure([*FBT, str(vm)], a.repeat)
-            rows.append(("vmlinux, entry patchpoints (`fbt-audit V`)", run, od, 1 / 12, ""))
-        if "returns" in cases:
-            run = measure([*FBT, str(vm), "--returns"], a.repeat)
-            rows.append(("vmlinux, entry + return patchpoints (`--returns`)", run, od, 1 / 4, ""))
+        runs = [("vmlinux, entry patchpoints (`fbt-audit V`)", [*FBT, str(vm)], 1 / 12)] * ("entry" in cases) + [
+            ("vmlinux, entry + return patchpoints (`--returns`)", [*FBT, str(vm), "--returns"], 1 / 4)
+        ] * ("returns" in cases)  # fmt: skip
+        od, *got = rounds([["objdump", "-d", str(vm)]] + [cmd for _l, cmd, _t in runs], a.repeat)
+        rows += [(label, run, od, target, "") for (label, _c, target), run in zip(runs, got, strict=True)]
     if "modules" in cases:
         tree = a.modules or fetch("image-6.1") / "lib" / "modules"
         if tree.name == "modules":  # the package's lib/modules: its one release directory
@@ -173,8 +181,8 @@ def main() -> int:
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 files = plain_copies(mods, Path(tmp))
-                od = measure(objdump_many(files, a.jobs, Path(tmp)), a.repeat)
-            run = measure([*FBT, str(tree), "-j", str(a.jobs)], a.repeat)
+                od, run = rounds([objdump_many(files, a.jobs, Path(tmp)), [*FBT, str(tree), "-j", str(a.jobs)]],
+                                 a.repeat)  # fmt: skip
             rows.append((f"module tree ({len(mods)} modules, -j {a.jobs})", run, od, 1 / 3, ""))
     xz_tree = None
     if "xz" in cases:
@@ -183,8 +191,8 @@ def main() -> int:
             xz_tree = next((d for d in sorted(xz_tree.iterdir()) if d.is_dir()), xz_tree)
         mods = modules_in(xz_tree)
         with tempfile.TemporaryDirectory() as tmp:
-            od = measure(xz_objdump_many(mods, a.jobs, Path(tmp)), a.repeat)
-        run = measure([*FBT, str(xz_tree), "-j", str(a.jobs)], a.repeat)
+            od, run = rounds([xz_objdump_many(mods, a.jobs, Path(tmp)), [*FBT, str(xz_tree), "-j", str(a.jobs)]],
+                             a.repeat)  # fmt: skip
         rows.append((f".ko.xz tree ({len(mods)} modules, -j {a.jobs}; vs xz -d + objdump -d)", run, od, 1 / 3, ""))
     load1 = os.getloadavg()
 
@@ -209,7 +217,7 @@ def main() -> int:
     print("inputs: " + ", ".join([f"vmlinux {vm}"] * bool(vm) + [f"modules {tree}"] * ("modules" in cases)
                                  + [f".ko.xz modules {xz_tree}"] * bool(xz_tree)))  # fmt: skip
     how = "installed (build/bench-venv)" if a.installed else "this venv"
-    print(f"median of {a.repeat} runs; load average before {load0[0]:.2f}, after {load1[0]:.2f}; "
+    print(f"median of {a.repeat} interleaved runs; load average before {load0[0]:.2f}, after {load1[0]:.2f}; "
           f"{os.cpu_count()} CPUs; fbt-audit from {how}")  # fmt: skip
     for r in [head, *table]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
@@ -219,7 +227,7 @@ def main() -> int:
         md = [f"| {' | '.join(head)} |", "|" + "---|" * len(head)] + [f"| {' | '.join(map(str, r))} |" for r in table]
         md.append("")
         md.append(
-            f"Median of {a.repeat} runs, load average {load0[0]:.2f} before and {load1[0]:.2f} after, "
+            f"Median of {a.repeat} interleaved runs, load average {load0[0]:.2f} before and {load1[0]:.2f} after, "
             f"{os.cpu_count()} CPUs; `python3 tests/bench/bench.py --repeat {a.repeat}"
             f"{' --installed' if a.installed else ''}`."
         )
