@@ -13,16 +13,16 @@ if TYPE_CHECKING:
 def ordered(results: Iterable[AuditResult]) -> list[AuditResult]:
     """Images in report order: vmlinux before modules, then by flavour, module and display name.
     The sort is stable, so images that tie keep the order the caller gave."""
-    return sorted(
-        results,
-        key=lambda r: (
-            r.kernel.kind != "vmlinux",
-            r.kernel.flavour,
-            r.kernel.module,
-            r.kernel.display,
-            r.kernel.release or "",
-        ),
-    )
+    flavours: dict[str | None, str] = {}  # by release: a tree's 4,000 modules share one (Kernel.flavour parses it)
+
+    def key(r: AuditResult) -> tuple:
+        k = r.kernel
+        flavour = flavours.get(k.release)
+        if flavour is None:
+            flavour = flavours[k.release] = k.flavour
+        return (k.kind != "vmlinux", flavour, k.module, k.display, k.release or "")
+
+    return sorted(results, key=key)
 
 
 def judgements(result: AuditResult) -> list[Judgement]:

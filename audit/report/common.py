@@ -19,10 +19,12 @@ VERDICT_ORDER = (Verdict.UNSAFE, Verdict.DENY, Verdict.REFUSED, Verdict.SAFE)
 
 
 def verdict_counts(results: Iterable[AuditResult]) -> dict[Verdict, int]:
-    c: Counter[Verdict] = Counter()
-    for r in results:
-        c.update(r.verdict_counts())
-    return {v: c.get(v, 0) for v in VERDICT_ORDER}
+    out = dict.fromkeys(VERDICT_ORDER, 0)
+    for r in results:  # a plain loop: Counter.update per result was a tenth of a tree's report
+        for v, n in r.verdict_counts().items():
+            if v in out:
+                out[v] += n
+    return out
 
 
 def rule_counts(results: Iterable[AuditResult]) -> Counter[str]:
