@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fbt_audit.input import elf
+from fbt_audit.input import elf, rela
 from fbt_audit.input.rela import RELA, SYM, Relocations, entries
 
 SHN_ABS, SHN_UNDEF = 0xFFF1, 0
@@ -58,9 +58,12 @@ def test_applied(reloc, at, want):
     assert len(out) == 32 and out[:at] == b"\x11" * at
 
 
-def test_applied_many_is_applied_of_each():
-    """Relocations.applied_many: each section's bytes as applied() gives them alone, whatever the relocations: in and
-    out of order, overlapping (the later one wins), unaligned, past the section, of each type; sections of odd sizes."""
+@pytest.mark.parametrize("small", [rela.SMALL, 0])  # fewer relocations than SMALL: one by one; 0: the numpy pass
+def test_applied_many_is_applied_of_each(monkeypatch, small):
+    """Relocations.applied_many: each section's bytes as applied() gives them alone and as they are applied one after
+    another, whatever the relocations: in and out of order, overlapping (the later one wins), unaligned, past the
+    section, of each type; sections of odd sizes. Both of its paths: by numpy, and one by one (few relocations)."""
+    monkeypatch.setattr(rela, "SMALL", small)
     sets = [
         [(0, 4, 1, 8), (8, 1, 2, -4), (16, 4, 4, -4), (24, 2, 10, 1)],  # aligned, apart: written as words
         [(1, 4, 1, 8), (10, 1, 2, -4)],  # unaligned
@@ -72,12 +75,13 @@ def test_applied_many_is_applied_of_each():
         data, hdrs = _object(relocs)
         r = Relocations(data, hdrs, {1: TEXT_BASE})
         for size in (32, 29):
-            assert r.applied_many([(1, data[:size], TEXT_BASE)]) == [r.applied(1, data[:size], TEXT_BASE)], relocs
+            part = (1, data[:size], TEXT_BASE)
+            assert r.applied_many([part]) == [r.applied(*part)] == [r._applied_small(*part)], relocs
     data, hdrs = _object(sets[2])  # two sections patched by one RELA section's copies: each relocated alone
     hdrs = [*hdrs, SimpleNamespace(sh_type="SHT_RELA", sh_info=5, sh_offset=hdrs[3].sh_offset, sh_size=hdrs[3].sh_size)]
     r = Relocations(data, hdrs, {1: TEXT_BASE, 5: TEXT_BASE + 0x100})
     parts = [(1, data[:13], TEXT_BASE), (5, data[:32], TEXT_BASE + 0x100)]
-    assert r.applied_many(parts) == [r.applied(i, c, b) for i, c, b in parts]
+    assert r.applied_many(parts) == [r.applied(i, c, b) for i, c, b in parts] == [r._applied_small(*p) for p in parts]
 
 
 def test_symbol_values():

@@ -96,6 +96,9 @@ class Relocations:
         module's kernel tables are a handful of sections with a few dozen relocations each: numpy's cost is per
         call, and a relocation one by one costs ~1 us). The same bytes as applied() of each: the sections lie
         apart in one buffer, and where fields of a section overlap the later relocation's bytes win."""
+        hdrs = [self.patching.get(t, ()) for t, _c, _b in parts]
+        if sum(h.sh_size for hs in hdrs for h in hs) < SMALL * RELA.size:  # most modules: a few dozen, one by one
+            return [self._applied_small(t, c, b) for t, c, b in parts]
         import numpy as np
 
         bufs = [bytes(c) for _t, c, _b in parts]
@@ -107,7 +110,6 @@ class Relocations:
             starts.append(at + pad)
             at += pad + len(b)
         pieces.append(bytes(-at % 8))
-        hdrs = [self.patching.get(t, ()) for t, _c, _b in parts]
         off, si, rtype, addend, counts = joined(self.data, [h for hs in hdrs for h in hs])
         buf = np.frombuffer(b"".join(pieces), dtype=np.uint8).copy()
         if len(off):

@@ -120,8 +120,9 @@ def test_small_relocation_path_writes_the_same_bytes(modules61, monkeypatch):
 
 
 def test_tables_relocated_together_equal_each_alone(modules61):
-    """Relocations.applied_many (a module's table sections in one numpy pass) gives each section the bytes applied()
-    gives it alone, on every table section of the modules compared (both applied() paths: few and many relocations)."""
+    """Relocations.applied_many (a module's table sections in one numpy pass, or one by one when they have few
+    relocations) gives each section the bytes applied() gives it alone, on every table section of the modules compared
+    (both paths of each: few and many relocations)."""
     seen = 0
     for p in modules61:
         k = api.load_kernel(p)
