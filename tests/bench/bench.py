@@ -3,6 +3,7 @@
 
 Usage: python3 tests/bench/bench.py [--vmlinux V] [--modules DIR] [--xz-modules DIR] [--repeat N]
                                     [--cases entry,returns,modules,xz] [--markdown FILE] [--jobs J]
+                                    [--installed [--python PY]]
 Reproduces the README's speed table (issue 16, "What it must show"):
   python3 tests/bench/bench.py --repeat 5 --markdown bench.md
 Without --vmlinux/--modules it uses (fetching once, cached) bookworm's 6.1 -dbg vmlinux and the module
@@ -17,7 +18,8 @@ in as many parallel processes as fbt-audit has workers (-j, default: the CPU cou
 The modules are byte-compiled first (a pip install does that; PYTHONDONTWRITEBYTECODE would otherwise
 make every run compile them). With --installed, fbt-audit runs as a user's `pip install .` has it: this checkout
 installed (not editable) into build/bench-venv, made once (its dependencies from pip's configured index) and
-refreshed each run; an editable install's import hook costs every run ~10% of a vmlinux audit's CPU.
+refreshed each run; an editable install's import hook costs every run ~10% of a vmlinux audit's CPU. --python PY
+makes that venv with another interpreter (its own venv, build/bench-venv-<path>); the footer names the one measured.
 fbt-audit runs in an empty working directory, as in a kernel tree (this checkout's pyproject.toml is not read).
 The machine's load average is printed before and after: timings on a shared machine are only
 comparable within one run. Named bench*.py so that pytest does not collect it.
@@ -51,17 +53,29 @@ class Run:
     err: str  # first line of its stderr
 
 
-def installed() -> list[str]:
+def installed(python: str | None = None) -> list[str]:
     """The command of this checkout installed as a user installs it (`pip install .`, not editable), in
-    build/bench-venv: the venv and the dependencies made once, the package reinstalled from the checkout each run."""
+    build/bench-venv: the venv and the dependencies made once, the package reinstalled from the checkout each run.
+    `python`: the interpreter of that venv (build/bench-venv-<its real path, flattened>), else this one."""
     venv = ROOT / "build" / "bench-venv"
+    if python is not None:
+        venv = venv.with_name("bench-venv-" + os.path.realpath(python).strip("/").replace("/", "-"))
     py = venv / "bin" / "python"
     quiet = {"stdout": subprocess.DEVNULL, "check": True}
     if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], **quiet)
+        subprocess.run([python or sys.executable, "-m", "venv", str(venv)], **quiet)
         subprocess.run([str(py), "-m", "pip", "install", "-q", str(ROOT)], **quiet)
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(ROOT)], **quiet)
     return [str(py), "-m", "fbt_audit"]
+
+
+def _version(python: str) -> str:
+    """The interpreter fbt-audit runs under, e.g. `CPython 3.11.2 at /usr/bin/python3.11`: builds differ (Debian's is
+    built with PGO and LTO, pyenv's by default is not: ~10% slower on this machine's module trees)."""
+    code = "import platform, sys, os; print(platform.python_implementation(), platform.python_version(), 'at', " \
+           "os.path.realpath(sys._base_executable))"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False).stdout.strip()
+    return out or python
 
 
 def measure(cmd: list[str], repeat: int) -> Run:
@@ -144,10 +158,13 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="fbt-audit -j and objdump processes")
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown")
     ap.add_argument("--installed", action="store_true", help="run a non-editable install of this checkout")
+    ap.add_argument("--python", help="with --installed: the interpreter of its venv (e.g. /usr/bin/python3)")
     a = ap.parse_args()
     global FBT
+    if a.python and not a.installed:
+        ap.error("--python needs --installed")
     if a.installed:
-        FBT = installed()
+        FBT = installed(a.python)
     for name in ("vmlinux", "modules", "xz_modules", "markdown"):
         if getattr(a, name) is not None:
             setattr(a, name, getattr(a, name).resolve())
@@ -216,7 +233,7 @@ def main() -> int:
     widths = [max(len(str(r[i])) for r in [head, *table]) for i in range(len(head))]
     print("inputs: " + ", ".join([f"vmlinux {vm}"] * bool(vm) + [f"modules {tree}"] * ("modules" in cases)
                                  + [f".ko.xz modules {xz_tree}"] * bool(xz_tree)))  # fmt: skip
-    how = "installed (build/bench-venv)" if a.installed else "this venv"
+    how = f"installed (build/bench-venv, {_version(FBT[0])})" if a.installed else f"this venv ({_version(FBT[0])})"
     print(f"median of {a.repeat} interleaved runs; load average before {load0[0]:.2f}, after {load1[0]:.2f}; "
           f"{os.cpu_count()} CPUs; fbt-audit from {how}")  # fmt: skip
     for r in [head, *table]:
@@ -229,7 +246,8 @@ def main() -> int:
         md.append(
             f"Median of {a.repeat} interleaved runs, load average {load0[0]:.2f} before and {load1[0]:.2f} after, "
             f"{os.cpu_count()} CPUs; `python3 tests/bench/bench.py --repeat {a.repeat}"
-            f"{' --installed' if a.installed else ''}`."
+            f"{' --installed' if a.installed else ''}{f' --python {a.python}' if a.python else ''}`; "
+            f"fbt-audit under {_version(FBT[0])}."
         )
         md += [f"{n}" for n in notes]
         a.markdown.write_text("\n".join(md) + "\n")
