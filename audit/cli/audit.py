@@ -148,8 +148,8 @@ from fbt_audit.model.core import Level
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="Worker processes for module trees and multiple inputs [default: the number of CPUs]. "
-    "The output is the same for every value.",
+    help="Processes that audit module trees and multiple inputs, this one among them (-j 2: it and one forked "
+    "worker) [default: the number of CPUs]. The output is the same for every value.",
 )
 @click.option(
     "--keep-going",
