@@ -60,11 +60,12 @@ class CallTargets(Mapping):
         j = np.searchsorted(sites, addrs, side="right") - 1
         hit = (j >= 0) & (sites[np.maximum(j, 0)] == addrs)
         syms = self._syms[j[hit]].tolist()
-        new = [si for si in dict.fromkeys(syms) if si not in self._cache]
+        cache = self._cache
+        new = [si for si in dict.fromkeys(syms) if si not in cache]
         if new:  # the names not read yet, decoded together (a module's calls name a few dozen symbols)
-            self._cache.update(zip(new, self._names_of(new), strict=True))
+            cache.update(zip(new, self._names_of(new), strict=True))
         for k, si, a in zip(np.flatnonzero(hit).tolist(), syms, addrs[hit].tolist(), strict=True):
-            name = self._name(si)  # the last relocation at the address
+            name = cache[si]  # the last relocation at the address (every one of syms is in the cache now)
             out[k] = name if name else self.get(a)
         return out
 
