@@ -97,7 +97,7 @@ class Judge:
                 return Judgement(pp, [], "ftrace")  # what _judge finds when no site rule runs
         facts, values = pp.facts, None
         if self._params and any(f.startswith(self._params) for f in facts):
-            facts, values = _without_values(facts, self._params)
+            facts, values = without_values(facts, self._params)
         key = (_shape(variants[0]), facts) if len(variants) == 1 else (*map(_shape, variants), facts)
         hit = memo.get(key)
         if hit is None:
@@ -167,7 +167,7 @@ class Judge:
         if params:
             for f in facts:
                 if f.startswith(params):
-                    facts = _without_values(facts, params)[0]
+                    facts = without_values(facts, params)[0]
                     break
         key = (vkey, facts)
         hit = self._alike.get(key)
@@ -273,7 +273,7 @@ def fill(pp: Patchpoint, judged: tuple[list[Finding], str], params: tuple[str, .
         return Judgement(pp, [], handling)
     texts = [(f"\0t{k}\0", v.insn.text) for k, v in enumerate(pp.variants)]
     if params and any(f.startswith(params) for f in pp.facts):
-        values = _without_values(pp.facts, params)[1]
+        values = without_values(pp.facts, params)[1]
         if values:
             texts += values
     return Judgement(pp, [_with_values(f, texts) for f in findings], handling)
@@ -291,7 +291,7 @@ def _param_prefixes(rules: tuple[Rule, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _without_values(facts: frozenset[str], prefixes: tuple[str, ...]) -> tuple[frozenset[str], tuple | None]:
+def without_values(facts: frozenset[str], prefixes: tuple[str, ...]) -> tuple[frozenset[str], tuple | None]:
     """facts with the value after each prefix replaced by a placeholder, and (placeholder, value) pairs; facts as they
     are (None) when a prefix has two facts or a value holds the placeholder's NUL."""
     out, values = [], []
@@ -310,7 +310,7 @@ def _without_values(facts: frozenset[str], prefixes: tuple[str, ...]) -> tuple[f
 
 
 def _with_values(f: Finding, values: tuple) -> Finding:
-    """f with each placeholder in its message replaced by its value (_without_values)."""
+    """f with each placeholder in its message replaced by its value (without_values)."""
     if "\0" not in f.message:
         return f
     msg = f.message

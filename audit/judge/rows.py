@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fbt_audit.judge.judge import Judge, _without_values, fill
+from fbt_audit.judge.judge import Judge, fill, without_values
 from fbt_audit.model.abi import Target
 from fbt_audit.model.core import IC, Finding, Judgement, Level, Verdict
 from fbt_audit.patchpoints.entry import EntryRows
@@ -271,7 +271,7 @@ def _valueless(key: tuple | None, params: tuple[str, ...]) -> tuple | None:
     if key is not None:
         for f in key[3]:
             if f.startswith(params):
-                return (*key[:3], _without_values(key[3], params)[0])
+                return (*key[:3], without_values(key[3], params)[0])
     return key
 
 
