@@ -8,6 +8,8 @@ text-symbol filter, sort and sizes run over arrays, and address_of compares the 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from fbt_audit.input import strtab
@@ -132,10 +134,41 @@ class BigSymtab:
         sized = size != 0
         info = rec["info"][idx]
         sec_names = np.array([sec.name for sec in secs] + [""], dtype=object)
+        sizes = np.where(sized, size, filled)
         return SymbolColumns(
-            t_addr.tolist(), names, np.where(sized, size, filled).tolist(), _KIND[info].tolist(),
+            t_addr.tolist(), names, sizes.tolist(), _KIND[info].tolist(),
             _BIND[info].tolist(), sec_names[t_shndx].tolist(), sized.tolist(),
+            arrays=self._arrays(idx, t_addr, sizes, sized),
         )  # fmt: skip
+
+    def _arrays(self, idx: np.ndarray, addr: np.ndarray, size: np.ndarray, sized: np.ndarray) -> TextArrays | None:
+        """The text columns' arrays and name heads (SymbolColumns.arrays), when the names are the string table's bytes
+        (printable ASCII: names_of sliced them); None otherwise."""
+        if self._ascii() is None or not len(idx):
+            return None
+        off = self.rec["name"][idx].astype(np.int64)
+        if int(off.max()) >= len(self.strtab):
+            return None
+        nuls = self._nuls()
+        end = nuls[np.searchsorted(nuls, off)]
+        lens = np.where(off == 0, 0, end - off)
+        width = np.minimum(lens, 8).astype(np.uint64) * np.uint64(8)
+        keep = np.where(width < 64, (np.uint64(1) << (width % np.uint64(64))) - np.uint64(1), ~np.uint64(0))
+        dots = np.flatnonzero(np.frombuffer(self.strtab, dtype=np.uint8) == 0x2E)
+        dotted = np.searchsorted(dots, off + lens) > np.searchsorted(dots, off)
+        return TextArrays(addr, size, sized, self._name_heads()[idx] & keep, lens, dotted)
+
+
+class TextArrays(NamedTuple):
+    """SymbolColumns.arrays of a vmlinux's text symbols: addr, size (final), sized; each name's first 8 bytes as a
+    little-endian u64 (zeros past its end), its length, and whether it holds a '.'."""
+
+    addr: np.ndarray
+    size: np.ndarray
+    sized: np.ndarray
+    heads: np.ndarray
+    lens: np.ndarray
+    dotted: np.ndarray
 
 
 def _by_name(dup: list[int], names: list[str]) -> list[int] | None:

@@ -283,7 +283,12 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
     cols = rows.kernel.symbol_columns()
     named, handlers = names.named, names.handlers
     nm = cols.name
-    pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
+    heads = _NameHeads.of(rows.kernel)
+    if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
+        some = heads.dotted | heads.prefixed(_NAMED) | heads.equal(handlers)
+        pick = np.flatnonzero(some[np.fromiter(rows.first, dtype=np.int64, count=rows.n)]).tolist()
+    else:
+        pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
     namey[[i for i in pick if named(nm[rows.first[i]])]] = True
     far |= namey
     pointed: dict[int, tuple[str, ...]] = {}
@@ -461,6 +466,11 @@ def _label_containers(kernel: Kernel) -> dict[int, str]:
     """Symbol address -> the sized function whose body holds it (SYM_INNER_LABEL and the like):
     a label inside another function, not an entry. Padding and section markers never hold one."""
     cols = kernel.symbol_columns()
+    heads = _NameHeads.of(kernel)
+    if heads is not None:
+        got = _label_containers_over_columns(cols, heads)
+        if got is not None:
+            return got
     out: dict[int, str] = {}
     cur_end, cur_name, cur_addr = 0, "", 0
     for addr, name, size, sized in zip(cols.addr, cols.name, cols.size, cols.sized, strict=True):
@@ -470,6 +480,97 @@ def _label_containers(kernel: Kernel) -> dict[int, str]:
         if sized and addr + size > cur_end and not name.startswith(("__pfx_", "__cfi_")):
             cur_end, cur_name, cur_addr = addr + size, name, addr
     return out
+
+
+def _label_containers_over_columns(cols: Any, heads: _NameHeads) -> dict[int, str] | None:
+    """_label_containers' walk over arrays: the holder of each symbol is the last one before it that ends past every
+    one before it (sized, not padding); the symbols strictly inside their holder are labels, the first at an address
+    winning. None when a label would itself end past its holder (the walk keeps the holder: it decides then)."""
+    arr = cols.arrays
+    addr = arr.addr if arr is not None else np.array(cols.addr, dtype=np.uint64)
+    size = arr.size if arr is not None else np.array(cols.size, dtype=np.uint64)
+    sized = arr.sized if arr is not None else np.array(cols.sized, dtype=bool)
+    n = len(addr)
+    end = np.where(sized & ~heads.prefixed(("__pfx_", "__cfi_")), addr + size, np.uint64(0))
+    before = np.zeros(n, dtype=np.uint64)  # the furthest end of the symbols before each
+    np.maximum.accumulate(end[:-1], out=before[1:])
+    record = end > before
+    last = np.maximum.accumulate(np.where(record, np.arange(n), -1))
+    holder = np.r_[-1, last[:-1]]
+    inside = (holder >= 0) & (addr[np.maximum(holder, 0)] < addr) & (addr < before)
+    if (inside & record).any():
+        return None
+    out: dict[int, str] = {}
+    names = cols.name
+    for a, h in zip(addr[inside].tolist(), holder[inside].tolist(), strict=True):
+        out.setdefault(a, names[h])
+    return out
+
+
+class _NameHeads:
+    """Per text symbol of a vmlinux (tens of thousands: a Python test per name costs more than these): its name's
+    first 8 bytes as a little-endian u64 (zeros past its end), its length, whether it holds a '.'; from the symbol
+    table's arrays (SymbolColumns.arrays), else over one join of the names. Kept on the kernel; None for a small
+    image (numpy's fixed cost) or a name that is not ASCII."""
+
+    MANY = 4096
+
+    def __init__(self, names: list[str], heads: np.ndarray, lens: np.ndarray, dotted: np.ndarray) -> None:
+        self.names, self.heads, self.lens, self.dotted = names, heads, lens, dotted
+
+    @classmethod
+    def joined(cls, names: list[str]) -> _NameHeads | None:
+        text = "\0".join(names).encode("ascii")
+        sb = np.frombuffer(text, dtype=np.uint8)
+        nuls = np.flatnonzero(sb == 0)
+        if len(nuls) != len(names) - 1:
+            return None  # a NUL in a name
+        starts = np.r_[0, nuls + 1]
+        lens = np.r_[nuls, len(text)] - starts
+        words = np.ndarray(shape=(len(text) + 1,), dtype="<u8", buffer=text + bytes(8), strides=(1,))
+        width = np.minimum(lens, 8).astype(np.uint64) * np.uint64(8)
+        keep = np.where(width < 64, (np.uint64(1) << (width % np.uint64(64))) - np.uint64(1), ~np.uint64(0))
+        dotted = np.zeros(len(names), dtype=bool)
+        dotted[np.searchsorted(starts, np.flatnonzero(sb == 0x2E), "right") - 1] = True
+        return cls(names, words[starts] & keep, lens, dotted)
+
+    @classmethod
+    def of(cls, kernel: Kernel) -> _NameHeads | None:
+        got = kernel.__dict__.get("name_heads", False)
+        if got is False:
+            cols = kernel.symbol_columns()
+            got = None
+            if cols.arrays is not None:
+                got = cls(cols.name, cols.arrays.heads, cols.arrays.lens, cols.arrays.dotted)
+            elif len(cols.name) >= cls.MANY:
+                try:
+                    got = cls.joined(cols.name)
+                except UnicodeEncodeError:
+                    pass
+            kernel.__dict__["name_heads"] = got
+        return got
+
+    @staticmethod
+    def _key(text: str) -> int:
+        return int.from_bytes(text.encode("ascii", "replace")[:8], "little")
+
+    def prefixed(self, prefixes: tuple[str, ...]) -> np.ndarray:
+        """Whether each name starts with one of prefixes (each of at most 8 characters)."""
+        out = np.zeros(len(self.heads), dtype=bool)
+        for p in prefixes:
+            mask = np.uint64((1 << (8 * len(p))) - 1)
+            out |= ((self.heads & mask) == np.uint64(self._key(p))) & (self.lens >= len(p))
+        return out
+
+    def equal(self, names) -> np.ndarray:
+        """Whether each name is one of names: its first 8 bytes and length, then the name itself."""
+        out = np.zeros(len(self.heads), dtype=bool)
+        for name in names:
+            hit = (self.heads == np.uint64(self._key(name))) & (self.lens == len(name))
+            for i in np.flatnonzero(hit).tolist():
+                if self.names[i] == name:
+                    out[i] = True
+        return out
 
 
 def _at(kernel: Kernel, insn: Insn, addr: int) -> Insn:
