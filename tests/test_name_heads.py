@@ -79,3 +79,22 @@ def test_labels_over_columns_decline_what_they_cannot_say():
 def test_joined_declines_a_nul():
     assert A._NameHeads.joined(["a", "b\0c", "d"]) is None
     assert np.array_equal(A._NameHeads.joined(["ab", "", "c"]).lens, [2, 0, 1])
+
+
+def test_symbol_table_heads_are_the_names(vmlinux61):
+    """The 6.1 vmlinux's SymbolColumns.arrays (input/bigsymtab.py): each name's length, '.', prefixes and handler
+    names as the Python names say, and its label walk over arrays as the walk."""
+    from fbt_audit.pipeline import api
+    from fbt_audit.sites.handler_path import handler_path
+
+    kernel = api.load_kernel(vmlinux61)
+    cols = kernel.symbol_columns()
+    heads = A._NameHeads.of(kernel)
+    assert heads is not None and heads.heads is cols.arrays.heads
+    nm = cols.name
+    assert heads.lens.tolist() == [len(x) for x in nm] and heads.dotted.tolist() == ["." in x for x in nm]
+    assert heads.prefixed(A._NAMED).tolist() == [x.startswith(A._NAMED) for x in nm]
+    hp = handler_path()
+    assert heads.equal(hp).tolist() == [x in hp for x in nm]
+    assert cols.arrays.addr.tolist() == cols.addr and cols.arrays.size.tolist() == cols.size
+    assert A._label_containers_over_columns(cols, heads) == _walk(cols)

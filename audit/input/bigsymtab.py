@@ -41,13 +41,18 @@ class BigSymtab:
         self._heads: np.ndarray | None = None
 
     def names_of(self, idx: np.ndarray) -> list[str]:
+        return self._names_and_spans(idx)[0]
+
+    def _names_and_spans(self, idx: np.ndarray) -> tuple[list[str], np.ndarray | None, np.ndarray | None]:
+        """The names of symbols idx, and where they are in the string table (start and end offsets) when they are
+        its bytes sliced (printable ASCII); else None, None."""
         off = self.rec["name"][idx].astype(np.int64)
         st = self._ascii()
         if st is None or not len(off) or int(off.max()) >= len(self.strtab):
-            return strtab.names_at(self.strtab, off.tolist())
+            return strtab.names_at(self.strtab, off.tolist()), None, None
         end = self._nuls()[np.searchsorted(self._nuls(), off)]
         end[off == 0] = 0  # offset 0 names nothing
-        return list(map(st.__getitem__, map(slice, off.tolist(), end.tolist())))
+        return list(map(st.__getitem__, map(slice, off.tolist(), end.tolist()))), off, end
 
     def _ascii(self) -> str | None:
         """The string table as str when its bytes are printable ASCII (kernel names): str offsets are then byte
@@ -117,12 +122,14 @@ class BigSymtab:
         idx = np.flatnonzero(cand)
         idx = idx[np.argsort(addr[idx], kind="stable")]
         t_addr = addr[idx]
-        names = self.names_of(idx)
+        names, name_off, name_end = self._names_and_spans(idx)
         same = t_addr[1:] == t_addr[:-1]
         keep = _by_name(np.flatnonzero(same).tolist(), names)  # strtab.sort_aliases, the runs found in numpy
         if keep is not None:
             idx, t_addr = idx[keep], t_addr[keep]
             names = [names[p] for p in keep]
+            if name_off is not None:
+                name_off, name_end = name_off[keep], name_end[keep]
         size = rec["size"][idx]
         t_shndx = shndx[idx]
         end = hi[t_shndx]
@@ -138,24 +145,23 @@ class BigSymtab:
         return SymbolColumns(
             t_addr.tolist(), names, sizes.tolist(), _KIND[info].tolist(),
             _BIND[info].tolist(), sec_names[t_shndx].tolist(), sized.tolist(),
-            arrays=self._arrays(idx, t_addr, sizes, sized),
+            arrays=None if name_off is None else self._arrays(idx, names, name_off, name_end, t_addr, sizes, sized),
         )  # fmt: skip
 
-    def _arrays(self, idx: np.ndarray, addr: np.ndarray, size: np.ndarray, sized: np.ndarray) -> TextArrays | None:
-        """The text columns' arrays and name heads (SymbolColumns.arrays), when the names are the string table's bytes
-        (printable ASCII: names_of sliced them); None otherwise."""
-        if self._ascii() is None or not len(idx):
+    def _arrays(self, idx: np.ndarray, names: list[str], off: np.ndarray, end: np.ndarray, addr: np.ndarray,
+                size: np.ndarray, sized: np.ndarray) -> TextArrays | None:  # fmt: skip
+        """The text columns' arrays and name heads (SymbolColumns.arrays) of the names at off..end of the string table
+        (names_of's slices); '.' found over one join of the names (the string table holds every other symbol's)."""
+        if not len(idx):
             return None
-        off = self.rec["name"][idx].astype(np.int64)
-        if int(off.max()) >= len(self.strtab):
-            return None
-        nuls = self._nuls()
-        end = nuls[np.searchsorted(nuls, off)]
-        lens = np.where(off == 0, 0, end - off)
+        lens = end - off
         width = np.minimum(lens, 8).astype(np.uint64) * np.uint64(8)
         keep = np.where(width < 64, (np.uint64(1) << (width % np.uint64(64))) - np.uint64(1), ~np.uint64(0))
-        dots = np.flatnonzero(np.frombuffer(self.strtab, dtype=np.uint8) == 0x2E)
-        dotted = np.searchsorted(dots, off + lens) > np.searchsorted(dots, off)
+        starts = np.zeros(len(lens), dtype=np.int64)
+        np.cumsum(lens[:-1] + 1, out=starts[1:])
+        dots = np.flatnonzero(np.frombuffer("\0".join(names).encode("ascii"), dtype=np.uint8) == 0x2E)
+        dotted = np.zeros(len(lens), dtype=bool)
+        dotted[np.searchsorted(starts, dots, "right") - 1] = True
         return TextArrays(addr, size, sized, self._name_heads()[idx] & keep, lens, dotted)
 
 

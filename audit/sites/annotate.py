@@ -536,13 +536,15 @@ class _NameHeads:
 
     @classmethod
     def of(cls, kernel: Kernel) -> _NameHeads | None:
+        cols = kernel.symbol_columns()
+        if cols.arrays is None and len(cols.name) < cls.MANY:
+            return None
         got = kernel.__dict__.get("name_heads", False)
         if got is False:
-            cols = kernel.symbol_columns()
             got = None
             if cols.arrays is not None:
                 got = cls(cols.name, cols.arrays.heads, cols.arrays.lens, cols.arrays.dotted)
-            elif len(cols.name) >= cls.MANY:
+            else:
                 try:
                     got = cls.joined(cols.name)
                 except UnicodeEncodeError:
