@@ -91,8 +91,6 @@ def run_audit(s: AuditSettings) -> None:
     """Audit, render, write, then exit with the code --fail-on and the gate decide."""
     import gc
 
-    from fbt_audit.gate.baseline import Gate
-
     # A one-shot process: the cyclic collector could only rescan the audit's acyclic objects (see
     # patchpoints.entry.gc_paused), and one pass over them after the audit costs as much as rendering the
     # list. Between images audited in this process, pipeline/batch.py runs one pass and freezes the survivors.
@@ -102,7 +100,11 @@ def run_audit(s: AuditSettings) -> None:
     if s.sort == "rarity" and s.fmt != "text":
         raise _usage("--sort rarity orders the text report; `fbt-audit rank` prints the ranking as a table")
     results, failures = _audit(s)
-    gate = Gate.for_cli(results, s.baseline, s.allowlist, s.show)
+    gate = None  # without a baseline or an allowlist the gate is inactive: gate/ is not imported for it
+    if s.baseline or s.allowlist:
+        from fbt_audit.gate.baseline import Gate
+
+        gate = Gate.for_cli(results, s.baseline, s.allowlist, s.show)
     out = _render(s, results, gate)
     if s.output:
         try:
@@ -241,11 +243,11 @@ def _render(s: AuditSettings, results, gate) -> str:
 
 def _exit_code(s: AuditSettings, results, gate) -> int:
     if s.fail_on == "none":
-        if gate.active:
+        if gate is not None and gate.active:
             gate.report_stderr()
         return 0
     threshold = Level[s.fail_on.upper()]
-    if gate.active:
+    if gate is not None and gate.active:
         gate.report_stderr()
         return 1 if gate.fails(threshold) else 0
     return 1 if any((w := r.worst_finding()) is not None and w >= threshold for r in results) else 0

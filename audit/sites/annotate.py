@@ -266,7 +266,8 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
     for kind, ln, arr in sites.points_tables:  # a site in [a - ln + 1, a + n), as _point_facts asks
         pts = _u64s(arr)
         lo = np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0))
-        hit = np.searchsorted(pts, lo, side="left") < np.searchsorted(pts, stop, side="left")
+        j = np.searchsorted(pts, lo, side="left")  # the first site at or past lo: a hit if it is before stop
+        hit = (j < len(pts)) & (pts[np.minimum(j, len(pts) - 1)] < stop) if len(pts) else np.zeros(len(a), bool)
         if kind in _FACT_ONLY:
             quiet.append((_FACT_ONLY[kind], hit))
         else:
