@@ -98,3 +98,13 @@ def test_symbol_table_heads_are_the_names(vmlinux61):
     assert heads.equal(hp).tolist() == [x in hp for x in nm]
     assert cols.arrays.addr.tolist() == cols.addr and cols.arrays.size.tolist() == cols.size
     assert A._label_containers_over_columns(cols, heads) == _walk(cols)
+
+
+def test_entry_arrays_are_the_lists(vmlinux61):
+    """EntryRows.first_idx and end_arr (a vmlinux's, made from the symbol table's arrays) hold its lists' values."""
+    from fbt_audit.patchpoints.entry import entry_rows
+    from fbt_audit.pipeline import api
+
+    rows = entry_rows(api.load_kernel(vmlinux61), api.load_table(None))
+    assert rows.first_idx.tolist() == rows.first and rows.end_arr.tolist() == rows.end
+    assert rows.sym_addr.tolist() == [rows.kernel.symbol_columns().addr[k] for k in rows.first]

@@ -103,6 +103,9 @@ class EntryRows:
         self.names: list[str] | None = None
         self.fallback: dict[int, str] = {}
         self.raw_at: dict[int, bytes] | None = None
+        # A vmlinux's `first` and `end` as arrays too (_group_symbols makes them from its own; None elsewhere).
+        self.first_idx: np.ndarray | None = None
+        self.end_arr: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -126,7 +129,7 @@ class EntryRows:
         self.raw_at = {off: bytes(data[off : off + n]) for off, n in spans}
         self.moved = {i: steps for i, steps in self.moved.items() if i not in self.objs}  # a built row has its own
         self.kernel, self.table = kernel, None
-        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = None
+        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = self.first_idx = self.end_arr = None
 
     def insn(self, at: int, sid: int, target: int, t: int, off: int) -> Insn:
         """The Insn of shape sid at address at (file offset off), with a relative branch's target and name."""
@@ -287,16 +290,18 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
     size = arrays.size if arrays is not None else np.array(cols.size, dtype=np.uint64)
     end = (addr[starts] + size[starts]).tolist() if n else []
     drop: list[int] = []
+    primary: dict[int, int] = {}  # row -> its primary symbol, where not the first at its address
+    furthest: dict[int, int] = {}  # row -> its furthest end, where several symbols share its address
     for g in np.flatnonzero(ends - starts > 1).tolist():  # addresses several symbols share
         members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
         if not members:
             drop.append(g)
             continue
         p = _primary(cols, members)
-        first[g] = p
+        first[g] = primary[g] = p
         rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
         kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
-        end[g] = max(cols.addr[k] + cols.size[k] for k in members)
+        end[g] = furthest[g] = max(cols.addr[k] + cols.size[k] for k in members)
     notype = list(compress(range(len(kinds)), map("NOTYPE".__eq__, kinds)))
     single = (ends - starts == 1)[notype].tolist() if notype else []
     drop += [g for g, one in zip(notype, single, strict=True) if one and is_marker(cols, first[g])]
@@ -306,7 +311,17 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
             del first[g], kinds[g], end[g]
         rows.aliases = {g - bisect_left(drop, g): a for g, a in rows.aliases.items()}
     rows.first, rows.kind, rows.end = first, kinds, end
-    rows.sym_addr = addr[np.array(first, dtype=np.int64)]
+    if arrays is not None:  # first and end as arrays from starts (a vmlinux's 50,000 rows: not from the lists)
+        pick = starts.copy()
+        pick[list(primary)] = list(primary.values())
+        rows.first_idx = np.delete(pick, drop) if drop else pick
+        rows.sym_addr = addr[rows.first_idx]
+        if all(0 <= e < 1 << 64 for e in furthest.values()):
+            ends_at = addr[starts] + size[starts]
+            ends_at[list(furthest)] = list(furthest.values())
+            rows.end_arr = np.delete(ends_at, drop) if drop else ends_at
+    else:
+        rows.sym_addr = addr[np.array(first, dtype=np.int64)]
 
 
 def _place(rows: EntryRows, idx: np.ndarray) -> np.ndarray:
@@ -493,7 +508,7 @@ def _moves(rows: EntryRows, table: EmulationTable) -> None:
         return
     last = np.zeros(256, dtype=bool)
     last[list(movable)] = True
-    end = np.array(rows.end, dtype=np.uint64)
+    end = rows.end_arr if rows.end_arr is not None else np.array(rows.end, dtype=np.uint64)
     active = np.arange(rows.n)
     for _step in range(MAX_MOVES):
         op_last = np.array([s[5][-1] if s[5] else 0 for s in rows.shapes], dtype=np.int64)[rows.shape[active]]

@@ -287,7 +287,8 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
     heads = _NameHeads.of(rows.kernel)
     if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
         some = heads.dotted | heads.prefixed(_NAMED) | heads.equal(handlers)
-        pick = np.flatnonzero(some[np.fromiter(rows.first, dtype=np.int64, count=rows.n)]).tolist()
+        first = rows.first_idx if rows.first_idx is not None else np.fromiter(rows.first, np.int64, count=rows.n)
+        pick = np.flatnonzero(some[first]).tolist()
     else:
         pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
     namey[[i for i in pick if named(nm[rows.first[i]])]] = True
