@@ -338,8 +338,11 @@ class _SiteIndex:
             for key, sites in t.s32.items()
             if sites
         ]
-        # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
-        self.all_points = sorted(chain.from_iterable(arr for _k, _ln, arr in self.points_tables))
+        # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest. Not a
+        # vmlinux's (tens of thousands: sorting them costs more than the few hundred rows annotated one by one save).
+        merged = chain.from_iterable(arr for _k, _ln, arr in self.points_tables)
+        few = sum(len(arr) for _k, _ln, arr in self.points_tables) <= 4096
+        self.all_points: list[int] | None = sorted(merged) if few else None
         self.max_ln = max((ln for _k, ln, _arr in self.points_tables), default=1)
         items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
         items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
@@ -377,7 +380,7 @@ class _SiteIndex:
                     extra.append(v)
             elif start == a:
                 add.append(kind)  # EXTABLE, BUG_SITE: the instruction itself
-        if self.all_points:
+        if self.points_tables:
             self._point_facts(pp, add, extra)
         seg = self.segs[bisect.bisect_right(self.points, a)]
         if seg:
@@ -385,9 +388,11 @@ class _SiteIndex:
 
     def _point_facts(self, pp: Patchpoint, add: list[str], extra: list[Variant]) -> None:
         a, n = pp.addr, pp.insn.length or 1
-        j = bisect.bisect_left(self.all_points, a - self.max_ln + 1)
-        if j >= len(self.all_points) or self.all_points[j] >= a + n:
-            return
+        merged = self.all_points
+        if merged is not None:
+            j = bisect.bisect_left(merged, a - self.max_ln + 1)
+            if j >= len(merged) or merged[j] >= a + n:
+                return
         for kind, ln, arr in self.points_tables:
             j = bisect.bisect_left(arr, a - ln + 1)
             if j < len(arr) and arr[j] < a + n:
