@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import click
-
 FORMATS = ("text", "json", "sarif", "list", "denylist", "github", "html")
 FAIL_ON = ("none", "note", "warning", "error")
 
@@ -22,5 +20,7 @@ def merge_hits(files, results):
     merged = merge(load(list(files)), results)
     note = merged.notification()
     if note:
+        import click  # here: the plain audit's start does without click (cli/start.py)
+
         click.echo(f"fbt-audit: {note}", err=True)
     return merged

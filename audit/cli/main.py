@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 
 import click
 
@@ -107,40 +106,33 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and map every failure to an exit code; never let a traceback reach the user."""
     try:
         main.main(args=argv, prog_name="fbt-audit", standalone_mode=False)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:  # usage errors: click would exit 1 for some of them
-        click.echo(f"fbt-audit: error: {e.format_message()}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        click.echo("fbt-audit: aborted", err=True)
-        return 2
-    except AuditError as e:
-        click.echo(f"fbt-audit: error: {e}", err=True)
-        return e.exit_code
-    except BrokenPipeError:
-        return 0
-    except KeyboardInterrupt:
-        click.echo("fbt-audit: interrupted", err=True)
-        return 130
-    except Exception as e:  # a bug, not bad input: still one line, and a way to see more
-        if os.environ.get("FBT_AUDIT_DEBUG"):
-            raise
-        msg = one_line(f"{type(e).__name__}: {e}")
-        click.echo(f"fbt-audit: internal error: {msg} (FBT_AUDIT_DEBUG=1 shows more)", err=True)
-        return 2
+    except BaseException as e:  # noqa: BLE001  exit_code re-raises what it does not map
+        return exit_code(e)
     return 0
 
 
-def entry() -> None:
-    code = run()
-    # Leave without tearing the heap down: freeing a vmlinux audit's million objects one by one takes
-    # longer than rendering them (mypy exits the same way). Only the buffered output needs a flush.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (BrokenPipeError, ValueError):  # a reader that went away, or a closed stream
-            pass
-    os._exit(code)
+def exit_code(e: BaseException) -> int:
+    """The exit code of a run that raised e, its one line said on stderr; e itself raised again if unmapped."""
+    if isinstance(e, SystemExit):
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if isinstance(e, click.exceptions.Exit):
+        return e.exit_code
+    if isinstance(e, click.ClickException):  # usage errors: click would exit 1 for some of them
+        click.echo(f"fbt-audit: error: {e.format_message()}", err=True)
+        return 2
+    if isinstance(e, click.exceptions.Abort):
+        click.echo("fbt-audit: aborted", err=True)
+        return 2
+    if isinstance(e, AuditError):
+        click.echo(f"fbt-audit: error: {e}", err=True)
+        return e.exit_code
+    if isinstance(e, BrokenPipeError):
+        return 0
+    if isinstance(e, KeyboardInterrupt):
+        click.echo("fbt-audit: interrupted", err=True)
+        return 130
+    if isinstance(e, Exception) and not os.environ.get("FBT_AUDIT_DEBUG"):  # a bug, not bad input: still one line
+        msg = one_line(f"{type(e).__name__}: {e}")
+        click.echo(f"fbt-audit: internal error: {msg} (FBT_AUDIT_DEBUG=1 shows more)", err=True)
+        return 2
+    raise e

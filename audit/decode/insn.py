@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -27,11 +28,103 @@ PRIV_0F01 = {
 MAX_INSN = 15
 _ic = IC
 
-_CS: dict[str, object] = {}  # capstone's decoders, made on first use: importing capstone costs ~60 ms
+_CS: dict[str, object] = {}  # capstone's decoders, made on first use (_capstone)
+
+
+class _LiteError(Exception):
+    """cs_disasm's error through _LiteCs (capstone's CsError through the package)."""
+
+
+class _LiteCs:
+    """capstone's x86-64 decoder without detail, called in libcapstone itself (the library the capstone package
+    ships and loads): the package's import builds every architecture's ctypes structures and constants (~86M
+    instructions, a quarter of an entry audit's decoding), and disasm_lite needs none of them. By hand, as the
+    package has no way to load its library alone; the same cs_disasm call and answer as its Cs.disasm_lite."""
+
+    def __init__(self, lib, att: bool) -> None:
+        import ctypes
+
+        self.lib, self.ctypes = lib, ctypes
+        self.csh = ctypes.c_size_t()
+        if lib.cs_open(3, 8, ctypes.byref(self.csh)):  # CS_ARCH_X86, CS_MODE_64
+            raise _LiteError("cs_open")
+        if att and lib.cs_option(self.csh, 1, 2):  # CS_OPT_SYNTAX, CS_OPT_SYNTAX_ATT
+            raise _LiteError("cs_option")
+
+    def disasm_lite(self, code: bytes, offset: int, count: int = 0) -> Iterator[tuple[int, int, str, str]]:
+        """(address, size, mnemonic, operands) of each instruction decoded, as capstone's Cs.disasm_lite."""
+        ctypes, lib = self.ctypes, self.lib
+        insns = ctypes.POINTER(_lite_insn())()
+        code = bytes(code)
+        res = lib.cs_disasm(self.csh, code, len(code), offset, count, ctypes.byref(insns))
+        if res > 0:
+            try:
+                for i in range(res):
+                    insn = insns[i]
+                    yield insn.address, insn.size, insn.mnemonic.decode("ascii"), insn.op_str.decode("ascii")
+            finally:
+                lib.cs_free(insns, res)
+        elif lib.cs_errno(self.csh):
+            raise _LiteError(lib.cs_errno(self.csh))
+
+
+def _lite_insn():
+    """capstone's cs_insn (capstone.h, 4.x and 5.x), the detail pointer left opaque."""
+    got = _CS.get("insn_type")
+    if got is None:
+        import ctypes
+
+        class _Insn(ctypes.Structure):
+            _fields_ = (("id", ctypes.c_uint), ("address", ctypes.c_uint64), ("size", ctypes.c_uint16),
+                        ("bytes", ctypes.c_ubyte * 24), ("mnemonic", ctypes.c_char * 32),
+                        ("op_str", ctypes.c_char * 160), ("detail", ctypes.c_void_p))  # fmt: skip
+
+        got = _CS["insn_type"] = _Insn
+    return got
+
+
+def _lite_lib():
+    """libcapstone as the capstone package ships it (capstone/lib/), its prototypes set; None when it is not there
+    (another layout, LIBCAPSTONE_PATH set, another API version): the package is imported instead."""
+    import ctypes
+    import os
+    from importlib.util import find_spec
+
+    spec = find_spec("capstone")
+    where = spec.submodule_search_locations if spec is not None else None
+    if not where or os.environ.get("LIBCAPSTONE_PATH") or not sys.platform.startswith("linux"):
+        return None
+    path = os.path.join(where[0], "lib", "libcapstone.so")
+    if not os.path.exists(path):
+        return None
+    lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_DEEPBIND", 0))
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    lib.cs_version.restype = ctypes.c_uint
+    lib.cs_version(ctypes.byref(major), ctypes.byref(minor))
+    if major.value != 5 or minor.value != 0:
+        return None
+    size_t, ptr = ctypes.c_size_t, ctypes.c_void_p
+    for name, res, args in (
+        ("cs_open", ctypes.c_int, (ctypes.c_int, ctypes.c_int, ctypes.POINTER(size_t))),
+        ("cs_option", ctypes.c_int, (size_t, ctypes.c_int, size_t)),
+        ("cs_errno", ctypes.c_int, (size_t,)),
+        ("cs_disasm", size_t, (size_t, ctypes.c_char_p, size_t, ctypes.c_uint64, size_t,
+                               ctypes.POINTER(ctypes.POINTER(_lite_insn())))),
+        ("cs_free", None, (ptr, size_t)),
+    ):  # fmt: skip
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
 
 
 def _capstone(lite: bool = False):
-    """The capstone decoder (lite: without detail, for the linear sweep) and capstone's CsError."""
+    """The capstone decoder (lite: without detail, for the linear sweep; its sizes only); the "att" decoder (text
+    without detail) and the error classes with it. Without detail both are _LiteCs where the library is found
+    alone; the full decoder (detail: the ModRM offset where the length tables do not know it) imports the package."""
+    if "att" not in _CS:
+        lib = _lite_lib()
+        if lib is not None:
+            _CS.update(att=_LiteCs(lib, True), lite=_LiteCs(lib, False), error=(_LiteError,))
     md = _CS.get("lite" if lite else "full")
     if md is None:
         from capstone import CS_ARCH_X86, CS_MODE_64, CS_OPT_SYNTAX_ATT, Cs, CsError
@@ -39,10 +132,22 @@ def _capstone(lite: bool = False):
         full = Cs(CS_ARCH_X86, CS_MODE_64)
         full.detail = True  # for the ModRM offset
         full.syntax = CS_OPT_SYNTAX_ATT  # kernel developers read AT&T, as objdump prints it
-        att = Cs(CS_ARCH_X86, CS_MODE_64)
-        att.syntax = CS_OPT_SYNTAX_ATT  # text without detail, where the ModRM offset is known (_disasm)
-        _CS.update(full=full, lite=Cs(CS_ARCH_X86, CS_MODE_64), att=att, error=CsError)  # lite: addresses and sizes
+        _CS["full"] = full
+        if "att" not in _CS:
+            att = Cs(CS_ARCH_X86, CS_MODE_64)
+            att.syntax = CS_OPT_SYNTAX_ATT  # text without detail, where the ModRM offset is known (_disasm)
+            _CS.update(lite=Cs(CS_ARCH_X86, CS_MODE_64), att=att)  # lite: addresses and sizes
+        _CS["error"] = (*_CS.get("error", ()), CsError)
         md = _CS["lite" if lite else "full"]
+    return md
+
+
+def _att():
+    """The decoder of text without detail (_LiteCs where it can be: capstone's package is not imported for it)."""
+    md = _CS.get("att")
+    if md is None:
+        _capstone(lite=True)
+        md = _CS["att"]
     return md
 
 
@@ -269,7 +374,7 @@ def decode_many(codes: list[bytes], addrs: list[int], lengths: list[int]) -> lis
         if not classes & _REL:
             batch.append((j, raw, prefixes, rex, opcode, modrm_off, classes))
     if batch:
-        _capstone()
+        _att()
         got = _decode_laid(b"".join(b[1] for b in batch), [len(b[1]) for b in batch])
         for (j, raw, *rest), hit in zip(batch, got, strict=True):
             if hit is not None:
@@ -314,7 +419,47 @@ def _modrm_offset(code: bytes, prefixes: bytes, i: int) -> int | None:
                 return None
 
         _CS["modrm"] = f
-    return f(code, prefixes, i)
+    got = f(code, prefixes, i)
+    return got if got is not None else _modrm_by_map(code, prefixes, i)
+
+
+# The opcodes capstone decodes with a ModRM byte, right after the opcode (cs_x86.modrm_offset; every other one it
+# decodes has none), in the one-byte and the 0f map; in the 0f 38 and 0f 3a maps all have one. Measured over every
+# opcode, ModRM byte and common prefix (tests/test_decode_many.py checks them against capstone's detail).
+_MODRM_1 = frozenset(bytes.fromhex(
+    "00010203 08090a0b 10111213 18191a1b 20212223 28292a2b 30313233 38393a3b 63 69 6b 80 81 83"
+    "8485868788898a8b8c8d8e c0 c1 c6 c7 d0d1d2d3 d8d9dadbdcdddedf f6 f7 fe ff"))  # fmt: skip
+_NO_MODRM_0F = frozenset(bytes.fromhex(
+    "05 06 07 08 09 0b 0e 30 31 32 33 34 35 37 77 8081828384858687 88898a8b8c8d8e8f a0 a1 a2 a8 a9 aa b9"
+    "c8c9cacbcccdcecf ff"))  # fmt: skip
+
+
+def _modrm_by_map(code: bytes, prefixes: bytes, i: int) -> int | None:
+    """The ModRM byte's offset (-1: none) of the instruction at code[i] as capstone's detail says it, for the
+    opcodes decode/lengths.py's tables leave to capstone (the 0f 01 and control-register forms, x87, VEX, ...):
+    the text then comes from capstone without detail, as for the others. None for EVEX, XOP and a VEX form after a
+    prefix, and a prefix after the REX byte (capstone's detail says)."""
+    if i >= len(code):
+        return None
+    op = code[i]
+    if op in LEGACY_PREFIXES or 0x40 <= op <= 0x4F:  # a prefix after the REX byte (which it voids): capstone's
+        return None
+    if op in (0xC4, 0xC5):  # VEX: opcode after its 2 or 3 bytes; vzeroupper and vzeroall (77) have no ModRM
+        if i or len(code) < i + 4:
+            return None
+        if op == 0xC5:
+            return -1 if code[i + 2] == 0x77 else i + 3
+        return -1 if code[i + 1] & 0x1F == 1 and code[i + 3] == 0x77 else i + 4
+    if op in (0x62, 0x8F):
+        return None
+    if op != 0x0F:
+        return i + 1 if op in _MODRM_1 else -1
+    if i + 1 >= len(code):
+        return None
+    op2 = code[i + 1]
+    if op2 in (0x38, 0x3A):
+        return i + 3
+    return -1 if op2 in _NO_MODRM_0F else i + 2
 
 
 def _disasm(code: bytes, addr: int, mo: int | None):
@@ -322,8 +467,7 @@ def _disasm(code: bytes, addr: int, mo: int | None):
     known from the length tables (decode/lengths.py), as a _Decoded; else capstone's own, with detail."""
     try:
         if mo is not None:
-            _capstone()
-            got = next(_CS["att"].disasm_lite(code, addr, 1), None)
+            got = next(_att().disasm_lite(code, addr, 1), None)
             return None if got is None else _Decoded(got[1], got[2], got[3], mo if mo < got[1] else -1)
         return next(_capstone().disasm(code, addr, 1), None)
     except _CS["error"]:

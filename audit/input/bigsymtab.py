@@ -8,6 +8,8 @@ text-symbol filter, sort and sizes run over arrays, and address_of compares the 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from fbt_audit.input import strtab
@@ -39,27 +41,35 @@ class BigSymtab:
         self._heads: np.ndarray | None = None
 
     def names_of(self, idx: np.ndarray) -> list[str]:
+        return self._names_and_spans(idx)[0]
+
+    def _names_and_spans(self, idx: np.ndarray) -> tuple[list[str], np.ndarray | None, np.ndarray | None]:
+        """The names of symbols idx, and where they are in the string table (start and end offsets) when they are
+        its bytes sliced (printable ASCII); else None, None."""
         off = self.rec["name"][idx].astype(np.int64)
         st = self._ascii()
         if st is None or not len(off) or int(off.max()) >= len(self.strtab):
-            return strtab.names_at(self.strtab, off.tolist())
+            return strtab.names_at(self.strtab, off.tolist()), None, None
         end = self._nuls()[np.searchsorted(self._nuls(), off)]
         end[off == 0] = 0  # offset 0 names nothing
-        return list(map(st.__getitem__, map(slice, off.tolist(), end.tolist())))
+        return list(map(st.__getitem__, map(slice, off.tolist(), end.tolist()))), off, end
 
     def _ascii(self) -> str | None:
         """The string table as str when its bytes are printable ASCII (kernel names): str offsets are then byte
         offsets. None otherwise (strtab.names_at decodes and escapes name by name)."""
         if "_str" not in self.__dict__:
-            ok = not self.strtab.translate(None, strtab.PRINTABLE) and self.strtab[:1] == b"\0"
+            sb = np.frombuffer(self.strtab, dtype=np.uint8)
+            nul = sb == 0
+            self._nul = np.r_[np.flatnonzero(nul), len(self.strtab)]
+            # strtab.PRINTABLE's bytes alone (0x20-0x7e and NUL), over the array: bytes.translate costs 5x more
+            ok = self.strtab[:1] == b"\0" and not ((sb - np.uint8(0x20) > np.uint8(0x5E)) & ~nul).any()
             self._str = self.strtab.decode("ascii") if ok else None
         return self._str
 
     def _nuls(self) -> np.ndarray:
         """Offsets of every NUL of the string table, and one past its end."""
         if "_nul" not in self.__dict__:
-            sb = np.frombuffer(self.strtab, dtype=np.uint8)
-            self._nul = np.r_[np.flatnonzero(sb == 0), len(self.strtab)]
+            self._ascii()
         return self._nul
 
     def _name_heads(self) -> np.ndarray:
@@ -115,12 +125,14 @@ class BigSymtab:
         idx = np.flatnonzero(cand)
         idx = idx[np.argsort(addr[idx], kind="stable")]
         t_addr = addr[idx]
-        names = self.names_of(idx)
+        names, name_off, name_end = self._names_and_spans(idx)
         same = t_addr[1:] == t_addr[:-1]
         keep = _by_name(np.flatnonzero(same).tolist(), names)  # strtab.sort_aliases, the runs found in numpy
         if keep is not None:
             idx, t_addr = idx[keep], t_addr[keep]
             names = [names[p] for p in keep]
+            if name_off is not None:
+                name_off, name_end = name_off[keep], name_end[keep]
         size = rec["size"][idx]
         t_shndx = shndx[idx]
         end = hi[t_shndx]
@@ -132,10 +144,40 @@ class BigSymtab:
         sized = size != 0
         info = rec["info"][idx]
         sec_names = np.array([sec.name for sec in secs] + [""], dtype=object)
+        sizes = np.where(sized, size, filled)
         return SymbolColumns(
-            t_addr.tolist(), names, np.where(sized, size, filled).tolist(), _KIND[info].tolist(),
+            t_addr.tolist(), names, sizes.tolist(), _KIND[info].tolist(),
             _BIND[info].tolist(), sec_names[t_shndx].tolist(), sized.tolist(),
+            arrays=None if name_off is None else self._arrays(idx, names, name_off, name_end, t_addr, sizes, sized),
         )  # fmt: skip
+
+    def _arrays(self, idx: np.ndarray, names: list[str], off: np.ndarray, end: np.ndarray, addr: np.ndarray,
+                size: np.ndarray, sized: np.ndarray) -> TextArrays | None:  # fmt: skip
+        """The text columns' arrays and name heads (SymbolColumns.arrays) of the names at off..end of the string table
+        (names_of's slices); '.' found over one join of the names (the string table holds every other symbol's)."""
+        if not len(idx):
+            return None
+        lens = end - off
+        width = np.minimum(lens, 8).astype(np.uint64) * np.uint64(8)
+        keep = np.where(width < 64, (np.uint64(1) << (width % np.uint64(64))) - np.uint64(1), ~np.uint64(0))
+        starts = np.zeros(len(lens), dtype=np.int64)
+        np.cumsum(lens[:-1] + 1, out=starts[1:])
+        dots = np.flatnonzero(np.frombuffer("\0".join(names).encode("ascii"), dtype=np.uint8) == 0x2E)
+        dotted = np.zeros(len(lens), dtype=bool)
+        dotted[np.searchsorted(starts, dots, "right") - 1] = True
+        return TextArrays(addr, size, sized, self._name_heads()[idx] & keep, lens, dotted)
+
+
+class TextArrays(NamedTuple):
+    """SymbolColumns.arrays of a vmlinux's text symbols: addr, size (final), sized; each name's first 8 bytes as a
+    little-endian u64 (zeros past its end), its length, and whether it holds a '.'."""
+
+    addr: np.ndarray
+    size: np.ndarray
+    sized: np.ndarray
+    heads: np.ndarray
+    lens: np.ndarray
+    dotted: np.ndarray
 
 
 def _by_name(dup: list[int], names: list[str]) -> list[int] | None:

@@ -103,6 +103,9 @@ class EntryRows:
         self.names: list[str] | None = None
         self.fallback: dict[int, str] = {}
         self.raw_at: dict[int, bytes] | None = None
+        # A vmlinux's `first` and `end` as arrays too (_group_symbols makes them from its own; None elsewhere).
+        self.first_idx: np.ndarray | None = None
+        self.end_arr: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -126,7 +129,7 @@ class EntryRows:
         self.raw_at = {off: bytes(data[off : off + n]) for off, n in spans}
         self.moved = {i: steps for i, steps in self.moved.items() if i not in self.objs}  # a built row has its own
         self.kernel, self.table = kernel, None
-        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = None
+        self.first = self.end = self.avail = self.shape_ids = self.tname_ids = self.first_idx = self.end_arr = None
 
     def insn(self, at: int, sid: int, target: int, t: int, off: int) -> Insn:
         """The Insn of shape sid at address at (file offset off), with a relative branch's target and name."""
@@ -256,8 +259,7 @@ def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
     rows.shape, rows.length = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     rows.target, rows.tname = np.zeros(n, dtype=np.uint64), np.full(n, -1, dtype=np.int64)
     every = np.arange(n)
-    _place(rows, every)
-    _decode(rows, every)
+    _decode(rows, every, _place(rows, every))
     _name_targets(rows, every)
     _moves(rows, table)
     mcount = _u64_sites(kernel.mcount_sites)
@@ -278,24 +280,28 @@ def _u64_sites(sites: frozenset[int]) -> np.ndarray:
 def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
     """Rows from the symbols: one per distinct address (the primary symbol's index, the others as aliases,
     FUNC if any is, the furthest end); linker section markers are never rows."""
-    addr = np.array(cols.addr, dtype=np.uint64)
+    arrays = cols.arrays  # a vmlinux's symbol table gives the columns as arrays already
+    addr = arrays.addr if arrays is not None else np.array(cols.addr, dtype=np.uint64)
     n = len(addr)
     starts = np.flatnonzero(np.concatenate(([True], addr[1:] != addr[:-1]))) if n else np.zeros(0, dtype=np.int64)
     ends = np.append(starts[1:], n).astype(np.int64)  # np.append, not np.r_: ~10 us less a call (a module's rows)
     first = starts.tolist()
     kinds = list(map(cols.kind.__getitem__, first))
-    end = (addr[starts] + np.array(cols.size, dtype=np.uint64)[starts]).tolist() if n else []
+    size = arrays.size if arrays is not None else np.array(cols.size, dtype=np.uint64)
+    end = (addr[starts] + size[starts]).tolist() if n else []
     drop: list[int] = []
+    primary: dict[int, int] = {}  # row -> its primary symbol, where not the first at its address
+    furthest: dict[int, int] = {}  # row -> its furthest end, where several symbols share its address
     for g in np.flatnonzero(ends - starts > 1).tolist():  # addresses several symbols share
         members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
         if not members:
             drop.append(g)
             continue
         p = _primary(cols, members)
-        first[g] = p
+        first[g] = primary[g] = p
         rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
         kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
-        end[g] = max(cols.addr[k] + cols.size[k] for k in members)
+        end[g] = furthest[g] = max(cols.addr[k] + cols.size[k] for k in members)
     notype = list(compress(range(len(kinds)), map("NOTYPE".__eq__, kinds)))
     single = (ends - starts == 1)[notype].tolist() if notype else []
     drop += [g for g, one in zip(notype, single, strict=True) if one and is_marker(cols, first[g])]
@@ -305,12 +311,23 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
             del first[g], kinds[g], end[g]
         rows.aliases = {g - bisect_left(drop, g): a for g, a in rows.aliases.items()}
     rows.first, rows.kind, rows.end = first, kinds, end
-    rows.sym_addr = addr[np.array(first, dtype=np.int64)]
+    if arrays is not None:  # first and end as arrays from starts (a vmlinux's 50,000 rows: not from the lists)
+        pick = starts.copy()
+        pick[list(primary)] = list(primary.values())
+        rows.first_idx = np.delete(pick, drop) if drop else pick
+        rows.sym_addr = addr[rows.first_idx]
+        if all(0 <= e < 1 << 64 for e in furthest.values()):
+            ends_at = addr[starts] + size[starts]
+            ends_at[list(furthest)] = list(furthest.values())
+            rows.end_arr = np.delete(ends_at, drop) if drop else ends_at
+    else:
+        rows.sym_addr = addr[np.array(first, dtype=np.int64)]
 
 
-def _place(rows: EntryRows, idx: np.ndarray) -> None:
+def _place(rows: EntryRows, idx: np.ndarray) -> np.ndarray:
     """For rows idx at their addr: the section (index into the kernel's sorted sections, -1 outside), the file
-    offset and the bytes available to decode there (up to MAX_INSN, stopping at the section's end)."""
+    offset and the bytes available to decode there (up to MAX_INSN, stopping at the section's end); the offsets
+    returned as an array too (what _decode reads)."""
     secs = rows.kernel._sec_sorted
     starts = np.array([s.addr for s in secs], dtype=np.uint64)
     ends = np.array([min(s.addr + s.size, (1 << 64) - 1) for s in secs] + [0], dtype=np.uint64)
@@ -321,7 +338,8 @@ def _place(rows: EntryRows, idx: np.ndarray) -> None:
     s[~inside] = -1
     start = np.append(starts, _U64(0))[s]
     rows.sec[idx] = s
-    offset = np.where(inside, at - np.minimum(start, at) + fileoff[s], 0).astype(np.int64).tolist()
+    off = np.where(inside, at - np.minimum(start, at) + fileoff[s], 0).astype(np.int64)
+    offset = off.tolist()
     if len(offset) == len(rows.offset):  # every row (idx: the distinct rows, ascending)
         rows.offset[:] = offset
     else:
@@ -330,14 +348,14 @@ def _place(rows: EntryRows, idx: np.ndarray) -> None:
     avail = np.minimum(ends[s] - np.minimum(at, ends[s]), MAX_INSN).astype(np.int64)
     avail[~inside] = 0
     rows.avail[idx] = avail
+    return off
 
 
-def _decode(rows: EntryRows, idx: np.ndarray) -> None:
-    """The displaced instruction of rows idx: `call rel32` (four in five) in numpy, the others through
-    decode_fields, whose cache decodes each distinct encoding once."""
+def _decode(rows: EntryRows, idx: np.ndarray, off: np.ndarray) -> None:
+    """The displaced instruction of rows idx (file offsets off, from _place): `call rel32` (four in five) in numpy,
+    the others through decode_fields, whose cache decodes each distinct encoding once."""
     k = rows.kernel
     buf = np.frombuffer(k.data, dtype=np.uint8) if len(k.data) else np.zeros(1, dtype=np.uint8)
-    off = np.array(rows.offset if len(idx) == rows.n else [rows.offset[i] for i in idx.tolist()], dtype=np.int64)
     # (offsets are never negative: np.minimum, not np.clip, whose Python wrapper costs ~5 us a call)
     head = buf[np.minimum(off[:, None] + np.arange(5), len(buf) - 1)] if len(idx) else np.zeros((0, 5), np.uint8)
     call = (head[:, 0] == 0xE8) & (rows.avail[idx] >= 5)
@@ -490,7 +508,7 @@ def _moves(rows: EntryRows, table: EmulationTable) -> None:
         return
     last = np.zeros(256, dtype=bool)
     last[list(movable)] = True
-    end = np.array(rows.end, dtype=np.uint64)
+    end = rows.end_arr if rows.end_arr is not None else np.array(rows.end, dtype=np.uint64)
     active = np.arange(rows.n)
     for _step in range(MAX_MOVES):
         op_last = np.array([s[5][-1] if s[5] else 0 for s in rows.shapes], dtype=np.int64)[rows.shape[active]]
@@ -511,8 +529,7 @@ def _moves(rows: EntryRows, table: EmulationTable) -> None:
         for i, *step in zip(act, *cols, strict=True):
             rows.moved.setdefault(i, []).append(tuple(step))
         rows.addr[active] += rows.length[active].astype(np.uint64)
-        _place(rows, active)
-        _decode(rows, active)
+        _decode(rows, active, _place(rows, active))
         _name_targets(rows, active)
 
 

@@ -266,7 +266,8 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
     for kind, ln, arr in sites.points_tables:  # a site in [a - ln + 1, a + n), as _point_facts asks
         pts = _u64s(arr)
         lo = np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0))
-        hit = np.searchsorted(pts, lo, side="left") < np.searchsorted(pts, stop, side="left")
+        j = np.searchsorted(pts, lo, side="left")  # the first site at or past lo: a hit if it is before stop
+        hit = (j < len(pts)) & (pts[np.minimum(j, len(pts) - 1)] < stop) if len(pts) else np.zeros(len(a), bool)
         if kind in _FACT_ONLY:
             quiet.append((_FACT_ONLY[kind], hit))
         else:
@@ -283,7 +284,13 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
     cols = rows.kernel.symbol_columns()
     named, handlers = names.named, names.handlers
     nm = cols.name
-    pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
+    heads = _NameHeads.of(rows.kernel)
+    if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
+        some = heads.dotted | heads.prefixed(_NAMED) | heads.equal(handlers)
+        first = rows.first_idx if rows.first_idx is not None else np.fromiter(rows.first, np.int64, count=rows.n)
+        pick = np.flatnonzero(some[first]).tolist()
+    else:
+        pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
     namey[[i for i in pick if named(nm[rows.first[i]])]] = True
     far |= namey
     pointed: dict[int, tuple[str, ...]] = {}
@@ -331,8 +338,11 @@ class _SiteIndex:
             for key, sites in t.s32.items()
             if sites
         ]
-        # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
-        self.all_points = sorted(chain.from_iterable(arr for _k, _ln, arr in self.points_tables))
+        # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest. Not a
+        # vmlinux's (tens of thousands: sorting them costs more than the few hundred rows annotated one by one save).
+        merged = chain.from_iterable(arr for _k, _ln, arr in self.points_tables)
+        few = sum(len(arr) for _k, _ln, arr in self.points_tables) <= 4096
+        self.all_points: list[int] | None = sorted(merged) if few else None
         self.max_ln = max((ln for _k, ln, _arr in self.points_tables), default=1)
         items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
         items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
@@ -370,7 +380,7 @@ class _SiteIndex:
                     extra.append(v)
             elif start == a:
                 add.append(kind)  # EXTABLE, BUG_SITE: the instruction itself
-        if self.all_points:
+        if self.points_tables:
             self._point_facts(pp, add, extra)
         seg = self.segs[bisect.bisect_right(self.points, a)]
         if seg:
@@ -378,9 +388,11 @@ class _SiteIndex:
 
     def _point_facts(self, pp: Patchpoint, add: list[str], extra: list[Variant]) -> None:
         a, n = pp.addr, pp.insn.length or 1
-        j = bisect.bisect_left(self.all_points, a - self.max_ln + 1)
-        if j >= len(self.all_points) or self.all_points[j] >= a + n:
-            return
+        merged = self.all_points
+        if merged is not None:
+            j = bisect.bisect_left(merged, a - self.max_ln + 1)
+            if j >= len(merged) or merged[j] >= a + n:
+                return
         for kind, ln, arr in self.points_tables:
             j = bisect.bisect_left(arr, a - ln + 1)
             if j < len(arr) and arr[j] < a + n:
@@ -461,6 +473,11 @@ def _label_containers(kernel: Kernel) -> dict[int, str]:
     """Symbol address -> the sized function whose body holds it (SYM_INNER_LABEL and the like):
     a label inside another function, not an entry. Padding and section markers never hold one."""
     cols = kernel.symbol_columns()
+    heads = _NameHeads.of(kernel)
+    if heads is not None:
+        got = _label_containers_over_columns(cols, heads)
+        if got is not None:
+            return got
     out: dict[int, str] = {}
     cur_end, cur_name, cur_addr = 0, "", 0
     for addr, name, size, sized in zip(cols.addr, cols.name, cols.size, cols.sized, strict=True):
@@ -470,6 +487,99 @@ def _label_containers(kernel: Kernel) -> dict[int, str]:
         if sized and addr + size > cur_end and not name.startswith(("__pfx_", "__cfi_")):
             cur_end, cur_name, cur_addr = addr + size, name, addr
     return out
+
+
+def _label_containers_over_columns(cols: Any, heads: _NameHeads) -> dict[int, str] | None:
+    """_label_containers' walk over arrays: the holder of each symbol is the last one before it that ends past every
+    one before it (sized, not padding); the symbols strictly inside their holder are labels, the first at an address
+    winning. None when a label would itself end past its holder (the walk keeps the holder: it decides then)."""
+    arr = cols.arrays
+    addr = arr.addr if arr is not None else np.array(cols.addr, dtype=np.uint64)
+    size = arr.size if arr is not None else np.array(cols.size, dtype=np.uint64)
+    sized = arr.sized if arr is not None else np.array(cols.sized, dtype=bool)
+    n = len(addr)
+    end = np.where(sized & ~heads.prefixed(("__pfx_", "__cfi_")), addr + size, np.uint64(0))
+    before = np.zeros(n, dtype=np.uint64)  # the furthest end of the symbols before each
+    np.maximum.accumulate(end[:-1], out=before[1:])
+    record = end > before
+    last = np.maximum.accumulate(np.where(record, np.arange(n), -1))
+    holder = np.r_[-1, last[:-1]]
+    inside = (holder >= 0) & (addr[np.maximum(holder, 0)] < addr) & (addr < before)
+    if (inside & record).any():
+        return None
+    out: dict[int, str] = {}
+    names = cols.name
+    for a, h in zip(addr[inside].tolist(), holder[inside].tolist(), strict=True):
+        out.setdefault(a, names[h])
+    return out
+
+
+class _NameHeads:
+    """Per text symbol of a vmlinux (tens of thousands: a Python test per name costs more than these): its name's
+    first 8 bytes as a little-endian u64 (zeros past its end), its length, whether it holds a '.'; from the symbol
+    table's arrays (SymbolColumns.arrays), else over one join of the names. Kept on the kernel; None for a small
+    image (numpy's fixed cost) or a name that is not ASCII."""
+
+    MANY = 4096
+
+    def __init__(self, names: list[str], heads: np.ndarray, lens: np.ndarray, dotted: np.ndarray) -> None:
+        self.names, self.heads, self.lens, self.dotted = names, heads, lens, dotted
+
+    @classmethod
+    def joined(cls, names: list[str]) -> _NameHeads | None:
+        text = "\0".join(names).encode("ascii")
+        sb = np.frombuffer(text, dtype=np.uint8)
+        nuls = np.flatnonzero(sb == 0)
+        if len(nuls) != len(names) - 1:
+            return None  # a NUL in a name
+        starts = np.r_[0, nuls + 1]
+        lens = np.r_[nuls, len(text)] - starts
+        words = np.ndarray(shape=(len(text) + 1,), dtype="<u8", buffer=text + bytes(8), strides=(1,))
+        width = np.minimum(lens, 8).astype(np.uint64) * np.uint64(8)
+        keep = np.where(width < 64, (np.uint64(1) << (width % np.uint64(64))) - np.uint64(1), ~np.uint64(0))
+        dotted = np.zeros(len(names), dtype=bool)
+        dotted[np.searchsorted(starts, np.flatnonzero(sb == 0x2E), "right") - 1] = True
+        return cls(names, words[starts] & keep, lens, dotted)
+
+    @classmethod
+    def of(cls, kernel: Kernel) -> _NameHeads | None:
+        cols = kernel.symbol_columns()
+        if cols.arrays is None and len(cols.name) < cls.MANY:
+            return None
+        got = kernel.__dict__.get("name_heads", False)
+        if got is False:
+            got = None
+            if cols.arrays is not None:
+                got = cls(cols.name, cols.arrays.heads, cols.arrays.lens, cols.arrays.dotted)
+            else:
+                try:
+                    got = cls.joined(cols.name)
+                except UnicodeEncodeError:
+                    pass
+            kernel.__dict__["name_heads"] = got
+        return got
+
+    @staticmethod
+    def _key(text: str) -> int:
+        return int.from_bytes(text.encode("ascii", "replace")[:8], "little")
+
+    def prefixed(self, prefixes: tuple[str, ...]) -> np.ndarray:
+        """Whether each name starts with one of prefixes (each of at most 8 characters)."""
+        out = np.zeros(len(self.heads), dtype=bool)
+        for p in prefixes:
+            mask = np.uint64((1 << (8 * len(p))) - 1)
+            out |= ((self.heads & mask) == np.uint64(self._key(p))) & (self.lens >= len(p))
+        return out
+
+    def equal(self, names) -> np.ndarray:
+        """Whether each name is one of names: its first 8 bytes and length, then the name itself."""
+        out = np.zeros(len(self.heads), dtype=bool)
+        for name in names:
+            hit = (self.heads == np.uint64(self._key(name))) & (self.lens == len(name))
+            for i in np.flatnonzero(hit).tolist():
+                if self.names[i] == name:
+                    out[i] = True
+        return out
 
 
 def _at(kernel: Kernel, insn: Insn, addr: int) -> Insn:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
+
+from fbt_audit import data_bytes
 
 
 @cache
 def handler_path() -> dict[str, str]:
     """function -> why it is on the int3/#DB/NMI/die-notifier path."""
-    text = resources.files("fbt_audit").joinpath("data", "handler-path.txt").read_text()
+    text = data_bytes("fbt_audit", "data", "handler-path.txt").decode("utf-8")
     out = {}
     for line in text.splitlines():
         line = line.strip()

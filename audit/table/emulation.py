@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import mmap
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
+from fbt_audit import data_bytes
 from fbt_audit.input.elf import section_headers
 from fbt_audit.model import abi
 from fbt_audit.model.abi import EmuFlags, Fixup, Handling, StepIF, StepMechanism, Target
@@ -252,7 +252,7 @@ def parse(raw: bytes, source: str) -> EmulationTable:
 
 
 def named_bytes(name: str) -> bytes:
-    return resources.files("fbt_audit.table").joinpath("named", f"{NAMED[name]}.fbt").read_bytes()
+    return data_bytes("fbt_audit.table", "named", f"{NAMED[name]}.fbt")
 
 
 def read_section(path: Path) -> bytes:

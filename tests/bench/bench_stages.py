@@ -25,7 +25,7 @@ ROUND = r"""
 import json, os, sys, time
 t0 = time.process_time()
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import fbt_audit.cli.main  # noqa: F401  what the command line imports before it audits
+import fbt_audit.cli.run  # noqa: F401  what `fbt-audit PATH` imports before it audits (cli/start.py: no click)
 from fbt_audit.judge import rows as jrows
 from fbt_audit.patchpoints import entry, returns as rmod
 from fbt_audit.pipeline import api
