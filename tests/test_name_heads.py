@@ -37,15 +37,7 @@ def _columns(rng: random.Random, n: int) -> SymbolColumns:
 
 
 def _walk(cols: SymbolColumns) -> dict[int, str]:
-    out: dict[int, str] = {}
-    cur_end, cur_name, cur_addr = 0, "", 0
-    for addr, name, size, sized in zip(cols.addr, cols.name, cols.size, cols.sized, strict=True):
-        if cur_addr < addr < cur_end and addr not in out:
-            out[addr] = cur_name
-            continue
-        if sized and addr + size > cur_end and not name.startswith(("__pfx_", "__cfi_")):
-            cur_end, cur_name, cur_addr = addr + size, name, addr
-    return out
+    return A._label_walk(cols)
 
 
 def test_heads_and_labels():

@@ -478,6 +478,11 @@ def _label_containers(kernel: Kernel) -> dict[int, str]:
         got = _label_containers_over_columns(cols, heads)
         if got is not None:
             return got
+    return _label_walk(cols)
+
+
+def _label_walk(cols: Any) -> dict[int, str]:
+    """_label_containers by a walk of the symbols in Python (the arrays' path is checked against it)."""
     out: dict[int, str] = {}
     cur_end, cur_name, cur_addr = 0, "", 0
     for addr, name, size, sized in zip(cols.addr, cols.name, cols.size, cols.sized, strict=True):
