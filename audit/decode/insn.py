@@ -425,7 +425,7 @@ def _modrm_offset(code: bytes, prefixes: bytes, i: int) -> int | None:
 
 # The opcodes capstone decodes with a ModRM byte, right after the opcode (cs_x86.modrm_offset; every other one it
 # decodes has none), in the one-byte and the 0f map; in the 0f 38 and 0f 3a maps all have one. Measured over every
-# opcode, ModRM byte and common prefix (tests/test_decode_many.py checks them against capstone's detail).
+# opcode, ModRM byte and common prefix (tests/test_decode_lite.py checks them against capstone's detail).
 _MODRM_1 = frozenset(bytes.fromhex(
     "00010203 08090a0b 10111213 18191a1b 20212223 28292a2b 30313233 38393a3b 63 69 6b 80 81 83"
     "8485868788898a8b8c8d8e c0 c1 c6 c7 d0d1d2d3 d8d9dadbdcdddedf f6 f7 fe ff"))  # fmt: skip

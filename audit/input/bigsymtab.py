@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fbt_audit.input import strtab
+from fbt_audit.model.arrays import dotted, name_heads
 from fbt_audit.model.kernel import SymbolColumns
 
 _SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"),
@@ -158,14 +159,10 @@ class BigSymtab:
         if not len(idx):
             return None
         lens = end - off
-        width = np.minimum(lens, 8).astype(np.uint64) * np.uint64(8)
-        keep = np.where(width < 64, (np.uint64(1) << (width % np.uint64(64))) - np.uint64(1), ~np.uint64(0))
         starts = np.zeros(len(lens), dtype=np.int64)
         np.cumsum(lens[:-1] + 1, out=starts[1:])
-        dots = np.flatnonzero(np.frombuffer("\0".join(names).encode("ascii"), dtype=np.uint8) == 0x2E)
-        dotted = np.zeros(len(lens), dtype=bool)
-        dotted[np.searchsorted(starts, dots, "right") - 1] = True
-        return TextArrays(addr, size, sized, self._name_heads()[idx] & keep, lens, dotted)
+        dots = dotted("\0".join(names).encode("ascii"), starts)
+        return TextArrays(addr, size, sized, name_heads(self._name_heads()[idx], lens), lens, dots)
 
 
 class TextArrays(NamedTuple):

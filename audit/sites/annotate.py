@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fbt_audit.decode.insn import decode
-from fbt_audit.model.arrays import member
+from fbt_audit.model.arrays import dotted, member, name_heads
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
 from fbt_audit.model.facts import (
     BOOT_REWRITES,
@@ -540,11 +540,7 @@ class _NameHeads:
         starts = np.r_[0, nuls + 1]
         lens = np.r_[nuls, len(text)] - starts
         words = np.ndarray(shape=(len(text) + 1,), dtype="<u8", buffer=text + bytes(8), strides=(1,))
-        width = np.minimum(lens, 8).astype(np.uint64) * np.uint64(8)
-        keep = np.where(width < 64, (np.uint64(1) << (width % np.uint64(64))) - np.uint64(1), ~np.uint64(0))
-        dotted = np.zeros(len(names), dtype=bool)
-        dotted[np.searchsorted(starts, np.flatnonzero(sb == 0x2E), "right") - 1] = True
-        return cls(names, words[starts] & keep, lens, dotted)
+        return cls(names, name_heads(words[starts], lens), lens, dotted(text, starts))
 
     @classmethod
     def of(cls, kernel: Kernel) -> _NameHeads | None:
