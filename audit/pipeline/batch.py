@@ -353,11 +353,11 @@ def run_batch(
     local = [(i, inp.path) for i, inp in enumerate(inputs) if not inp.module]
     if jobs == 1 or len(modules) < 2:
         local, modules = sorted(local + modules), []
-    pool = bar = None
+    crew = bar = None
     try:
         if modules:
             sizes = {i: inputs[i].size for i, _p in modules}
-            pool, pending = _start(modules, jobs, opts, sizes)  # forks the workers: before tqdm starts its thread
+            chunks, crew = _start(modules, jobs, opts, sizes)  # forks the workers: before tqdm starts its thread
         bar = _bar(len(inputs), progress)
         since = 0  # modules audited here since the last collection
         for i, path in local:  # a vmlinux keeps its whole Kernel, as a single audit does; a module is detached
@@ -380,10 +380,10 @@ def run_batch(
             if bar is not None:
                 bar.update(1)
         if modules:
-            _share(pending, got, failed, table, rules, bar)
+            _share(chunks, crew, got, failed, table, rules, bar)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if crew is not None:
+            crew.close()
         if bar is not None:
             bar.close()
     results = [got[i] for i in sorted(got)]
@@ -392,28 +392,27 @@ def run_batch(
 
 
 def _start(modules: list[tuple[int, Path]], jobs: int, opts: dict, sizes: dict[int, int | None] | None = None):
-    """The chunks of modules submitted, in order, to jobs - 1 worker processes: this process is the last of the
-    `jobs` (_share), so that -j N runs N processes that audit, and its own modules are neither pickled nor
-    unpickled (a worker's cost ~60 us a module, the parent's own unpickling time taken from the workers' CPUs)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """The chunks of modules (largest first) and the Crew that audits them: jobs - 1 forked workers and this
+    process, each taking the next chunk not taken (_share), so that -j N runs N processes that audit, and this
+    process's own modules are neither pickled nor unpickled (a worker's cost ~60 us a module)."""
+    from fbt_audit.pipeline.crew import MAX_TICKETS, Crew
 
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     _prepare(opts)  # this process audits modules too; a forked worker shares what it made
     args = (opts["table"], opts["select"], opts["ignore"], opts["returns"], opts["symbols"], opts["sources"],
             opts["platform"], opts["deep"], opts["text"])  # fmt: skip
     _job.update(opts)  # what _setup gives each worker, for this process's own chunks
     chunks = _chunks(modules, jobs, sizes)
+    while len(chunks) > MAX_TICKETS:  # a tree of 250,000 modules: chunks twice as large
+        chunks = [chunks[k] + chunks[k + 1] if k + 1 < len(chunks) else chunks[k] for k in range(0, len(chunks), 2)]
     workers = min(jobs - 1, len(chunks))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_setup, initargs=args)
-    return pool, {pool.submit(_task, c): c for c in chunks}
+    return chunks, Crew(len(chunks), workers, lambda k: _task(chunks[k]), lambda: _setup(*args))
 
 
 def _prepare(opts: dict) -> None:
     """What every worker would import and build on its first module, done once here before the fork so that the
-    workers share it (~100 ms each: capstone and its Cs objects, the length tables, the rules, the judge, the
-    text report)."""
+    workers share it (~100 ms each: the decoders, the length tables, the rules, the judge, the text report). Not
+    capstone's package (25 ms before the fork): of the 6.1 and 6.12 trees only aesni-intel.ko needs its detail
+    decoder, which the process that meets it imports then (decode.insn._capstone)."""
     import fbt_audit.judge.rows  # noqa: F401
     import fbt_audit.patchpoints.entry  # noqa: F401
     import fbt_audit.sites.annotate  # noqa: F401
@@ -424,7 +423,7 @@ def _prepare(opts: dict) -> None:
     try:
         import fbt_audit.decode.lengths  # noqa: F401
 
-        insn._capstone()
+        insn._capstone(lite=True)
     except ImportError:  # numpy < 2 or no capstone: each worker meets the same on its own
         pass
     judge_for(opts["table"], select_rules(opts["select"], opts["ignore"]))
@@ -432,35 +431,32 @@ def _prepare(opts: dict) -> None:
         import fbt_audit.report.text  # noqa: F401
 
 
-def _share(pending: dict, got: dict, failed: dict, table: EmulationTable, rules: list, bar) -> None:
-    """The submitted chunks audited by the workers and by this process: in submission order, this process takes
-    each chunk no worker has begun (Future.cancel() succeeds on a call not yet sent to a worker), then collects
-    what the workers finished meanwhile; at the end it waits for the rest."""
-    from collections import deque
-    from concurrent.futures import as_completed
+def _share(chunks: list, crew, got: dict, failed: dict, table: EmulationTable, rules: list, bar) -> None:
+    """The chunks audited by the workers and by this process (crew.Crew): this process audits each chunk it takes,
+    and between two collects what the workers have sent; at the end it waits for the rest. A worker's chunk that
+    never came back (the worker died) is one failure line per module."""
+    from fbt_audit.pipeline.crew import RESULT
 
-    finished: deque = deque()  # appended to by the pool's thread as each worker's chunk completes
-    for fut in pending:
-        fut.add_done_callback(finished.append)
-    for fut, chunk in list(pending.items()):
-        if fut.cancel():
-            del pending[fut]
-            _take(_run(chunk), chunk, got, failed, table, rules, bar)
-        while finished:
-            done = finished.popleft()
-            if done in pending:  # not one this process cancelled
-                _collect_one(done, pending, got, failed, table, rules, bar)
-    for fut in as_completed(list(pending)):
-        _collect_one(fut, pending, got, failed, table, rules, bar)
+    sent: set[int] = set()
 
+    def collect(records: list) -> None:
+        for k, kind, data in records:
+            sent.add(k)
+            chunk = chunks[k]
+            if kind == RESULT:
+                rows = pickle.loads(data)
+            else:
+                rows = [(i, None, f"{path}: worker process failed: {data.decode()}") for i, path in chunk]
+            _take(rows, chunk, got, failed, table, rules, bar)
 
-def _collect_one(fut, pending: dict, got: dict, failed: dict, table: EmulationTable, rules: list, bar) -> None:
-    chunk = pending.pop(fut)  # and with it the future, which holds the pickled bytes
-    try:
-        rows = pickle.loads(fut.result())
-    except Exception as e:  # noqa: BLE001 - a worker that died (signal, out of memory): its modules failed
-        rows = [(i, None, f"{path}: worker process failed: {type(e).__name__}: {e}") for i, path in chunk]
-    _take(rows, chunk, got, failed, table, rules, bar)
+    for k in crew.turns():
+        _take(_run(chunks[k]), chunks[k], got, failed, table, rules, bar)
+        collect(crew.poll())
+    collect(crew.finish())
+    lost, why = crew.lost(sent)
+    for k in lost:
+        _take([(i, None, f"{path}: worker process failed: {why}") for i, path in chunks[k]], chunks[k], got, failed,
+              table, rules, bar)  # fmt: skip
 
 
 def _take(rows: list, chunk: list, got: dict, failed: dict, table: EmulationTable, rules: list, bar) -> None:
