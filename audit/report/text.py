@@ -195,21 +195,26 @@ def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items
     held_only: dict[int, list[Finding] | None] = {}  # by id(findings): sorted, when every one is held back
     verdict: dict[int, Verdict] = {}  # of each all-held findings list, by id
     seen: dict[tuple, int] = {}  # (judged row or id, section) of all-held rows, or (None, k) of a listed one: rows
-    section = _section_namer(rows, items)
+    by_rep: dict[int, int | None] = {}  # judged row (or a Judgement's id) -> its findings' id if all held, else None
+    names = _section_names(rows, items)
     for k, (i, rep) in enumerate(items):
-        got = rows.proto(rep) if rows is not None else rep.findings
-        key = id(got)
-        fs = held_only.get(key, ())
-        if fs == ():
+        rk = rep if rows is not None else id(rep)
+        key = by_rep.get(rk, -1)
+        if key == -1:
+            got = rows.proto(rep) if rows is not None else rep.findings
             fs = sorted(got, key=finding_order)
-            fs = held_only[key] = fs if all(_held(f, least) for f in fs) else None
-            if fs is not None:
-                verdict[key] = Verdict.of_findings(fs)
-        if fs is None:
+            if all(_held(f, least) for f in fs):
+                key = id(got)
+                if key not in held_only:
+                    held_only[key], verdict[key] = fs, Verdict.of_findings(fs)
+            else:
+                key = None
+            by_rep[rk] = key
+        if key is None:
             seen[None, k] = 1
             continue
         own = rows.judged.get(i) if rows is not None else rep  # a row not built: its section from its columns
-        hk = (key, own.pp.section if own is not None else section(k, i))
+        hk = (key, own.pp.section if own is not None else names[k] if names is not None else rows.rows.section(i)[0])
         seen[hk] = seen.get(hk, 0) + 1
     for (key, at), n in seen.items():
         if key is None:
@@ -224,27 +229,29 @@ def _digest(r: AuditResult, show: str, colour: bool, counts, least: Level, items
     return d
 
 
-def _section_namer(rows, items: list):
-    """(k, i) -> the section name of row i (items[k]'s) as rows.rows.section(i) gives it, asked once per section
-    index of the rows' `sec` column (read for all items at once) and for each row outside every section."""
+def _section_names(rows, items: list) -> list[str] | None:
+    """The section name of each item's row (items[k] = (i, rep): rows.rows.section(i)[0]), the rows' `sec` column
+    read once and each section index named once; None where the rows have no such column."""
     sec = getattr(rows.rows, "sec", None) if rows is not None else None
-    if sec is None or len(items) < 64:  # a module's few rows: numpy's fixed cost would be most of it
-        return lambda _k, i: rows.rows.section(i)[0]
-    import numpy as np  # loaded already: rows with a sec column are numpy columns
+    if sec is None:
+        return None
+    if len(sec) <= 256:  # a module's rows: the whole column costs less than numpy's fancy index
+        col = sec.tolist()
+        secs = [col[i] for i, _rep in items]
+    else:
+        import numpy as np  # loaded already: rows with a sec column are numpy columns
 
-    secs = sec[np.array([i for i, _rep in items], dtype=np.int64)].tolist()
-    names: dict[int, str] = {}
-
-    def section(k: int, i: int) -> str:
-        s = secs[k]
-        name = names.get(s)
+        secs = sec[np.array([i for i, _rep in items], dtype=np.int64)].tolist()
+    known: dict[int, str] = {}
+    out = []
+    for s, (i, _rep) in zip(secs, items, strict=True):
+        name = known.get(s)
         if name is None:
             name = rows.rows.section(i)[0]
-            if s >= 0:
-                names[s] = name
-        return name
-
-    return section
+            if s >= 0:  # outside every section: each row its own symbol's section
+                known[s] = name
+        out.append(name)
+    return out
 
 
 def _flag_rules() -> tuple[str, ...]:
