@@ -117,9 +117,9 @@ class Relocations:
             for hs in hdrs:  # each part's relocations: its RELA sections' counts
                 per_part.append(sum(counts[k : k + len(hs)]))
                 k += len(hs)
-            per = np.repeat(np.arange(len(parts)), per_part)
-            pbase = np.array([b for _t, _c, b in parts], dtype=np.uint64)[per]
-            psize = np.array(sizes, dtype=np.uint64)[per]
+            # each relocation's part's base, size and start in buf: one array of the three, repeated
+            pbase, psize, pstart = np.repeat(np.array([[b for _t, _c, b in parts], sizes, starts], dtype=np.uint64).T,
+                                             per_part, axis=0).T  # fmt: skip
             s, named = self._few_symbols(si)
             value = s + addend.view(np.uint64)
             pc = (rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32)
@@ -128,7 +128,7 @@ class Relocations:
             width = np.where(wide, 8, 4)
             fits = (off <= psize) & (off + width.astype(np.uint64) <= psize)
             keep = named & fits & (wide | pc | (rtype == R_X86_64_32) | (rtype == R_X86_64_32S))
-            at0 = off[keep].astype(np.int64) + np.array(starts, dtype=np.int64)[per[keep]]
+            at0 = (off[keep] + pstart[keep]).astype(np.int64)
             _write(buf, at0, value[keep], width[keep])
         out = buf.tobytes()
         return [out[a : a + n] for a, n in zip(starts, sizes, strict=True)]
@@ -171,11 +171,13 @@ class Relocations:
 
         if "_all" in self.__dict__:
             return self._symbols(si)
-        named = si < self.nsyms
-        uniq, inv = np.unique(si, return_inverse=True)
-        vals = [self.symbol(x) for x in uniq.tolist()]
-        s = np.array([0 if v is None else v for v in vals], dtype=np.uint64)  # None: past the table, not named
-        return s[inv.reshape(-1)], named
+        n = self.nsyms
+        named = si < n
+        # by a table of every symbol's S, 0 where not asked and past the table (not named): a set, not np.unique's sort
+        few = [x for x in set(si.tolist()) if x < n]
+        s = np.zeros(n + 1, dtype=np.uint64)
+        s[few] = [self.symbol(x) for x in few]
+        return s[np.minimum(si, n)], named
 
     def _values(self):
         """symbol() of every symbol, as uint64, and a 0 past the last (for indices past the table): once per

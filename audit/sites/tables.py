@@ -127,9 +127,8 @@ class _Reader:
             alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
             self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
             self.relocs = relocs or Relocations(data, hdrs, self.base)
-        self.index: dict[str, int] = {}  # each name's first section
-        for i, name in enumerate(self.names):
-            self.index.setdefault(name, i)
+        # each name's first section (a dict built backwards: the first index of a name written last)
+        self.index: dict[str, int] = dict(zip(reversed(self.names), range(len(self.names) - 1, -1, -1), strict=True))
         # The tables' sections that relocations patch, relocated together (Relocations.applied_many).
         parts = [(i, self._contents(i), self.base[i]) for i in map(self.index.get, _TABLE_SECTIONS)
                  if i is not None and i in self.relocs.patching and self.hdrs[i].sh_size and i in self.base]
