@@ -385,10 +385,10 @@ def _section_bases(path: Path, secs: list[_Shdr], rel: bool) -> tuple[dict[int, 
         if not h.sh_flags & SHF_ALLOC:
             continue
         if rel:
-            align = max(h.sh_addralign, 1)
+            align = h.sh_addralign or 1  # max(x, 1) of an unsigned field, without the call
             nxt = (nxt + align - 1) // align * align
             bases[i] = nxt
-            nxt += max(h.sh_size, 1)
+            nxt += h.sh_size or 1
             if nxt > MODULE_SPACE:  # a .bss of 2^64 bytes or an alignment of 2^63: no module is that
                 raise ElfFormatError(
                     f"{path}: section {h.name or '?'} (size {h.sh_size:#x}, alignment {h.sh_addralign:#x}) "
@@ -469,7 +469,7 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
 
 
 def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
-                        relocs: Relocations) -> tuple[CallTargets, set[int]]:  # fmt: skip
+                        relocs: Relocations) -> tuple[CallTargets, frozenset[int]]:  # fmt: skip
     """A module's relocated call targets (PC32/PLT32 in text naming a symbol, not a section: a call out
     of the module, by name) and its ftrace sites (R_X86_64_64 in __mcount_loc: S + A). The RELA sections of
     text are read as one set of numpy columns (a module has several: .text, .init.text, .exit.text ...); the
@@ -498,9 +498,9 @@ def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
         if x in bases:  # a site in a section the module loads
             at[s] = bases[x] + values[s] if x < SHN_LORESERVE else relocs.symbol(s)
     if len(at) == len(set(mc_sym)):
-        mcount = set(map(operator.add, map(at.__getitem__, mc_sym), mc_add))
+        mcount = frozenset(map(operator.add, map(at.__getitem__, mc_sym), mc_add))  # Kernel's own, not copied
     else:
-        mcount = {at[s] + add for s, add in zip(mc_sym, mc_add, strict=True) if s in at}
+        mcount = frozenset(at[s] + add for s, add in zip(mc_sym, mc_add, strict=True) if s in at)
     syms = np.frombuffer(st.raw, dtype=rela_dtypes()[1], count=n) if n else None
     if not text or not n:
         return _call_targets(st, syms, [], []), mcount
