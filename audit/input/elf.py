@@ -218,7 +218,8 @@ class _Symtab:
         # asked: the audit of a module needs only its text symbols' addresses, addrs_of).
         self.bases, self.rel = bases, rel
         self.limit = min(len(secs), SHN_LORESERVE)  # a defined symbol's st_shndx is in [1, limit)
-        self.valid = _in(raw[6::24], raw[7::24], range(1, self.limit))
+        self.shndx_bytes = raw[6::24], raw[7::24]  # st_shndx's low and high bytes (_in), kept for _text_columns
+        self.valid = _in(*self.shndx_bytes, range(1, self.limit))
 
     def names_of(self, idx) -> list[str]:
         return _names_at(self.strtab, _pick(self.st_name, idx))
@@ -231,12 +232,13 @@ class _Symtab:
         get = self.bases.get
         return [get(x, 0) + v for x, v in zip(self.shndx, self.values, strict=True)]
 
-    def addrs_of(self, idx: list[int]) -> list[int]:
-        """addrs of the symbols idx."""
+    def addrs_of(self, idx: list[int], shndx: list[int] | None = None) -> list[int]:
+        """addrs of the symbols idx (shndx: their st_shndx, when the caller has picked them already)."""
         if not self.rel or "addrs" in self.__dict__:
             return _pick(self.addrs, idx)
         get = self.bases.get
-        return [get(x, 0) + v for x, v in zip(_pick(self.shndx, idx), _pick(self.values, idx), strict=True)]
+        shndx = _pick(self.shndx, idx) if shndx is None else shndx
+        return [get(x, 0) + v for x, v in zip(shndx, _pick(self.values, idx), strict=True)]
 
     def address_of(self, name: str) -> int | None:
         """names().get(name) without decoding every name: the first defined symbol whose st_name
@@ -434,10 +436,11 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
             ranges[i] = range(bases[i], bases[i] + sec.sh_size)
             execs.add(i)
     n, st_info = st.n, st.info
-    cand = st.valid & _in(st.raw[6::24], st.raw[7::24], execs) & int.from_bytes(st_info.translate(_TEXT_TYPE), "little")
+    cand = st.valid & _in(*st.shndx_bytes, execs) & int.from_bytes(st_info.translate(_TEXT_TYPE), "little")
     cidx = list(compress(range(n), cand.to_bytes(n, "little")))
     # Below, lists run over the candidates (position p for symbol cidx[p]); only their names are decoded.
-    c_addr, c_shndx, c_name = st.addrs_of(cidx), _pick(st.shndx, cidx), st.names_of(cidx)
+    c_shndx = _pick(st.shndx, cidx)
+    c_addr, c_name = st.addrs_of(cidx, c_shndx), st.names_of(cidx)
     keep = [
         p
         for p, (a, x, name) in enumerate(zip(c_addr, c_shndx, c_name, strict=True))
