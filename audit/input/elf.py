@@ -306,14 +306,19 @@ _MODINFO_KEYS = (b"name", b"vermagic")  # what load() reads of .modinfo: decodin
 
 
 def _modinfo(e: _Elf) -> dict[str, str]:
-    """The first value of each of _MODINFO_KEYS in .modinfo (key=value items, NUL-separated)."""
+    """The first value of each of _MODINFO_KEYS in .modinfo (key=value items, NUL-separated): found, not split
+    into items (the first item starting 'key=' is the first whose key is `key`)."""
     for s in e.sections:
         if s.name == ".modinfo":
             out: dict[str, str] = {}
-            for item in bytes(e.contents(s)).split(b"\0"):
-                k, sep, v = item.partition(b"=")
-                if sep and k in _MODINFO_KEYS:
-                    out.setdefault(k.decode("ascii"), one_line(v.decode("utf-8", "replace")))
+            blob = b"\0" + bytes(e.contents(s))
+            for k in _MODINFO_KEYS:
+                at = blob.find(b"\0" + k + b"=")
+                if at >= 0:
+                    at += len(k) + 2
+                    end = blob.find(b"\0", at)
+                    v = blob[at : end if end >= 0 else len(blob)]
+                    out[k.decode("ascii")] = one_line(v.decode("utf-8", "replace"))
             return out
     return {}
 
