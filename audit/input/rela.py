@@ -54,6 +54,13 @@ class Relocations:
         for h in self.patching.get(target, ()):
             yield from entries(memoryview(self.data)[h.sh_offset : h.sh_offset + h.sh_size])
 
+    def _rela(self, target: int):
+        """(r_offset, r_info, r_addend) of each whole Elf64_Rela of every RELA section that patches `target`."""
+        data = memoryview(self.data)
+        for h in self.patching.get(target, ()):
+            blob = data[h.sh_offset : h.sh_offset + h.sh_size]
+            yield from RELA.iter_unpack(blob[: len(blob) - len(blob) % RELA.size])
+
     def symbol(self, si: int) -> int | None:
         """S, the address of symbol si: its section's base plus st_value; st_value when absolute; 0 when
         undefined or in another reserved section (resolved only when the kernel loads the module); None
@@ -139,7 +146,8 @@ class Relocations:
         buf = bytearray(contents)
         size = len(buf)
         known = self._known  # S by symbol index: a table's relocations name a few symbols (its section's) many times
-        for off, si, rtype, addend in self.of(target):
+        for off, info, addend in self._rela(target):  # entries() without its generator: a module's tables have hundreds
+            si, rtype = info >> 32, info & 0xFFFFFFFF
             if rtype == R_X86_64_64:
                 width = 8
             elif rtype in (R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32, R_X86_64_32S):
