@@ -63,13 +63,25 @@ def _errors(kind: str) -> tuple[type[BaseException], ...]:
 
 
 def _stdlib(make):
-    """Inflate with a stdlib decompressor object that honours max_length (zlib, lzma, bz2)."""
+    """Inflate with a stdlib decompressor object that honours max_length (zlib, lzma, bz2). A stream that ends
+    within the first call (a module: STEP is 16 MiB) is returned as the decompressor made it, not copied: the
+    input is not copied either (each decompressor reads a bytes-like object), nor the output to a bytearray and back."""
 
     def run(blob, cap: int) -> bytes:
         d = make()
-        out = bytearray()
-        pending = bytes(blob)
+        want = min(cap + 1, STEP)
+        first = d.decompress(blob, max_length=want)
+        if len(first) > cap:
+            raise PastCap()
+        if d.eof:
+            return first
+        out = bytearray(first)
+        chunk = first
         while True:
+            # zlib hands back what it did not read; lzma and bz2 keep it, and are fed b"" to go on.
+            pending = getattr(d, "unconsumed_tail", b"")
+            if len(chunk) < want and not pending:
+                raise Truncated()
             want = min(cap + 1 - len(out), STEP)
             chunk = d.decompress(pending, max_length=want)
             out += chunk
@@ -77,10 +89,6 @@ def _stdlib(make):
                 raise PastCap()
             if d.eof:
                 return bytes(out)
-            # zlib hands back what it did not read; lzma and bz2 keep it, and are fed b"" to go on.
-            pending = getattr(d, "unconsumed_tail", b"")
-            if len(chunk) < want and not pending:
-                raise Truncated()
 
     return run
 

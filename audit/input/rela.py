@@ -54,6 +54,13 @@ class Relocations:
         for h in self.patching.get(target, ()):
             yield from entries(memoryview(self.data)[h.sh_offset : h.sh_offset + h.sh_size])
 
+    def _rela(self, target: int):
+        """(r_offset, r_info, r_addend) of each whole Elf64_Rela of every RELA section that patches `target`."""
+        data = memoryview(self.data)
+        for h in self.patching.get(target, ()):
+            blob = data[h.sh_offset : h.sh_offset + h.sh_size]
+            yield from RELA.iter_unpack(blob[: len(blob) - len(blob) % RELA.size])
+
     def symbol(self, si: int) -> int | None:
         """S, the address of symbol si: its section's base plus st_value; st_value when absolute; 0 when
         undefined or in another reserved section (resolved only when the kernel loads the module); None
@@ -117,9 +124,9 @@ class Relocations:
             for hs in hdrs:  # each part's relocations: its RELA sections' counts
                 per_part.append(sum(counts[k : k + len(hs)]))
                 k += len(hs)
-            per = np.repeat(np.arange(len(parts)), per_part)
-            pbase = np.array([b for _t, _c, b in parts], dtype=np.uint64)[per]
-            psize = np.array(sizes, dtype=np.uint64)[per]
+            # each relocation's part's base, size and start in buf: one array of the three, repeated
+            pbase, psize, pstart = np.repeat(np.array([[b for _t, _c, b in parts], sizes, starts], dtype=np.uint64).T,
+                                             per_part, axis=0).T  # fmt: skip
             s, named = self._few_symbols(si)
             value = s + addend.view(np.uint64)
             pc = (rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32)
@@ -128,7 +135,7 @@ class Relocations:
             width = np.where(wide, 8, 4)
             fits = (off <= psize) & (off + width.astype(np.uint64) <= psize)
             keep = named & fits & (wide | pc | (rtype == R_X86_64_32) | (rtype == R_X86_64_32S))
-            at0 = off[keep].astype(np.int64) + np.array(starts, dtype=np.int64)[per[keep]]
+            at0 = (off[keep] + pstart[keep]).astype(np.int64)
             _write(buf, at0, value[keep], width[keep])
         out = buf.tobytes()
         return [out[a : a + n] for a, n in zip(starts, sizes, strict=True)]
@@ -139,7 +146,8 @@ class Relocations:
         buf = bytearray(contents)
         size = len(buf)
         known = self._known  # S by symbol index: a table's relocations name a few symbols (its section's) many times
-        for off, si, rtype, addend in self.of(target):
+        for off, info, addend in self._rela(target):  # entries() without its generator: a module's tables have hundreds
+            si, rtype = info >> 32, info & 0xFFFFFFFF
             if rtype == R_X86_64_64:
                 width = 8
             elif rtype in (R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32, R_X86_64_32S):
@@ -171,11 +179,13 @@ class Relocations:
 
         if "_all" in self.__dict__:
             return self._symbols(si)
-        named = si < self.nsyms
-        uniq, inv = np.unique(si, return_inverse=True)
-        vals = [self.symbol(x) for x in uniq.tolist()]
-        s = np.array([0 if v is None else v for v in vals], dtype=np.uint64)  # None: past the table, not named
-        return s[inv.reshape(-1)], named
+        n = self.nsyms
+        named = si < n
+        # by a table of every symbol's S, 0 where not asked and past the table (not named): a set, not np.unique's sort
+        few = [x for x in set(si.tolist()) if x < n]
+        s = np.zeros(n + 1, dtype=np.uint64)
+        s[few] = [self.symbol(x) for x in few]
+        return s[np.minimum(si, n)], named
 
     def _values(self):
         """symbol() of every symbol, as uint64, and a 0 past the last (for indices past the table): once per

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import operator
 import struct
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import compress
 
 import numpy as np
 
@@ -127,9 +129,8 @@ class _Reader:
             alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
             self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
             self.relocs = relocs or Relocations(data, hdrs, self.base)
-        self.index: dict[str, int] = {}  # each name's first section
-        for i, name in enumerate(self.names):
-            self.index.setdefault(name, i)
+        # each name's first section (a dict built backwards: the first index of a name written last)
+        self.index: dict[str, int] = dict(zip(reversed(self.names), range(len(self.names) - 1, -1, -1), strict=True))
         # The tables' sections that relocations patch, relocated together (Relocations.applied_many).
         parts = [(i, self._contents(i), self.base[i]) for i in map(self.index.get, _TABLE_SECTIONS)
                  if i is not None and i in self.relocs.patching and self.hdrs[i].sh_size and i in self.base]
@@ -289,7 +290,7 @@ def _u64_sites(rd: _Reader, t: Tables, key: str) -> list[int]:
         return []
     blob = got[0]
     if len(blob) < SMALL_TABLE:  # struct in C beats numpy's fixed cost on a module's few dozen entries
-        sites = [v for v in struct.unpack_from(f"<{len(blob) // 8}Q", blob) if v]
+        sites = list(filter(None, struct.unpack_from(f"<{len(blob) // 8}Q", blob)))
     else:
         vals = np.frombuffer(blob, dtype="<u8", count=len(blob) // 8)
         sites = vals[vals != 0].tolist()
@@ -307,7 +308,8 @@ def _read_s32(rd: _Reader, t: Tables, kernel: Kernel) -> None:
         # A zero field points at itself: page-alignment padding (.smp_locks) or a site in code the
         # linker discarded (ld resolves it to 0). The kernel skips those; so do we.
         if len(blob) < SMALL_TABLE:
-            sites = [base + 4 * k + v for k, v in enumerate(struct.unpack_from(f"<{len(blob) // 4}i", blob)) if v]
+            vals = struct.unpack_from(f"<{len(blob) // 4}i", blob)
+            sites = list(compress(map(operator.add, range(base, base + 4 * len(vals), 4), vals), vals))  # in C
         else:
             vals = np.frombuffer(blob, dtype="<i4", count=len(blob) // 4).astype(np.int64)
             nz = np.flatnonzero(vals)
@@ -362,6 +364,9 @@ def _rel_sites(blob: bytes, base: int, size: int, field: int) -> list[int]:
     by struct (numpy's fixed cost is most of a module's table), a large one over arrays."""
     if len(blob) >= SMALL_TABLE:
         return _plus(base, _s32_at(blob, size, field))
+    if not size % 4 and not field % 4 and not len(blob) % size:  # every entry's s32 by an array slice, added in C
+        at = base + field
+        return list(map(operator.add, range(at, at + len(blob), size), array("i", blob)[field // 4 :: size // 4]))
     unpack = _S32.unpack_from
     return [base + k + field + unpack(blob, k + field)[0] for k in range(0, len(blob) - size + 1, size)]
 
