@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from itertools import chain
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
@@ -287,7 +287,8 @@ def _name_rows(rows: Any, names: _NameFacts, out: dict[int, tuple[str, ...]]) ->
     if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
         some = heads.dotted | heads.prefixed(_NAMED) | heads.equal(handlers)
         first = rows.first_idx if rows.first_idx is not None else np.fromiter(rows.first, np.int64, count=rows.n)
-        pick = np.flatnonzero(some[first]).tolist()
+        named, nm_at = names.named, map(nm.__getitem__, first[some[first]].tolist())
+        pick = list(compress(np.flatnonzero(some[first]).tolist(), map(named, nm_at)))  # (a vmlinux's '.' names)
     else:
         pick = [i for i, s in enumerate(map(nm.__getitem__, rows.first)) if s[:2] == "__" or "." in s or s in handlers]
     some_rows = sorted({*pick, *by_addr}) if by_addr else pick
@@ -317,6 +318,7 @@ def _u64s(values: list[int]) -> np.ndarray:
 
 _U64_MAX = (1 << 64) - 1
 _NAMED = ("__SCT__", "__pfx_", "__cfi_")
+_PFX = NON_ENTRY + "pfx"
 
 
 class _SiteIndex:
@@ -431,6 +433,9 @@ class _NameFacts:
 
     def facts_of(self, name: str, sym_addr: int, add: list[str]) -> None:
         """The facts of a patchpoint of symbol `name` at sym_addr, appended to add."""
+        if name[:6] == "__pfx_" and "." not in name and sym_addr not in self.black and name not in self.handlers:
+            add.append(_PFX)  # padding (6.12: one per function), the one fact such a name gives (as the steps below)
+            return
         if sym_addr in self.black:
             add.append(DENY + "blacklist")
         if name[:2] == "__":
