@@ -198,13 +198,16 @@ def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, quiet: tuple[np.
     seg = np.searchsorted(_u64s(sites.points), rows.addr[idx], side="right").tolist() if sites.points else [0] * n
     bits = code[idx].tolist() if code is not None else [0] * n
     shared: dict[tuple, frozenset[str] | None] = {}
+    own: dict[int, frozenset[str]] = {}  # the row's own facts (EntryRows.base_facts) by its ftrace site: a numpy read
     out, nf = rows.site_facts, namefacts.get
     for i, q, sg, ft in zip(far, bits, seg, rows.ftrace[idx].tolist(), strict=True):
         key = (q, sg, nf(i), ft)
         fs = shared.get(key, _NONE)
         if fs is _NONE:
             add = [*(f for b, f in enumerate(qfacts) if q >> b & 1), *segs[sg], *(key[2] or ())]
-            fs = shared[key] = rows.base_facts(i) | frozenset(add) if add else None
+            if ft not in own:
+                own[ft] = rows.base_facts(i)
+            fs = shared[key] = own[ft] | frozenset(add) if add else None
         if fs is not None:
             out[i] = fs
 
