@@ -106,6 +106,7 @@ class EntryRows:
         # A vmlinux's `first` and `end` as arrays too (_group_symbols makes them from its own; None elsewhere).
         self.first_idx: np.ndarray | None = None
         self.end_arr: np.ndarray | None = None
+        self.sec_arrays: tuple[np.ndarray, ...] | None = None  # _place's: the sorted sections' starts, ends, offsets
 
     @property
     def n(self) -> int:
@@ -130,6 +131,7 @@ class EntryRows:
         self.moved = {i: steps for i, steps in self.moved.items() if i not in self.objs}  # a built row has its own
         self.kernel, self.table = kernel, None
         self.first = self.end = self.avail = self.shape_ids = self.tname_ids = self.first_idx = self.end_arr = None
+        self.sec_arrays = None
 
     def insn(self, at: int, sid: int, target: int, t: int, off: int) -> Insn:
         """The Insn of shape sid at address at (file offset off), with a relative branch's target and name."""
@@ -235,12 +237,6 @@ class EntryRows:
             if i not in self.objs:
                 self.objs[i] = self.patchpoint(i)
 
-    def set_facts(self, idx: list[int], facts: list[frozenset[str]]) -> None:
-        """Rows idx (not built) take these site facts besides their columns' own (sites/annotate.py)."""
-        ftrace = self.ftrace[np.array(idx, dtype=np.int64)].tolist() if idx else []
-        for i, f, ft in zip(idx, facts, ftrace, strict=True):
-            self.site_facts[i] = (_FTRACE_SITE if ft else _NO_FACTS) | f
-
     def shape_column(self, index: int) -> np.ndarray:
         """Field `index` of each row's shape (7: the IC bits), as an array."""
         return np.array([s[index] for s in self.shapes], dtype=np.int64)[self.shape]
@@ -328,10 +324,12 @@ def _place(rows: EntryRows, idx: np.ndarray) -> np.ndarray:
     """For rows idx at their addr: the section (index into the kernel's sorted sections, -1 outside), the file
     offset and the bytes available to decode there (up to MAX_INSN, stopping at the section's end); the offsets
     returned as an array too (what _decode reads)."""
-    secs = rows.kernel._sec_sorted
-    starts = np.array([s.addr for s in secs], dtype=np.uint64)
-    ends = np.array([min(s.addr + s.size, (1 << 64) - 1) for s in secs] + [0], dtype=np.uint64)
-    fileoff = np.array([s.offset for s in secs] + [0], dtype=np.uint64)
+    if rows.sec_arrays is None:  # the sections as arrays, once per image (_moves places rows again)
+        secs = rows.kernel._sec_sorted
+        rows.sec_arrays = (np.array([s.addr for s in secs], dtype=np.uint64),
+                           np.array([min(s.addr + s.size, (1 << 64) - 1) for s in secs] + [0], dtype=np.uint64),
+                           np.array([s.offset for s in secs] + [0], dtype=np.uint64))  # fmt: skip
+    starts, ends, fileoff = rows.sec_arrays
     at = rows.addr[idx]
     s = np.searchsorted(starts, at, side="right").astype(np.int64) - 1
     inside = (s >= 0) & (at < ends[s])
@@ -463,6 +461,8 @@ def _name_targets(rows: EntryRows, idx: np.ndarray) -> None:
     rel = np.array([bool(s[7] & _REL) for s in rows.shapes], dtype=bool)[rows.shape[idx]]
     sel = idx[rel]
     rows.tname[idx[~rel]] = -1
+    if not sel.size:  # (6.12's first pass: endbr64 and NOP padding)
+        return
     names_at = getattr(k.call_targets, "names_at", None)
     if k.call_targets and names_at is not None:  # a module's relocations (input/calltargets.py), found at once
         ln = rows.length[sel]
@@ -516,18 +516,25 @@ def _moves(rows: EntryRows, table: EmulationTable) -> None:
         active = active[(ln > 0) & last[op_last] & (rows.addr[active] + ln.astype(np.uint64) < end[active])]
         if not active.size:
             return
-        keys = rows.shape[active] * (len(rows.tnames) + 1) + rows.tname[active] + 1
-        _uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-        entries = [table.lookup(rows.row_insn(int(active[p]))) for p in first.tolist()]
-        moves = np.array([e is not None and e.handling == Handling.MOVE for e in entries], dtype=bool)
-        active = active[moves[inv.reshape(-1)]]
+        keys = (rows.shape[active] * (len(rows.tnames) + 1) + rows.tname[active] + 1).tolist()
+        first: dict[int, int] = {}
+        for p, key in enumerate(keys):  # (a dict, not np.unique: a module moves a few dozen rows)
+            first.setdefault(key, p)
+        entries = {key: table.lookup(rows.row_insn(int(active[p]))) for key, p in first.items()}
+        move = {key: e is not None and e.handling == Handling.MOVE for key, e in entries.items()}
+        active = active[np.array([move[key] for key in keys], dtype=bool)]
         if not active.size:
             return
         act = active.tolist()
-        cols = (rows.addr[active].tolist(), rows.shape[active].tolist(), rows.target[active].tolist(),
-                rows.tname[active].tolist(), [rows.offset[i] for i in act])  # fmt: skip
-        for i, *step in zip(act, *cols, strict=True):
-            rows.moved.setdefault(i, []).append(tuple(step))
+        steps = zip(rows.addr[active].tolist(), rows.shape[active].tolist(), rows.target[active].tolist(),
+                    rows.tname[active].tolist(), [rows.offset[i] for i in act], strict=True)  # fmt: skip
+        moved = rows.moved
+        for i, step in zip(act, steps, strict=True):
+            got = moved.get(i)
+            if got is None:
+                moved[i] = [step]
+            else:
+                got.append(step)
         rows.addr[active] += rows.length[active].astype(np.uint64)
         _decode(rows, active, _place(rows, active))
         _name_targets(rows, active)

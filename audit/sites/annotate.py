@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from itertools import chain
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
     names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
     if rows is not None:
-        near, far, pointed, namey = _candidates(rows, sites, names, ibt)
+        near, far, quiet, namefacts = _candidates(rows, sites, names, ibt)
         for i in near:
             pp = rows.objs.get(i)
             if pp is None:  # a row that only gains facts stays a column (EntryRows.site_facts)
@@ -91,7 +91,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
                 pp = rows.patchpoint(i)  # boot-time variants: the row becomes a Patchpoint, annotated as one
             if _annotate(pp, sites, names, ibt):
                 rows.objs[i] = pp
-        _column_facts(rows, far, sites, names, pointed, namey)
+        _column_facts(rows, far, sites, quiet, namefacts)
     for pp in pps:
         _annotate(pp, sites, names, ibt)
     if returns is not None:
@@ -184,42 +184,32 @@ def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -
     return bool(add or extra)
 
 
-def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, names: _NameFacts,
-                  pointed: dict[int, tuple[str, ...]] | None = None, namey: set[int] | None = None) -> None:
-    """The facts of rows no table site touches but for _FACT_ONLY ones (`pointed`: row -> their facts), and of rows in
-    text ranges or with names: what _annotate would add, set over the columns (EntryRows.set_facts) without building
-    the rows: no boot-time variant comes from those sites, a range or a name. `namey`: the rows _NameFacts may give a
-    fact, when known; the others alike in their sites' facts and range share one set."""
+def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, quiet: tuple[np.ndarray | None, list[str]],
+                  namefacts: dict[int, tuple[str, ...]]) -> None:
+    """The facts of rows no table site touches but for _FACT_ONLY ones (`quiet`: per row a bit per such table hit,
+    None without one, and each table's fact), and of rows in text ranges or with names (`namefacts`: row -> what
+    _NameFacts gives): what _annotate would add, set over the columns (EntryRows.site_facts, with the row's own
+    facts) without building the rows: no boot-time variant comes from those sites, a range or a name. The rows alike
+    in all of these and their ftrace site share one set, made once (a 6.12 module's rows repeat a few)."""
     if not far:
         return
     idx = np.array(far, dtype=np.int64)
-    segs = sites.segs
-    seg_of = np.searchsorted(_u64s(sites.points), rows.addr[idx], side="right").tolist() if sites.points else None
-    got_idx, got = [], []
-    sym_addr = rows.sym_addr[idx].tolist()
-    pointed = pointed or {}
+    (code, qfacts), segs, n = quiet, sites.segs, len(far)
+    seg = np.searchsorted(_u64s(sites.points), rows.addr[idx], side="right").tolist() if sites.points else [0] * n
+    bits = code[idx].tolist() if code is not None else [0] * n
     shared: dict[tuple, frozenset[str] | None] = {}
-    for p, i in enumerate(far):
-        pf, sg = pointed.get(i, ()), seg_of[p] if seg_of is not None else 0
-        if namey is not None and i not in namey:  # no name fact: the set follows from the sites' facts and range
-            key = (pf, sg)
-            fs = shared.get(key, _NONE)
-            if fs is _NONE:
-                add = [*pf, *(segs[sg] if seg_of is not None else ())]
-                fs = shared[key] = frozenset(add) if add else None
-            if fs is not None:
-                got_idx.append(i)
-                got.append(fs)
-            continue
-        add: list[str] = list(pf)
-        if seg_of is not None and segs[sg]:
-            add.extend(segs[sg])
-        names.facts_of(rows.name(i), sym_addr[p], add)
-        if add:
-            got_idx.append(i)
-            got.append(frozenset(add))
-    if got_idx:
-        rows.set_facts(got_idx, got)
+    own: dict[int, frozenset[str]] = {}  # the row's own facts (EntryRows.base_facts) by its ftrace site: a numpy read
+    out, nf = rows.site_facts, namefacts.get
+    for i, q, sg, ft in zip(far, bits, seg, rows.ftrace[idx].tolist(), strict=True):
+        key = (q, sg, nf(i), ft)
+        fs = shared.get(key, _NONE)
+        if fs is _NONE:
+            add = [*(f for b, f in enumerate(qfacts) if q >> b & 1), *segs[sg], *(key[2] or ())]
+            if ft not in own:
+                own[ft] = rows.base_facts(i)
+            fs = shared[key] = own[ft] | frozenset(add) if add else None
+        if fs is not None:
+            out[i] = fs
 
 
 class _Row:
@@ -247,13 +237,13 @@ class _RowInsn:
 
 
 def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
-                ) -> tuple[list[int], list[int], dict[int, tuple[str, ...]], set[int]]:  # fmt: skip
+                ) -> tuple[list[int], list[int], tuple[np.ndarray | None, list[str]], dict[int, tuple]]:  # fmt: skip
     """The rows whose patchpoint _annotate may change, over the columns, in two lists: `near` a table site the
     displaced instruction overlaps, ENDBR under IBT, or a row already built (annotated as objects, for their
-    boot-time variants); `far` the others in a text range, with a name or symbol address _NameFacts acts on, or
-    overlapping only sites of _FACT_ONLY tables (facts only: _column_facts); those sites' facts per row (6.12's
-    .call_sites holds every module function's first call); the rows _NameFacts may give a fact. A superset of the
-    rows _annotate changes (it decides), but a close one."""
+    boot-time variants); `far` the others in a text range, with a fact _NameFacts gives, or overlapping only sites
+    of _FACT_ONLY tables (facts only: _column_facts); per row a bit per _FACT_ONLY table it hits, with those tables'
+    facts (6.12's .call_sites holds every module function's first call); the name facts per row (_name_rows).
+    A superset of the rows _annotate changes (it decides), but a close one."""
     a = rows.addr
     stop = a + np.maximum(rows.length, 1).astype(np.uint64)
     cand = np.zeros(rows.n, dtype=bool)
@@ -279,27 +269,39 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
     if sites.points:
         some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
         far |= some[np.searchsorted(_u64s(sites.points), a, side="right")]
-    addrs = np.array(sorted(names.black | set(names.containers)), dtype=np.uint64)
-    namey = member(rows.sym_addr, addrs)  # the rows _NameFacts may give a fact: by address, or by name
+    far[_name_rows(rows, names, namefacts := {})] = True
+    code = np.zeros(rows.n, dtype=np.int64) if quiet else None  # (read at the far rows only)
+    for b, (_fact, hit) in enumerate(quiet):
+        code[hit] |= 1 << b
+        far |= hit
+    far &= ~cand
+    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist(), (code, [f for f, _h in quiet]), namefacts
+
+
+def _name_rows(rows: Any, names: _NameFacts, out: dict[int, tuple[str, ...]]) -> list[int]:
+    """The rows _NameFacts gives a fact (by their symbol's address, or by name), their facts put in out."""
+    special = names.black | set(names.containers)
+    by_addr = []
+    if special:  # a blacklisted symbol's or a label's address
+        by_addr = np.flatnonzero(member(rows.sym_addr, np.array(sorted(special), dtype=np.uint64))).tolist()
     cols = rows.kernel.symbol_columns()
-    named, handlers = names.named, names.handlers
-    nm = cols.name
+    nm, handlers = cols.name, names.handlers
     heads = _NameHeads.of(rows.kernel)
     if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
         some = heads.dotted | heads.prefixed(_NAMED) | heads.equal(handlers)
         first = rows.first_idx if rows.first_idx is not None else np.fromiter(rows.first, np.int64, count=rows.n)
-        pick = np.flatnonzero(some[first]).tolist()
+        named, nm_at = names.named, map(nm.__getitem__, first[some[first]].tolist())
+        pick = list(compress(np.flatnonzero(some[first]).tolist(), map(named, nm_at)))  # (a vmlinux's '.' names)
     else:
-        pick = [i for i, k in enumerate(rows.first) if "." in nm[k] or nm[k][:2] == "__" or nm[k] in handlers]
-    namey[[i for i in pick if named(nm[rows.first[i]])]] = True
-    far |= namey
-    pointed: dict[int, tuple[str, ...]] = {}
-    for fact, hit in quiet:
-        for i in np.flatnonzero(hit & ~cand).tolist():
-            pointed[i] = (*pointed.get(i, ()), fact)
-        far |= hit
-    far &= ~cand
-    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist(), pointed, set(np.flatnonzero(namey).tolist())
+        pick = [i for i, s in enumerate(map(nm.__getitem__, rows.first)) if s[:2] == "__" or "." in s or s in handlers]
+    some_rows = sorted({*pick, *by_addr}) if by_addr else pick
+    first, facts_of = rows.first, names.facts_of  # (a name not named() has no fact but its address's)
+    for i, a in zip(some_rows, rows.sym_addr[some_rows].tolist(), strict=True):
+        add: list[str] = []
+        facts_of(nm[first[i]], a, add)
+        if add:
+            out[i] = tuple(add)
+    return list(out)
 
 
 # Point tables whose sites give a patchpoint a fact and never a boot-time variant (_point_facts: a run-time writer's,
@@ -319,6 +321,7 @@ def _u64s(values: list[int]) -> np.ndarray:
 
 _U64_MAX = (1 << 64) - 1
 _NAMED = ("__SCT__", "__pfx_", "__cfi_")
+_PFX = NON_ENTRY + "pfx"
 
 
 class _SiteIndex:
@@ -433,6 +436,9 @@ class _NameFacts:
 
     def facts_of(self, name: str, sym_addr: int, add: list[str]) -> None:
         """The facts of a patchpoint of symbol `name` at sym_addr, appended to add."""
+        if name[:6] == "__pfx_" and "." not in name and sym_addr not in self.black and name not in self.handlers:
+            add.append(_PFX)  # padding (6.12: one per function), the one fact such a name gives (as the steps below)
+            return
         if sym_addr in self.black:
             add.append(DENY + "blacklist")
         if name[:2] == "__":
