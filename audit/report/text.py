@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from itertools import count
 from typing import TYPE_CHECKING
 
 from fbt_audit.judge.order import finding_order, findings, ordered
@@ -114,16 +113,23 @@ def render_text(
         index = {id(r): k for k, r in enumerate(results)}
         pieces = [(index[id(r)], r, _piece(r, j, show, counts, colour)) for r, j in order]
     else:
-        digests = [digest_of(r, show, colour, counts) for r in results]
-        pieces = [(k, r, d.pieces[v]) for v in _WORST_FIRST for k, r, d in zip(count(), results, digests)
-                  if v in d.pieces]  # fmt: skip
+        by_verdict: dict[Verdict, list] = {v: [] for v in _WORST_FIRST}  # a digest's pieces: one or two verdicts
+        for k, r in enumerate(results):
+            for v, piece in digest_of(r, show, colour, counts).pieces.items():
+                by_verdict[v].append((k, r, piece))
+        pieces = [p for v in _WORST_FIRST for p in by_verdict[v]]
     lines: list[str] = []
     held: dict[tuple[str, str], _Held] = {}
     for k, r, (got, kept) in pieces:
         lines.extend(got)
+        if not kept:
+            continue
+        where = "modules" if r.kernel.kind == "module" and n_modules > 1 else r.kernel.display
         for rid, (level, n, sections) in kept.items():
-            where = "modules" if r.kernel.kind == "module" and n_modules > 1 else r.kernel.display
-            held.setdefault((where, rid), _Held(level)).add(k, n, sections)
+            h = held.get((where, rid))
+            if h is None:
+                h = held[where, rid] = _Held(level)
+            h.add(k, n, sections)
     summary = _held_lines(held, results, show)
     if summary:
         lines.extend(([""] if lines else []) + summary)
