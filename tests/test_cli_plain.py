@@ -31,6 +31,29 @@ def test_plain_settings_are_clicks(arg, monkeypatch, tmp_path):
     assert got == [clirun.AuditSettings.plain(arg)]
 
 
+@pytest.mark.parametrize(("args", "jobs"), [(["some/dir", "-j", "2"], 2), (["-j", "3", "x.ko.xz"], 3),
+                                            (["t", "-j4"], 4), (["--jobs", "2", "v"], 2),
+                                            (["v", "--jobs=1"], 1), (["v", "-j", "02"], 2)])
+def test_plain_jobs_settings_are_clicks(args, jobs, monkeypatch, tmp_path):
+    """`fbt-audit PATH -j N` in each spelling click takes: plain_args' settings equal click's parse of it."""
+    monkeypatch.chdir(tmp_path)
+    import fbt_audit.cli.audit as cliaudit
+
+    got = []
+    monkeypatch.setattr(cliaudit, "run_audit", got.append)
+    assert climain.run(args) == 0
+    plain = start.plain_args(args)
+    assert plain is not None and plain[1] == jobs
+    assert got == [clirun.AuditSettings.plain(*plain)] and got[0].jobs == jobs
+
+
+@pytest.mark.parametrize("args", [[], ["-j", "2"], ["v", "-j"], ["v", "-j", "0"], ["v", "-j0"], ["v", "-j", "x"],
+                                  ["v", "-j", "-2"], ["v", "--jobs="], ["v", "-j", "2", "-j", "3"], ["v", "w", "-j2"],
+                                  ["v", "-j", "2", "--format", "list"], ["table", "-j", "2"], ["v", "-j", "\u0662"]])
+def test_other_command_lines_go_through_click(args):
+    assert start.plain_args(args) is None
+
+
 def test_plain_paths_only():
     assert start.plain_path("vmlinux") and start.plain_path("/boot/vmlinuz-6.1")
     for arg in ("", "-h", "--help", "--version", "-j", "table", "rules", "verify", "audit"):

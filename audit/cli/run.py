@@ -73,9 +73,10 @@ class AuditSettings:
         return cls(**params)
 
     @classmethod
-    def plain(cls, path: str) -> AuditSettings | None:
-        """`fbt-audit PATH` alone: what from_command makes of it, each option at its default (tests/test_cli_plain.py
-        compares the two); None when a settings file gives values (they merge through click's parameter sources)."""
+    def plain(cls, path: str, jobs: int | None = None) -> AuditSettings | None:
+        """`fbt-audit PATH` alone (or with `-j jobs`): what from_command makes of it, each other option at its default
+        (tests/test_cli_plain.py compares the two); None when a settings file gives values (they merge through click's
+        parameter sources)."""
         from fbt_audit.cli import settings as config
 
         if config.load(None).values:
@@ -83,7 +84,7 @@ class AuditSettings:
         return cls(paths=(Path(path),), table_spec="reference", fmt="text", output=None, fail_on="error", show=None,
                    select=None, ignore=None, statistics=False, returns=False, platform="all", deep=False, deep_only=(),
                    baseline=None, allowlist=None, source_root=None, path_prefix_map=(), hits_files=(), sort="address",
-                   system_map=None, kallsyms=None, kallsyms_module=None, jobs=None, keep_going=False,
+                   system_map=None, kallsyms=None, kallsyms_module=None, jobs=jobs, keep_going=False,
                    progress=sys.stderr.isatty())  # fmt: skip
 
 
