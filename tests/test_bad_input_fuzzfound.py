@@ -266,3 +266,22 @@ def test_control_characters_in_symbol_names_are_escaped(tmp_path):
     p.write_bytes(bytes(blob))
     names = [j.pp.name for j in api.audit(p).judgements]
     assert "native\\niret" in names and not any("\n" in n for n in names)
+
+
+@pytest.mark.parametrize("st_size", [0x7FFFFFFF, (1 << 64) - 1])
+def test_symbol_end_past_the_address_space(tmp_path, st_size):
+    """The sample's `__fentry__` (at 0xffffffff81000000) given an st_size that ends it past 2**64: the ENDBR move pass
+    made the symbol ends a uint64 array and raised OverflowError (an internal error in every format). The end is now
+    held at 2**64 - 1."""
+    from elftools.elf.elffile import ELFFile
+
+    from .conftest import SAMPLE
+
+    with open(SAMPLE, "rb") as fh:
+        symtab = ELFFile(fh).get_section_by_name(".symtab")
+        k = next(i for i, s in enumerate(symtab.iter_symbols()) if s.name == "__fentry__")
+        at = symtab["sh_offset"] + k * symtab["sh_entsize"] + 16  # Elf64_Sym.st_size
+    p = _patched(tmp_path, SAMPLE, "vmlinux", at, "<Q", st_size)
+    for args in (["--returns", "--statistics"], ["--format", "json"], ["--format", "list"]):
+        code, err = check_run([str(p), *args])
+        assert code in (0, 1), err

@@ -508,7 +508,7 @@ def _moves(rows: EntryRows, table: EmulationTable) -> None:
         return
     last = np.zeros(256, dtype=bool)
     last[list(movable)] = True
-    end = rows.end_arr if rows.end_arr is not None else np.array(rows.end, dtype=np.uint64)
+    end = rows.end_arr if rows.end_arr is not None else _u64_ends(rows.end)
     active = np.arange(rows.n)
     for _step in range(MAX_MOVES):
         op_last = np.array([s[5][-1] if s[5] else 0 for s in rows.shapes], dtype=np.int64)[rows.shape[active]]
@@ -538,6 +538,15 @@ def _moves(rows: EntryRows, table: EmulationTable) -> None:
         rows.addr[active] += rows.length[active].astype(np.uint64)
         _decode(rows, active, _place(rows, active))
         _name_targets(rows, active)
+
+
+def _u64_ends(end: list[int]) -> np.ndarray:
+    """The rows' symbol ends as uint64; an end past 2**64 (a corrupt st_size on a symbol near the top of the address
+    space: found by tests/test_fuzz.py) as 2**64 - 1, which no instruction reaches either."""
+    try:
+        return np.array(end, dtype=np.uint64)
+    except OverflowError:
+        return np.array([min(e, (1 << 64) - 1) for e in end], dtype=np.uint64)
 
 
 def _overlaps(rows: EntryRows) -> None:
