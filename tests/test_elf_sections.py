@@ -1,4 +1,4 @@
-"""test_elf_sections.py: the loader's fast builders give what the slow ones did (elf._section, section_headers)."""
+"""test_elf_sections.py: the loader's fast builders give what the slow ones did (new_section, section_headers)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 
 from fbt_audit.input import elf
 from fbt_audit.model.errors import ElfFormatError
-from fbt_audit.model.kernel import Section
+from fbt_audit.model.kernel import Section, new_section
 
 
 def test_section_builder_is_the_dataclass():
     args = (".text", 0x1000, 0x40, 0x200, 6, True, False)
-    fast, slow = elf._section(*args), Section(*args)
+    fast, slow = new_section(*args), Section(*args)
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
-    assert [f.name for f in dataclasses.fields(Section)] == list(Section.__slots__)  # what _section sets, in order
+    assert [f.name for f in dataclasses.fields(Section)] == list(Section.__slots__)  # what new_section sets, in order
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.addr = 0
 

@@ -28,7 +28,7 @@ from fbt_audit.input.strtab import names_at as _names_at
 from fbt_audit.input.strtab import sort_aliases as _sort_aliases
 from fbt_audit.input.symbols import TEXT_TYPES, ExternalSymbols
 from fbt_audit.model.errors import ElfFormatError, InputError, one_line
-from fbt_audit.model.kernel import Kernel, Section, SymbolColumns
+from fbt_audit.model.kernel import Kernel, Section, SymbolColumns, new_section
 
 SymbolSource = ExternalSymbols | Callable[[list[Section], bytes], ExternalSymbols | None] | None
 
@@ -405,29 +405,10 @@ def _section_bases(path: Path, secs: list[_Shdr], rel: bool) -> tuple[dict[int, 
             bases[i] = h.sh_addr
         model_secs.append(
             # name (one line already: section_headers), addr, size, offset, flags, executable, nobits
-            _section(h.name, bases[i], h.sh_size, h.sh_offset, h.sh_flags, bool(h.sh_flags & SHF_EXECINSTR),
-                     h.sh_type == "SHT_NOBITS")  # fmt: skip
+            new_section(h.name, bases[i], h.sh_size, h.sh_offset, h.sh_flags, bool(h.sh_flags & SHF_EXECINSTR),
+                        h.sh_type == "SHT_NOBITS")  # fmt: skip
         )
     return bases, model_secs
-
-
-_SET_SECTION = tuple(getattr(Section, f).__set__ for f in Section.__slots__)
-_S0, _S1, _S2, _S3, _S4, _S5, _S6 = _SET_SECTION
-
-
-def _section(name: str, addr: int, size: int, offset: int, flags: int, executable: bool, nobits: bool) -> Section:
-    """Section(name, addr, ...), the same object (tests/test_elf_sections.py): Section is a frozen dataclass, whose
-    __init__ sets each field through object.__setattr__ (0.8 us a Section, ~25 a module); its slots' own setters take
-    half that (callgrind, load and tables of every 16th 6.1 module: 3.12M instructions a module before, 3.01M after)."""
-    s = object.__new__(Section)
-    _S0(s, name)
-    _S1(s, addr)
-    _S2(s, size)
-    _S3(s, offset)
-    _S4(s, flags)
-    _S5(s, executable)
-    _S6(s, nobits)
-    return s
 
 
 def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> SymbolColumns:

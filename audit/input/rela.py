@@ -51,8 +51,7 @@ class Relocations:
 
     def of(self, target: int) -> Iterator[tuple[int, int, int, int]]:
         """entries() of every RELA section that patches section `target`."""
-        for h in self.patching.get(target, ()):
-            yield from entries(memoryview(self.data)[h.sh_offset : h.sh_offset + h.sh_size])
+        return ((off, info >> 32, info & 0xFFFFFFFF, addend) for off, info, addend in self._rela(target))
 
     def _rela(self, target: int):
         """(r_offset, r_info, r_addend) of each whole Elf64_Rela of every RELA section that patches `target`."""
