@@ -165,8 +165,7 @@ def _variant_classes(rows: EntryRows) -> np.ndarray:
     instructions (judged on its Patchpoint)."""
     tcls = np.array([int(c) for _n, c in rows.tnames] + [int(Target.ANY)], dtype=np.int64)[rows.tname]
     cls = (rows.shape * (len(Target) + 1) + tcls) * 2 + rows.ftrace
-    solo = [*rows.objs, *rows.moved]
-    cls[solo] = -1
+    cls[list(rows.objs)] = -1
     return cls
 
 

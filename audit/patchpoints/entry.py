@@ -169,12 +169,13 @@ class EntryRows:
 
     def variant_inputs(self, idx: list[int]) -> list[tuple[list[tuple[str, Insn]], frozenset[str]] | None]:
         """Per row of idx, what the judge reads of its Patchpoint (Judge.alike): its (label, instruction) variants
-        and its facts, as _make gives them, without building the Patchpoint; None for a row built already or
-        moved past instructions (the judge then meets its Patchpoint)."""
+        and its facts, as _make gives them, without building the Patchpoint; None for a row built already (the judge
+        then meets its Patchpoint). A row moved past instructions is one too: the judge reads its variants and
+        facts, not the instructions it moved past (Judge.alike's stand-ins have neither)."""
         sel = np.array(idx, dtype=np.int64)
         nop = Insn(0, *self.nop_tail)  # the ftrace-nop variant's fields but its address, which the judge does not read
-        objs, moved, inputs = self.objs, self.moved, self._inputs
-        return [None if i in objs or i in moved else inputs(i, at, sid, target, t, ftrace, nop)
+        objs, inputs = self.objs, self._inputs
+        return [None if i in objs else inputs(i, at, sid, target, t, ftrace, nop)
                 for i, at, sid, target, t, ftrace in zip(idx, self.addr[sel].tolist(), self.shape[sel].tolist(),
                                                          self.target[sel].tolist(), self.tname[sel].tolist(),
                                                          self.ftrace[sel].tolist(), strict=True)]  # fmt: skip
@@ -184,8 +185,8 @@ class EntryRows:
         target's (name, class), the ftrace site and the facts (an address or a displacement is not read by the
         judge's alike()); None where variant_inputs answers None."""
         sel = np.array(idx, dtype=np.int64)
-        objs, moved, shapes, tnames, facts = self.objs, self.moved, self.shapes, self.tnames, self.site_facts
-        return [None if i in objs or i in moved else
+        objs, shapes, tnames, facts = self.objs, self.shapes, self.tnames, self.site_facts
+        return [None if i in objs else
                 (shapes[sid], tnames[t] if t >= 0 else None, ft, facts.get(i, _FTRACE_SITE if ft else _NO_FACTS))
                 for i, sid, t, ft in zip(idx, self.shape[sel].tolist(), self.tname[sel].tolist(),
                                          self.ftrace[sel].tolist(), strict=True)]  # fmt: skip
