@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import cached_property, lru_cache
 from itertools import compress, repeat
 from operator import eq
+from operator import not_ as _not
 from pathlib import Path
 
 from fbt_audit.input.calltargets import CallTargets
@@ -426,12 +427,15 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
     cidx = list(compress(range(n), cand.to_bytes(n, "little")))
     # Below, lists run over the candidates (position p for symbol cidx[p]); only their names are decoded.
     c_shndx = _pick(st.shndx, cidx)
-    c_addr, c_name = st.addrs_of(cidx, c_shndx), st.names_of(cidx)
-    keep = [
-        p
-        for p, (a, x, name) in enumerate(zip(c_addr, c_shndx, c_name, strict=True))
-        if a in ranges[x] and name and not name.startswith(_LOCAL)
-    ]
+    if st.rel and "addrs" not in st.__dict__:  # addrs_of, by map: every candidate's section has a base (execs)
+        c_addr = list(map(operator.add, map(bases.__getitem__, c_shndx), _pick(st.values, cidx)))
+    else:
+        c_addr = st.addrs_of(cidx, c_shndx)
+    c_name = st.names_of(cidx)
+    # Those within their section, named, and not assembler locals: each test by map (in C), combined by min (all true)
+    inside = map(operator.contains, map(ranges.__getitem__, c_shndx), c_addr)
+    named = map(_not, map(str.startswith, c_name, repeat(_LOCAL)))
+    keep = list(compress(range(len(cidx)), map(min, inside, map(len, c_name), named)))
     keep.sort(key=c_addr.__getitem__)
     _sort_aliases(keep, _pick(c_addr, keep), c_name)
     t_addr = _pick(c_addr, keep)
