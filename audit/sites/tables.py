@@ -18,7 +18,7 @@ from fbt_audit.model.kernel import Kernel
 from fbt_audit.sites.layouts import ALT_LAYOUTS, BUG_ENTRY, choose_alt_layout
 
 SHF_ALLOC = 0x2
-_NAME, _EXECUTABLE = attrgetter("name"), attrgetter("executable")  # of a model Section
+_NAME, _EXECUTABLE = attrgetter("name"), attrgetter("executable")  # of a model Section (_NAME: of a header too)
 
 # table -> (vmlinux start/stop symbols, section name in a .ko and, when kept, in a vmlinux).
 # A vmlinux merges __jump_table, .static_call_sites, __mcount_loc and _kprobe_blacklist into
@@ -109,7 +109,7 @@ class _Reader:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.module = kernel.kind == "module"
-        self.secs = {s.name: s for s in kernel.sections}
+        self.secs = dict(zip(map(_NAME, kernel.sections), kernel.sections, strict=True))  # (in C; a later name wins)
         # A vmlinux's loader looks one name up without decoding all 130,000 (Kernel.finder)
         self.sym = kernel.symbol_address
         if self.module:
@@ -120,13 +120,13 @@ class _Reader:
         of the .ko, for the dozen small sections the tables live in."""
         data = self.k.data
         hdrs = getattr(self.k, "elf_headers", None)
-        self.names = [h.name for h in hdrs or ()]
+        self.names = list(map(_NAME, hdrs or ()))
         relocs = getattr(self.k, "relocations", None)
         if hdrs and relocs is not None:  # elf.load's: its relocations hold the bases it gave the sections
             self.hdrs, self.base, self.relocs = hdrs, relocs.bases, relocs
         else:
             self.hdrs = hdrs = hdrs or section_headers(self.k.path, data, len(data))
-            self.names = [h.name for h in hdrs]
+            self.names = list(map(_NAME, hdrs))
             # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
             alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
             self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
