@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import cached_property, lru_cache
 from itertools import compress, repeat
 from operator import eq, itemgetter
-from operator import not_ as _not
 from pathlib import Path
 
 from fbt_audit.input.calltargets import CallTargets
@@ -434,15 +433,18 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
     cidx = list(compress(range(n), cand.to_bytes(n, "little")))
     # Below, lists run over the candidates (position p for symbol cidx[p]); only their names are decoded.
     c_shndx = _pick(st.shndx, cidx)
-    if st.rel and "addrs" not in st.__dict__:  # addrs_of, by map: every candidate's section has a base (execs)
-        c_addr = list(map(operator.add, map(bases.__getitem__, c_shndx), _pick(st.values, cidx)))
+    c_name = st.names_of(cidx)
+    if st.rel:  # addrs_of by map (every candidate's section has a base: execs); within its section: st_value < sh_size
+        c_value = _pick(st.values, cidx)
+        c_addr = list(map(operator.add, map(bases.__getitem__, c_shndx), c_value))
+        inside = map(operator.lt, c_value, map(_sizes(secs).__getitem__, c_shndx))
     else:
         c_addr = st.addrs_of(cidx, c_shndx)
-    c_name = st.names_of(cidx)
-    # Those within their section, named, and not assembler locals: each test by map (in C), combined by min (all true)
-    inside = map(operator.contains, map(ranges.__getitem__, c_shndx), c_addr)
-    named = map(_not, map(str.startswith, c_name, repeat(_LOCAL)))
-    keep = list(compress(range(len(cidx)), map(min, inside, map(len, c_name), named)))
+        inside = map(operator.contains, map(ranges.__getitem__, c_shndx), c_addr)
+    keep = list(compress(range(len(cidx)), inside))
+    # ... named, and not an assembler local: the few such names found by map (in C) and dropped
+    if "" in c_name or any(map(str.startswith, c_name, repeat(_LOCAL))):
+        keep = [p for p in keep if c_name[p] and not c_name[p].startswith(_LOCAL)]
     keep.sort(key=c_addr.__getitem__)
     _sort_aliases(keep, _pick(c_addr, keep), c_name)
     t_addr = _pick(c_addr, keep)
@@ -466,6 +468,14 @@ def _text_columns(st: _Symtab, secs: list[_Shdr], bases: dict[int, int]) -> Symb
         _pick(sec_names, t_shndx),
         t_sized,
     )
+
+
+def _sizes(secs: list[_Shdr]) -> list[int]:
+    """Each section's sh_size, by index."""
+    return list(map(_SIZE_ATTR, secs))
+
+
+_SIZE_ATTR = operator.attrgetter("sh_size")
 
 
 def _module_relocations(e: _Elf, st: _Symtab, bases: dict[int, int],
