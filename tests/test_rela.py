@@ -128,13 +128,15 @@ def test_call_targets_last_named_relocation_wins():
     assert not empty and empty.get(0x10) is None and dict(empty) == {}
 
 
-def test_numpy_pass_is_one_by_one_on_random_relocations(monkeypatch):
+@pytest.mark.parametrize("few", [rela._FEW, 0])  # symbols' S one by one (_few_symbols), or all over arrays (_values)
+def test_numpy_pass_is_one_by_one_on_random_relocations(monkeypatch, few):
     """The numpy pass (_fields' type tables, _write's word and byte paths) gives the bytes of applying one relocation
     after another, on random sets: every type from 0 to 40 and 2**32 - 1, symbols in and past the table, offsets
     aligned or not, in or past the section (and near 2**64), overlapping or apart, addends of either sign."""
     import random
 
     monkeypatch.setattr(rela, "SMALL", 0)
+    monkeypatch.setattr(rela, "_FEW", few)
     rng = random.Random(16)
     types = [*range(41), 0xFFFFFFFF, 1, 1, 2, 2, 4, 4]
     for _ in range(300):

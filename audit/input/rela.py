@@ -15,6 +15,7 @@ SHN_UNDEF, SHN_LORESERVE, SHN_ABS = 0, 0xFF00, 0xFFF1
 _MASK64 = (1 << 64) - 1
 _MASKS = {4: (1 << 32) - 1, 8: _MASK64}
 SMALL = 48  # relocations from which applied() goes over arrays
+_FEW = 32  # distinct symbols from which _few_symbols computes every symbol's S over arrays (_values), not one by one
 
 
 def entries(blob) -> Iterator[tuple[int, int, int, int]]:
@@ -166,9 +167,11 @@ class Relocations:
         if "_all" in self.__dict__:
             return self._symbols(si)
         n = self.nsyms
-        named = si < n
         # by a table of every symbol's S, 0 where not asked and past the table (not named): a set, not np.unique's sort
         few = [x for x in set(si.tolist()) if x < n]
+        if len(few) > _FEW:  # many (a large module's __jump_table, __bug_table ...): every symbol's S over arrays
+            return self._symbols(si)
+        named = si < n
         s = np.zeros(n + 1, dtype=np.uint64)
         s[few] = [self.symbol(x) for x in few]
         return s[np.minimum(si, n)], named
