@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -49,3 +51,47 @@ def test_section_headers_names_and_bounds():
     bad = _elf([(".text", 1, 0x100, 0x20), (".data", 1, 0x1F0, 0x20)], 0x200)
     with pytest.raises(ElfFormatError, match="section .data extends past the end of the file"):
         elf.section_headers("x.ko", bad, len(bad))
+
+
+_TEXT_SYMBOLS = """
+	.text
+	.globl f
+	.type f, @function
+f:	ret
+	.size f, 1
+.Lhidden:
+	nop
+"$x":
+	nop
+g:	nop
+	.type h, @function
+h:	nop
+	.size h, 0
+	.globl end_text
+end_text:
+	.section .init.text,"ax",@progbits
+	.type i, @function
+i:	ret
+	.size i, 1
+past = . + 8
+	.section .data,"aw",@progbits
+d:	.quad f
+"""
+
+
+@pytest.mark.skipif(shutil.which("as") is None, reason="needs GNU as")
+def test_module_text_symbols_within_their_section_named_not_local(tmp_path):
+    """A module's text symbols (elf._text_columns): FUNC/NOTYPE in an executable section and within it (not `end_text`
+    at its end, nor `past` beyond it), not an assembler local (.Lhidden kept by as -L, the mapping symbol $x) nor
+    data (d); an unsized one runs to the next symbol (g, h)."""
+    src = tmp_path / "m.s"
+    src.write_text(_TEXT_SYMBOLS)
+    obj = tmp_path / "m.o"
+    subprocess.run(["as", "-L", "-o", str(obj), str(src)], check=True)
+    c = elf.load(obj).columns
+    assert list(zip(c.addr, c.name, c.size, c.kind, c.bind, c.section, c.sized, strict=True)) == [
+        (0x1000, "f", 1, "FUNC", "GLOBAL", ".text", True),
+        (0x1003, "g", 1, "NOTYPE", "LOCAL", ".text", False),
+        (0x1004, "h", 1, "FUNC", "LOCAL", ".text", False),
+        (0x100E, "i", 1, "FUNC", "LOCAL", ".init.text", True),
+    ]

@@ -126,3 +126,35 @@ def test_call_targets_last_named_relocation_wins():
     assert ct.names_at(np.array([0x30, 0x20, 0x10, 0x5], dtype=np.uint64)) == ["c", None, "c", None]
     empty = CallTargets(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), lambda idx: [], False)
     assert not empty and empty.get(0x10) is None and dict(empty) == {}
+
+
+@pytest.mark.parametrize("few", [rela._FEW, 0])  # symbols' S one by one (_few_symbols), or all over arrays (_values)
+def test_numpy_pass_is_one_by_one_on_random_relocations(monkeypatch, few):
+    """The numpy pass (_fields' type tables, _write's word and byte paths) gives the bytes of applying one relocation
+    after another, on random sets: every type from 0 to 40 and 2**32 - 1, symbols in and past the table, offsets
+    aligned or not, in or past the section (and near 2**64), overlapping or apart, addends of either sign."""
+    import random
+
+    monkeypatch.setattr(rela, "SMALL", 0)
+    monkeypatch.setattr(rela, "_FEW", few)
+    rng = random.Random(16)
+    types = [*range(41), 0xFFFFFFFF, 1, 1, 2, 2, 4, 4]
+    for _ in range(300):
+        n = rng.randrange(1, 12)
+        aligned = rng.random() < 0.5
+        relocs = []
+        for _k in range(n):
+            t = rng.choice(types)
+            off = rng.randrange(0, 36)
+            if aligned:
+                off -= off % (8 if t == 1 else 4)
+            if rng.random() < 0.03:
+                off = (1 << 64) - rng.randrange(1, 9)
+            relocs.append((off, rng.choice([0, 1, 2, 3, 4, 5, 9]), t, rng.randrange(-(1 << 40), 1 << 40)))
+        if rng.random() < 0.5:
+            relocs.sort()
+        data, hdrs = _object(relocs)
+        r = Relocations(data, hdrs, {1: TEXT_BASE})
+        for size in (32, 29, 24):
+            part = (1, data[:size], TEXT_BASE)
+            assert r.applied_many([part]) == [r.applied(*part)] == [r._applied_small(*part)], relocs

@@ -15,6 +15,7 @@ SHN_UNDEF, SHN_LORESERVE, SHN_ABS = 0, 0xFF00, 0xFFF1
 _MASK64 = (1 << 64) - 1
 _MASKS = {4: (1 << 32) - 1, 8: _MASK64}
 SMALL = 48  # relocations from which applied() goes over arrays
+_FEW = 32  # distinct symbols from which _few_symbols computes every symbol's S over arrays (_values), not one by one
 
 
 def entries(blob) -> Iterator[tuple[int, int, int, int]]:
@@ -87,14 +88,9 @@ class Relocations:
             return bytes(buf)
         off, si, rtype, addend = (np.concatenate(c) for c in zip(*cols, strict=True))
         s, named = self._symbols(si)
-        value = s + addend.view(np.uint64)
-        pc = (rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32)
-        value[pc] -= np.uint64(base) + off[pc]
-        wide = rtype == R_X86_64_64
-        width = np.where(wide, 8, 4)
-        fits = (off <= np.uint64(size)) & (off + width.astype(np.uint64) <= np.uint64(size))
-        keep = named & fits & (wide | pc | (rtype == R_X86_64_32) | (rtype == R_X86_64_32S))
-        _write(buf, off[keep].astype(np.int64), value[keep], width[keep])
+        at, value, width = _fields(off, rtype, s + addend.view(np.uint64), np.uint64(base), np.uint64(size), named,
+                                   np.uint64(0))  # fmt: skip
+        _write(buf, at, value, width)
         return buf.tobytes()
 
     def applied_many(self, parts: list[tuple[int, object, int]]) -> list[bytes]:
@@ -127,15 +123,7 @@ class Relocations:
             pbase, psize, pstart = np.repeat(np.array([[b for _t, _c, b in parts], sizes, starts], dtype=np.uint64).T,
                                              per_part, axis=0).T  # fmt: skip
             s, named = self._few_symbols(si)
-            value = s + addend.view(np.uint64)
-            pc = (rtype == R_X86_64_PC32) | (rtype == R_X86_64_PLT32)
-            value[pc] -= pbase[pc] + off[pc]
-            wide = rtype == R_X86_64_64
-            width = np.where(wide, 8, 4)
-            fits = (off <= psize) & (off + width.astype(np.uint64) <= psize)
-            keep = named & fits & (wide | pc | (rtype == R_X86_64_32) | (rtype == R_X86_64_32S))
-            at0 = (off[keep] + pstart[keep]).astype(np.int64)
-            _write(buf, at0, value[keep], width[keep])
+            _write(buf, *_fields(off, rtype, s + addend.view(np.uint64), pbase, psize, named, pstart))
         out = buf.tobytes()
         return [out[a : a + n] for a, n in zip(starts, sizes, strict=True)]
 
@@ -179,9 +167,11 @@ class Relocations:
         if "_all" in self.__dict__:
             return self._symbols(si)
         n = self.nsyms
-        named = si < n
         # by a table of every symbol's S, 0 where not asked and past the table (not named): a set, not np.unique's sort
         few = [x for x in set(si.tolist()) if x < n]
+        if len(few) > _FEW:  # many (a large module's __jump_table, __bug_table ...): every symbol's S over arrays
+            return self._symbols(si)
+        named = si < n
         s = np.zeros(n + 1, dtype=np.uint64)
         s[few] = [self.symbol(x) for x in few]
         return s[np.minimum(si, n)], named
@@ -209,15 +199,43 @@ class Relocations:
 
 def joined(data, hdrs: list) -> tuple:
     """_columns of several SHT_RELA sections as one set (r_offset, symbol index, type, r_addend), and each one's
-    count: their bytes joined and read once (numpy's cost is per call; a module has a few small ones)."""
+    count: their bytes joined and read once (numpy's cost is per call; a module has a few small ones). The symbol
+    index and the type are r_info's halves read as uint32 fields (no shift or mask to compute)."""
     import numpy as np
 
     dt = dtypes()[0]
     counts = [max(0, min(h.sh_size, len(data) - h.sh_offset)) // dt.itemsize for h in hdrs]  # past the file: what is
     raw = b"".join(data[h.sh_offset : h.sh_offset + c * dt.itemsize] for h, c in zip(hdrs, counts, strict=True))
     a = np.frombuffer(raw, dtype=dt)
-    return a["off"], (a["info"] >> np.uint64(32)).astype(np.int64), a["info"] & np.uint64(0xFFFFFFFF), a["addend"], \
-        counts
+    return a["off"], a["sym"], a["type"], a["addend"], counts
+
+
+def _fields(off, rtype, sa, base, size, named, start) -> tuple:
+    """The relocations to apply of a numpy pass (applied, applied_many): each one's byte in the buffer (its r_offset
+    plus `start`, its section's place there), value and width (int64), those of a known type whose field lies within
+    its section (`size`) and whose symbol is in the table (`named`). sa is S + A; the value is S + A, or S + A - P
+    for PC32 and PLT32 (P = base + r_offset), modulo 2**64. The type's width and whether it is PC-relative come from
+    tables indexed by type (types from 16 up apply as none does): fewer numpy calls than a comparison per type."""
+    import numpy as np
+
+    width_of, pc_of = _type_tables()
+    r = np.minimum(rtype, 15)
+    width = width_of[r]  # 8, 4, or 0: a type not applied
+    value = sa - pc_of[r] * (base + off)
+    keep = named & (width > 0) & (off <= size) & (off + width <= size)
+    return (off + start)[keep].astype(np.int64), value[keep], width[keep].astype(np.int64)
+
+
+@cache
+def _type_tables():
+    """_fields' tables by relocation type (0-15, uint64): the field's width (0: not applied) and 1 for PC32/PLT32."""
+    import numpy as np
+
+    width, pc = np.zeros(16, dtype=np.uint64), np.zeros(16, dtype=np.uint64)
+    width[R_X86_64_64] = 8
+    width[[R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32, R_X86_64_32S]] = 4
+    pc[[R_X86_64_PC32, R_X86_64_PLT32]] = 1
+    return width, pc
 
 
 def _write(buf, at, value, width) -> None:
@@ -227,13 +245,14 @@ def _write(buf, at, value, width) -> None:
 
     ends = at + width
     apart = len(at) < 2 or bool((at[1:] >= ends[:-1]).all())  # in order, none overlapping: each byte written once
-    if apart and not len(buf) % 8:
-        w4 = width == 4
-        a4, a8 = at[w4], at[~w4]
-        if not (a4 & 3).any() and not (a8 & 7).any():  # every field aligned to its width: written as words
-            buf.view("<u4")[a4 >> 2] = value[w4].astype(np.uint32)  # (the low 32 bits)
-            buf.view("<u8")[a8 >> 3] = value[~w4]
-            return
+    if apart and not len(buf) % 8 and not (at & (width - 1)).any():  # each field aligned to its width: as words
+        w8 = width == 8
+        if w8.any():
+            buf.view("<u8")[at[w8] >> 3] = value[w8]
+            w4 = ~w8
+            at, value = at[w4], value[w4]
+        buf.view("<u4")[at >> 2] = value.astype(np.uint32)  # (the low 32 bits)
+        return
     lanes = np.arange(8)
     at = (at[:, None] + lanes).reshape(-1)
     byte = ((value[:, None] >> (lanes * 8).astype(np.uint64)) & np.uint64(0xFF)).astype(np.uint8).reshape(-1)
@@ -248,10 +267,10 @@ def _write(buf, at, value, width) -> None:
 
 @cache
 def dtypes():
-    """Elf64_Rela and Elf64_Sym as numpy record types."""
+    """Elf64_Rela (r_info as its two halves: type, then symbol index) and Elf64_Sym as numpy record types."""
     import numpy as np
 
-    return (np.dtype([("off", "<u8"), ("info", "<u8"), ("addend", "<i8")]),
+    return (np.dtype([("off", "<u8"), ("type", "<u4"), ("sym", "<u4"), ("addend", "<i8")]),
             np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"),
                       ("size", "<u8")]))  # fmt: skip
 

@@ -7,7 +7,8 @@ import struct
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import compress, repeat
+from operator import attrgetter
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from fbt_audit.model.kernel import Kernel
 from fbt_audit.sites.layouts import ALT_LAYOUTS, BUG_ENTRY, choose_alt_layout
 
 SHF_ALLOC = 0x2
+_NAME, _EXECUTABLE = attrgetter("name"), attrgetter("executable")  # of a model Section (_NAME: of a header too)
 
 # table -> (vmlinux start/stop symbols, section name in a .ko and, when kept, in a vmlinux).
 # A vmlinux merges __jump_table, .static_call_sites, __mcount_loc and _kprobe_blacklist into
@@ -107,7 +109,7 @@ class _Reader:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.module = kernel.kind == "module"
-        self.secs = {s.name: s for s in kernel.sections}
+        self.secs = dict(zip(map(_NAME, kernel.sections), kernel.sections, strict=True))  # (in C; a later name wins)
         # A vmlinux's loader looks one name up without decoding all 130,000 (Kernel.finder)
         self.sym = kernel.symbol_address
         if self.module:
@@ -118,13 +120,13 @@ class _Reader:
         of the .ko, for the dozen small sections the tables live in."""
         data = self.k.data
         hdrs = getattr(self.k, "elf_headers", None)
-        self.names = [h.name for h in hdrs or ()]
+        self.names = list(map(_NAME, hdrs or ()))
         relocs = getattr(self.k, "relocations", None)
         if hdrs and relocs is not None:  # elf.load's: its relocations hold the bases it gave the sections
             self.hdrs, self.base, self.relocs = hdrs, relocs.bases, relocs
         else:
             self.hdrs = hdrs = hdrs or section_headers(self.k.path, data, len(data))
-            self.names = [h.name for h in hdrs]
+            self.names = list(map(_NAME, hdrs))
             # The synthetic bases elf.load gave the SHF_ALLOC sections, in index order.
             alloc = [i for i, h in enumerate(hdrs) if h.sh_flags & SHF_ALLOC]
             self.base = {i: s.addr for i, s in zip(alloc, self.k.sections, strict=False)}
@@ -317,8 +319,9 @@ def _read_s32(rd: _Reader, t: Tables, kernel: Kernel) -> None:
         t.s32[key] = sites
         t.counts[key] = len(sites)
     # runtime-const (6.11+): one section per constant, runtime_ptr_<sym> / runtime_shift_<sym>.
-    for s in kernel.sections:
-        if s.name.startswith(("runtime_ptr_", "runtime_shift_")) and s.size:
+    secs = kernel.sections
+    for s in compress(secs, map(str.startswith, map(_NAME, secs), repeat(("runtime_ptr_", "runtime_shift_")))):
+        if s.size:  # (the sections named so picked out by map, in C: most images have none)
             for a in _s32_sites(kernel.read(s.addr, s.size) if not rd.module else rd.section_bytes(s.name)[0], s.addr):
                 t.runtime_const.append((s.name, a))
     if t.runtime_const:
@@ -330,10 +333,10 @@ def _read_ranges(rd: _Reader, t: Tables, kernel: Kernel) -> None:
     for key in RANGES:
         t.ranges[key] = rd.ranges(key)
     init, exit_ = [], []
-    for s in kernel.sections:
-        if s.executable and s.size and (s.name == ".init.text" or s.name.startswith(".init.text.")):
+    for s in compress(kernel.sections, map(_EXECUTABLE, kernel.sections)):  # (picked out by map, in C)
+        if s.size and (s.name == ".init.text" or s.name.startswith(".init.text.")):
             init.append((s.addr, s.addr + s.size))
-        elif s.executable and s.size and s.name == ".exit.text":
+        elif s.size and s.name == ".exit.text":
             exit_.append((s.addr, s.addr + s.size))
     t.ranges["init"] = init
     t.ranges["exit"] = exit_
