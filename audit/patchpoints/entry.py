@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gc
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import compress
@@ -249,6 +249,10 @@ def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
     rows = EntryRows(kernel, table)
     _group_symbols(rows, kernel.symbol_columns())
     n = len(rows.sym_addr)
+    if n < GROUP_FROM:  # most modules: the same pass row by row in Python (numpy's fixed cost per call dominates)
+        _Small(rows).run(table)
+        _overlaps(rows)
+        return rows
     rows.addr = rows.sym_addr.copy()
     rows.sec, rows.avail = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     rows.offset = [0] * n
@@ -547,6 +551,160 @@ def _u64_ends(end: list[int]) -> np.ndarray:
         return np.array(end, dtype=np.uint64)
     except OverflowError:
         return np.array([min(e, (1 << 64) - 1) for e in end], dtype=np.uint64)
+
+
+_M64 = (1 << 64) - 1
+
+
+class _Small:
+    """entry_rows' pass over a few rows (under GROUP_FROM: no grouping by bytes) in Python lists, row by row in the
+    order the array pass meets them, so that the shapes and target names are found and numbered alike: _place,
+    _decode, _name_targets and _moves without numpy's fixed cost per call (1-5 us: most of a small module's pass;
+    6.12's endbr64 moves nearly every function's row, which the array pass pays for a second time). Addresses wrap
+    at 2**64 and offsets at 2**63 as the uint64 and int64 columns do."""
+
+    def __init__(self, rows: EntryRows) -> None:
+        self.rows = rows
+        n = len(rows.sym_addr)
+        self.addr = rows.sym_addr.tolist()
+        self.sec, self.avail, self.offset = [0] * n, [0] * n, [0] * n
+        self.shape, self.length, self.target, self.tname = [0] * n, [0] * n, [0] * n, [-1] * n
+        secs = rows.kernel._sec_sorted
+        self.starts = [s.addr for s in secs]
+        self.ends = [min(s.addr + s.size, _M64) for s in secs]
+        self.fileoff = [s.offset for s in secs]
+
+    def run(self, table: EmulationTable) -> None:
+        """The columns entry_rows sets before _overlaps."""
+        every = range(len(self.addr))
+        self.place(every)
+        self.decode(every)
+        self.name(every)
+        self.moves(table)
+        rows, addr, tname = self.rows, self.addr, self.tname
+        rows.addr, rows.target = np.array(addr, dtype=np.uint64), np.array(self.target, dtype=np.uint64)
+        rows.sec, rows.avail = np.array(self.sec, dtype=np.int64), np.array(self.avail, dtype=np.int64)
+        rows.shape, rows.length = np.array(self.shape, dtype=np.int64), np.array(self.length, dtype=np.int64)
+        rows.tname, rows.offset = np.array(tname, dtype=np.int64), self.offset
+        sites = rows.kernel.mcount_sites
+        fentry = [c == Target.FENTRY for _n, c in rows.tnames]
+        rows.ftrace = np.array([a in sites or (t >= 0 and fentry[t]) for a, t in zip(addr, tname, strict=True)],
+                               dtype=bool)  # fmt: skip
+
+    def place(self, idx) -> None:
+        """_place: each row's section, file offset and bytes available."""
+        addr, starts, ends, fileoff = self.addr, self.starts, self.ends, self.fileoff
+        sec, offset, avail = self.sec, self.offset, self.avail
+        for i in idx:
+            at = addr[i]
+            s = bisect_right(starts, at) - 1
+            if s >= 0 and at < ends[s]:
+                o = (at - starts[s] + fileoff[s]) & _M64
+                sec[i], offset[i], avail[i] = s, o - (1 << 64) if o >> 63 else o, min(ends[s] - at, MAX_INSN)
+            else:
+                sec[i], offset[i], avail[i] = -1, 0, 0
+
+    def decode(self, idx) -> None:
+        """_decode: `call rel32` read here, every other row through decode_fields' cache, in row order."""
+        rows, addr, offset, avail = self.rows, self.addr, self.offset, self.avail
+        shape, length, target = self.shape, self.length, self.target
+        data = rows.kernel.data
+        last = len(data) - 1
+        rest = []
+        for i in idx:
+            o = offset[i]
+            head = data[o : o + 5] if 0 <= o and o + 5 <= last + 1 else _clamped(data, o, last)
+            if head[0] == 0xE8 and avail[i] >= 5:
+                disp = int.from_bytes(head[1:5], "little", signed=True)
+                shape[i], length[i], target[i] = 0, 5, (addr[i] + 5 + disp) & _M64
+            else:
+                rest.append(i)
+        for i in rest:
+            shape[i], length[i], target[i] = _decode_one(rows, offset[i], addr[i], avail[i])
+
+    def name(self, idx) -> None:
+        """_name_targets: each relative branch's target name and class, asked as the array pass asks."""
+        rows, addr, length, target, tname = self.rows, self.addr, self.length, self.target, self.tname
+        k, shapes, shape = rows.kernel, rows.shapes, self.shape
+        sel = []
+        for i in idx:
+            if shapes[shape[i]][7] & _REL:
+                sel.append(i)
+            else:
+                tname[i] = -1
+        if not sel:
+            return
+        names_at = getattr(k.call_targets, "names_at", None)
+        if k.call_targets and names_at is not None:
+            sites = [(addr[i] + length[i] - 4) & _M64 if length[i] >= 5 else 0 for i in sel]
+            names = names_at(np.array(sites, dtype=np.uint64))
+            named = {nm: (nm, target_class(nm)) for nm in dict.fromkeys(names) if nm is not None}
+            got = [named[nm] if nm is not None else k.name_target(addr[i], 0, target[i])
+                   for nm, i in zip(names, sel, strict=True)]  # fmt: skip
+        elif k.call_targets:
+            got = [k.name_target(addr[i], length[i], target[i]) for i in sel]
+        else:  # a vmlinux: each distinct target named once (in address order), numbered in the order rows meet it
+            per = {t: k.name_target(0, 0, t) for t in sorted({target[i] for i in sel})}
+            seen = list(dict.fromkeys(target[i] for i in sel))
+            ids = dict(zip(seen, _tname_ids(rows, [per[t] for t in seen]), strict=True))
+            for i in sel:
+                tname[i] = ids[target[i]]
+            return
+        for i, t in zip(sel, _tname_ids(rows, got), strict=True):
+            tname[i] = t
+
+    def moves(self, table: EmulationTable) -> None:
+        """_moves: the rows a `move` entry covers moved past it (the table asked once per shape and target name),
+        then placed, decoded and named again, up to MAX_MOVES times within their symbol."""
+        movable = _movable_bytes(table)
+        if not movable:
+            return
+        rows = self.rows
+        addr, shape, length, target, tname = self.addr, self.shape, self.length, self.target, self.tname
+        offset = self.offset
+        shapes, moved = rows.shapes, rows.moved
+        end = rows.end_arr.tolist() if rows.end_arr is not None else [min(e, _M64) for e in rows.end]
+        active = range(len(addr))
+        for _step in range(MAX_MOVES):
+            active = [i for i in active if length[i] > 0 and _last_op(shapes[shape[i]]) in movable
+                      and (addr[i] + length[i]) & _M64 < end[i]]  # fmt: skip
+            if not active:
+                return
+            keys = [(shape[i], tname[i]) for i in active]
+            first: dict[tuple, int] = {}
+            for i, key in zip(active, keys, strict=True):
+                first.setdefault(key, i)
+            move = {}
+            for key, i in first.items():
+                e = table.lookup(rows.insn(addr[i], shape[i], target[i], tname[i], offset[i]))
+                move[key] = e is not None and e.handling == Handling.MOVE
+            active = [i for i, key in zip(active, keys, strict=True) if move[key]]
+            if not active:
+                return
+            for i in active:
+                step = (addr[i], shape[i], target[i], tname[i], offset[i])
+                got = moved.get(i)
+                if got is None:
+                    moved[i] = [step]
+                else:
+                    got.append(step)
+                addr[i] = (addr[i] + length[i]) & _M64
+            self.place(active)
+            self.decode(active)
+            self.name(active)
+
+
+def _last_op(shape: tuple) -> int:
+    """A shape's last opcode byte (0 without an opcode): what _movable_bytes is keyed by."""
+    return shape[5][-1] if shape[5] else 0
+
+
+def _clamped(data, o: int, last: int) -> bytes:
+    """The 5 bytes at file offset o as _decode's array index reads them: each offset held at the file's last byte
+    (zeros for an empty file)."""
+    if last < 0:
+        return bytes(5)
+    return bytes(data[min(o + j, last)] for j in range(5))
 
 
 def _overlaps(rows: EntryRows) -> None:
