@@ -29,6 +29,7 @@ from fbt_audit.table.emulation import EmulationTable
 
 FTRACE_NOP = bytes.fromhex("0f1f440000")  # ftrace_nop_replace(): what `call __fentry__` becomes at boot
 GROUP_FROM = 64  # rows from which _decode_exact groups them by their bytes (numpy's fixed cost is ~0.25 ms)
+SMALL_SYMBOLS = 128  # symbols under which _group_symbols goes over Python lists
 MAX_MOVES = 4  # ENDBR, then at most a few more: a table that moves further is broken
 
 
@@ -281,36 +282,23 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
     """Rows from the symbols: one per distinct address (the primary symbol's index, the others as aliases,
     FUNC if any is, the furthest end); linker section markers are never rows."""
     arrays = cols.arrays  # a vmlinux's symbol table gives the columns as arrays already
+    if arrays is None and len(cols.addr) < SMALL_SYMBOLS:  # most modules: in Python lists (numpy's fixed cost)
+        al, sizes = cols.addr, cols.size
+        starts = [k for k in range(len(al)) if not k or al[k] != al[k - 1]]
+        ends = [*starts[1:], len(al)]
+        multi = [g for g, (a, b) in enumerate(zip(starts, ends, strict=True)) if b - a > 1]
+        end = [(al[k] + sizes[k]) & _M64 for k in starts]
+        first = _merge_groups(rows, cols, starts, ends, end, multi)[0]
+        rows.sym_addr = np.array([al[k] for k in first], dtype=np.uint64)
+        return
     addr = arrays.addr if arrays is not None else np.array(cols.addr, dtype=np.uint64)
     n = len(addr)
     starts = np.flatnonzero(np.concatenate(([True], addr[1:] != addr[:-1]))) if n else np.zeros(0, dtype=np.int64)
     ends = np.append(starts[1:], n).astype(np.int64)  # np.append, not np.r_: ~10 us less a call (a module's rows)
-    first = starts.tolist()
-    kinds = list(map(cols.kind.__getitem__, first))
     size = arrays.size if arrays is not None else np.array(cols.size, dtype=np.uint64)
     end = (addr[starts] + size[starts]).tolist() if n else []
-    drop: list[int] = []
-    primary: dict[int, int] = {}  # row -> its primary symbol, where not the first at its address
-    furthest: dict[int, int] = {}  # row -> its furthest end, where several symbols share its address
-    for g in np.flatnonzero(ends - starts > 1).tolist():  # addresses several symbols share
-        members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
-        if not members:
-            drop.append(g)
-            continue
-        p = _primary(cols, members)
-        first[g] = primary[g] = p
-        rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
-        kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
-        end[g] = furthest[g] = max(cols.addr[k] + cols.size[k] for k in members)
-    notype = list(compress(range(len(kinds)), map("NOTYPE".__eq__, kinds)))
-    single = (ends - starts == 1)[notype].tolist() if notype else []
-    drop += [g for g, one in zip(notype, single, strict=True) if one and is_marker(cols, first[g])]
-    if drop:  # a few: deleted in place, the aliases' rows renumbered
-        drop.sort()
-        for g in reversed(drop):
-            del first[g], kinds[g], end[g]
-        rows.aliases = {g - bisect_left(drop, g): a for g, a in rows.aliases.items()}
-    rows.first, rows.kind, rows.end = first, kinds, end
+    multi = np.flatnonzero(ends - starts > 1).tolist()
+    first, primary, furthest, drop = _merge_groups(rows, cols, starts.tolist(), ends, end, multi)
     if arrays is not None:  # first and end as arrays from starts (a vmlinux's 50,000 rows: not from the lists)
         pick = starts.copy()
         pick[list(primary)] = list(primary.values())
@@ -322,6 +310,39 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
             rows.end_arr = np.delete(ends_at, drop) if drop else ends_at
     else:
         rows.sym_addr = addr[np.array(first, dtype=np.int64)]
+
+
+def _merge_groups(rows: EntryRows, cols: SymbolColumns, first: list[int], ends, end: list[int],
+                  multi: list[int]) -> tuple[list[int], dict[int, int], dict[int, int], list[int]]:  # fmt: skip
+    """_group_symbols' rows from the groups of symbols at one address (group g: symbols first[g] to ends[g], first
+    its row's symbol then, end its end; multi: the groups of several): the primary symbol, aliases, kind and furthest
+    end of each of multi, markers dropped. Sets rows.first, kind, end and aliases; returns first, the rows whose
+    primary is not their first symbol (row -> primary) and their furthest ends, and the groups dropped."""
+    first = first[:]
+    kinds = list(map(cols.kind.__getitem__, first))
+    drop: list[int] = []
+    primary: dict[int, int] = {}  # row -> its primary symbol, where not the first at its address
+    furthest: dict[int, int] = {}  # row -> its furthest end, where several symbols share its address
+    for g in multi:  # addresses several symbols share
+        members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
+        if not members:
+            drop.append(g)
+            continue
+        p = _primary(cols, members)
+        first[g] = primary[g] = p
+        rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
+        kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
+        end[g] = furthest[g] = max(cols.addr[k] + cols.size[k] for k in members)
+    shared = set(multi)
+    drop += [g for g in compress(range(len(kinds)), map("NOTYPE".__eq__, kinds))
+             if g not in shared and is_marker(cols, first[g])]  # fmt: skip
+    if drop:  # a few: deleted in place, the aliases' rows renumbered
+        drop.sort()
+        for g in reversed(drop):
+            del first[g], kinds[g], end[g]
+        rows.aliases = {g - bisect_left(drop, g): a for g, a in rows.aliases.items()}
+    rows.first, rows.kind, rows.end = first, kinds, end
+    return first, primary, furthest, drop
 
 
 def _place(rows: EntryRows, idx: np.ndarray) -> np.ndarray:
