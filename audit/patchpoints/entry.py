@@ -19,7 +19,7 @@ from itertools import compress
 
 import numpy as np
 
-from fbt_audit.decode.insn import MAX_INSN, decode_fields, decode_many, insn_length
+from fbt_audit.decode.insn import MAX_INSN, decode_fields, decode_many, insn_length, shape_key
 from fbt_audit.model.abi import Handling, Target, target_class
 from fbt_audit.model.arrays import member
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -29,6 +29,7 @@ from fbt_audit.table.emulation import EmulationTable
 
 FTRACE_NOP = bytes.fromhex("0f1f440000")  # ftrace_nop_replace(): what `call __fentry__` becomes at boot
 GROUP_FROM = 64  # rows from which _decode_exact groups them by their bytes (numpy's fixed cost is ~0.25 ms)
+SMALL_ROWS = 64  # rows under which entry_rows goes row by row in Python lists (_Small)
 SMALL_SYMBOLS = 128  # symbols under which _group_symbols goes over Python lists
 MAX_MOVES = 4  # ENDBR, then at most a few more: a table that moves further is broken
 
@@ -250,7 +251,7 @@ def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
     rows = EntryRows(kernel, table)
     _group_symbols(rows, kernel.symbol_columns())
     n = len(rows.sym_addr)
-    if n < GROUP_FROM:  # most modules: the same pass row by row in Python (numpy's fixed cost per call dominates)
+    if n < SMALL_ROWS:  # most modules: the same pass row by row in Python (numpy's fixed cost per call dominates)
         _Small(rows).run(table)
         _overlaps(rows)
         return rows
@@ -578,11 +579,11 @@ _M64 = (1 << 64) - 1
 
 
 class _Small:
-    """entry_rows' pass over a few rows (under GROUP_FROM: no grouping by bytes) in Python lists, row by row in the
-    order the array pass meets them, so that the shapes and target names are found and numbered alike: _place,
-    _decode, _name_targets and _moves without numpy's fixed cost per call (1-5 us: most of a small module's pass;
-    6.12's endbr64 moves nearly every function's row, which the array pass pays for a second time). Addresses wrap
-    at 2**64 and offsets at 2**63 as the uint64 and int64 columns do."""
+    """entry_rows' pass over a few rows (under SMALL_ROWS) in Python lists, row by row in the order the array pass
+    meets them, so that the shapes and target names are found and numbered alike (GROUP_FROM rows or more decoded
+    grouped by _decode_exact, as there): _place, _decode, _name_targets and _moves without numpy's fixed cost per
+    call (1-5 us: most of a small module's pass; 6.12's endbr64 moves nearly every function's row, which the array
+    pass pays for a second time). Addresses wrap at 2**64 and offsets at 2**63 as the uint64 and int64 columns do."""
 
     def __init__(self, rows: EntryRows) -> None:
         self.rows = rows
@@ -594,6 +595,7 @@ class _Small:
         self.starts = [s.addr for s in secs]
         self.ends = [min(s.addr + s.size, _M64) for s in secs]
         self.fileoff = [s.offset for s in secs]
+        self.memo: dict[bytes, tuple[int, int, int]] = {}  # decode's: shape_key -> the answer of a non-branch
 
     def run(self, table: EmulationTable) -> None:
         """The columns entry_rows sets before _overlaps."""
@@ -640,8 +642,33 @@ class _Small:
                 shape[i], length[i], target[i] = 0, 5, (addr[i] + 5 + disp) & _M64
             else:
                 rest.append(i)
+        if len(rest) >= GROUP_FROM:  # as many as the array pass groups by their bytes: grouped alike
+            rest = self.grouped(rest)
+        memo = self.memo
         for i in rest:
-            shape[i], length[i], target[i] = _decode_one(rows, offset[i], addr[i], avail[i])
+            o, av = offset[i], avail[i]
+            key = shape_key(bytes(data[o : o + av])) if av else None
+            got = memo.get(key) if key is not None else None
+            if got is None:
+                got = _decode_one(rows, o, addr[i], av)
+                if key is not None and not rows.shapes[got[0]][7] & _REL:
+                    memo[key] = got
+            shape[i], length[i], target[i] = got
+
+    def grouped(self, rest: list[int]) -> list[int]:
+        """_decode_exact over rows rest (the columns as arrays for it, its answers read back); the rows it leaves."""
+        rows, shape, length, target = self.rows, self.shape, self.length, self.target
+        rows.addr, rows.avail = np.array(self.addr, dtype=np.uint64), np.array(self.avail, dtype=np.int64)
+        rows.offset = self.offset
+        rows.shape, rows.length = np.array(shape, dtype=np.int64), np.array(length, dtype=np.int64)
+        rows.target = np.array(target, dtype=np.uint64)
+        data = rows.kernel.data
+        buf = np.frombuffer(data, dtype=np.uint8) if len(data) else np.zeros(1, dtype=np.uint8)
+        left = _decode_exact(rows, np.array(rest, dtype=np.int64), buf).tolist()
+        got = zip(rows.shape.tolist(), rows.length.tolist(), rows.target.tolist(), strict=True)
+        for i, (sid, ln, t) in enumerate(got):
+            shape[i], length[i], target[i] = sid, ln, t
+        return left
 
     def name(self, idx) -> None:
         """_name_targets: each relative branch's target name and class, asked as the array pass asks."""
@@ -687,8 +714,8 @@ class _Small:
         end = rows.end_arr.tolist() if rows.end_arr is not None else [min(e, _M64) for e in rows.end]
         active = range(len(addr))
         for _step in range(MAX_MOVES):
-            active = [i for i in active if length[i] > 0 and _last_op(shapes[shape[i]]) in movable
-                      and (addr[i] + length[i]) & _M64 < end[i]]  # fmt: skip
+            can = {sid for sid, sh in enumerate(shapes) if _last_op(sh) in movable}  # (shapes: a few dozen)
+            active = [i for i in active if shape[i] in can and length[i] > 0 and (addr[i] + length[i]) & _M64 < end[i]]
             if not active:
                 return
             keys = [(shape[i], tname[i]) for i in active]

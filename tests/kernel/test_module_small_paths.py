@@ -36,6 +36,8 @@ def _forced_arrays(monkeypatch) -> None:
     from fbt_audit.patchpoints import entry
 
     monkeypatch.setattr(entry, "GROUP_FROM", 0)
+    monkeypatch.setattr(entry, "SMALL_ROWS", 0)
+    monkeypatch.setattr(entry, "SMALL_SYMBOLS", 0)
     monkeypatch.setattr(rela, "SMALL", 0)
     monkeypatch.setattr(tables, "SMALL_TABLE", 0)
 
