@@ -286,7 +286,7 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
     if arrays is None and len(cols.addr) < SMALL_SYMBOLS:  # most modules: in Python lists (numpy's fixed cost)
         al, sizes = cols.addr, cols.size
         starts = [k for k in range(len(al)) if not k or al[k] != al[k - 1]]
-        ends = [*starts[1:], len(al)]
+        ends = [*starts[1:], len(al)] if al else []
         multi = [g for g, (a, b) in enumerate(zip(starts, ends, strict=True)) if b - a > 1]
         end = [(al[k] + sizes[k]) & _M64 for k in starts]
         first = _merge_groups(rows, cols, starts, ends, end, multi)[0]
