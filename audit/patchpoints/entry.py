@@ -591,10 +591,7 @@ class _Small:
         self.addr = rows.sym_addr.tolist()
         self.sec, self.avail, self.offset = [0] * n, [0] * n, [0] * n
         self.shape, self.length, self.target, self.tname = [0] * n, [0] * n, [0] * n, [-1] * n
-        secs = rows.kernel._sec_sorted
-        self.starts = [s.addr for s in secs]
-        self.ends = [min(s.addr + s.size, _M64) for s in secs]
-        self.fileoff = [s.offset for s in secs]
+        self.secs, self.starts = rows.kernel._sec_sorted, rows.kernel._sec_starts
         self.memo: dict[bytes, tuple[int, int, int]] = {}  # decode's: shape_key -> the answer of a non-branch
 
     def run(self, table: EmulationTable) -> None:
@@ -616,16 +613,22 @@ class _Small:
 
     def place(self, idx) -> None:
         """_place: each row's section, file offset and bytes available."""
-        addr, starts, ends, fileoff = self.addr, self.starts, self.ends, self.fileoff
+        addr, secs, starts = self.addr, self.secs, self.starts
         sec, offset, avail = self.sec, self.offset, self.avail
         for i in idx:
             at = addr[i]
             s = bisect_right(starts, at) - 1
-            if s >= 0 and at < ends[s]:
-                o = (at - starts[s] + fileoff[s]) & _M64
-                sec[i], offset[i], avail[i] = s, o - (1 << 64) if o >> 63 else o, min(ends[s] - at, MAX_INSN)
-            else:
-                sec[i], offset[i], avail[i] = -1, 0, 0
+            if s >= 0:
+                x = secs[s]
+                end = x.addr + x.size
+                if end > _M64:  # (the array pass holds a section's end at 2**64 - 1)
+                    end = _M64
+                if at < end:
+                    o = (at - x.addr + x.offset) & _M64
+                    sec[i], offset[i] = s, o - (1 << 64) if o >> 63 else o
+                    avail[i] = end - at if end - at < MAX_INSN else MAX_INSN
+                    continue
+            sec[i], offset[i], avail[i] = -1, 0, 0
 
     def decode(self, idx) -> None:
         """_decode: `call rel32` read here, every other row through decode_fields' cache, in row order."""
