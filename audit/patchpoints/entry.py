@@ -1,7 +1,9 @@
 """entry.py: Kernel + table -> entry patchpoints, column-wise: one row per text address, moved past `move` entries.
 
 The entry pass runs over arrays (numpy): symbols grouped by address, the first bytes of every entry gathered
-in one fancy index, `call rel32` decoded in numpy, every other encoding decoded once per distinct bytes.
+in one fancy index, `call rel32` decoded in numpy, every other encoding decoded once per distinct bytes. An image
+of fewer than SMALL_ROWS rows (most modules) goes through the same steps row by row in Python lists (_Small), where
+numpy's fixed cost per call would be most of the pass; both give the same rows, shapes and names in the same order.
 A row becomes a Patchpoint (Insn, Variants) only when something asks for it: the site-fact pass for the rows
 a kernel table or a name may touch, the judge for one row per distinct judgement key, the report for the
 rows it prints (EntryRows.patchpoint). Rows that move past a `move` entry or run into the next symbol are
