@@ -304,6 +304,17 @@ def _cached(code: bytes, addr: int) -> tuple | None:
     return None
 
 
+def shape_key(code: bytes) -> bytes | None:
+    """The key under which decode_fields answers for code from its shape cache (the one _cached finds), or None:
+    equal keys of an instruction that is not a relative branch give the same fields but the address."""
+    shapes = _SHAPES
+    for n in _LENGTHS[code[0]]:
+        key = code[:n]
+        if key in shapes:
+            return key
+    return None
+
+
 def decode_fields(code: bytes, addr: int) -> tuple:
     """Decode the first instruction of code at addr into the Insn constructor's positional
     arguments (addr through target), so that a caller adding the target's name builds one Insn."""

@@ -1,7 +1,9 @@
 """entry.py: Kernel + table -> entry patchpoints, column-wise: one row per text address, moved past `move` entries.
 
 The entry pass runs over arrays (numpy): symbols grouped by address, the first bytes of every entry gathered
-in one fancy index, `call rel32` decoded in numpy, every other encoding decoded once per distinct bytes.
+in one fancy index, `call rel32` decoded in numpy, every other encoding decoded once per distinct bytes. An image
+of fewer than SMALL_ROWS rows (most modules) goes through the same steps row by row in Python lists (_Small), where
+numpy's fixed cost per call would be most of the pass; both give the same rows, shapes and names in the same order.
 A row becomes a Patchpoint (Insn, Variants) only when something asks for it: the site-fact pass for the rows
 a kernel table or a name may touch, the judge for one row per distinct judgement key, the report for the
 rows it prints (EntryRows.patchpoint). Rows that move past a `move` entry or run into the next symbol are
@@ -12,14 +14,14 @@ from __future__ import annotations
 
 import gc
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import compress
 
 import numpy as np
 
-from fbt_audit.decode.insn import MAX_INSN, decode_fields, decode_many, insn_length
+from fbt_audit.decode.insn import MAX_INSN, decode_fields, decode_many, insn_length, shape_key
 from fbt_audit.model.abi import Handling, Target, target_class
 from fbt_audit.model.arrays import member
 from fbt_audit.model.core import IC, Insn, Patchpoint, Variant
@@ -29,6 +31,8 @@ from fbt_audit.table.emulation import EmulationTable
 
 FTRACE_NOP = bytes.fromhex("0f1f440000")  # ftrace_nop_replace(): what `call __fentry__` becomes at boot
 GROUP_FROM = 64  # rows from which _decode_exact groups them by their bytes (numpy's fixed cost is ~0.25 ms)
+SMALL_ROWS = 64  # rows under which entry_rows goes row by row in Python lists (_Small)
+SMALL_SYMBOLS = 128  # symbols under which _group_symbols goes over Python lists
 MAX_MOVES = 4  # ENDBR, then at most a few more: a table that moves further is broken
 
 
@@ -250,6 +254,10 @@ def entry_rows(kernel: Kernel, table: EmulationTable) -> EntryRows:
     rows = EntryRows(kernel, table)
     _group_symbols(rows, kernel.symbol_columns())
     n = len(rows.sym_addr)
+    if n < SMALL_ROWS:  # most modules: the same pass row by row in Python (numpy's fixed cost per call dominates)
+        _Small(rows).run(table)
+        _overlaps(rows)
+        return rows
     rows.addr = rows.sym_addr.copy()
     rows.sec, rows.avail = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     rows.offset = [0] * n
@@ -278,36 +286,23 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
     """Rows from the symbols: one per distinct address (the primary symbol's index, the others as aliases,
     FUNC if any is, the furthest end); linker section markers are never rows."""
     arrays = cols.arrays  # a vmlinux's symbol table gives the columns as arrays already
+    if arrays is None and len(cols.addr) < SMALL_SYMBOLS:  # most modules: in Python lists (numpy's fixed cost)
+        al, sizes = cols.addr, cols.size
+        starts = [k for k in range(len(al)) if not k or al[k] != al[k - 1]]
+        ends = [*starts[1:], len(al)] if al else []
+        multi = [g for g, (a, b) in enumerate(zip(starts, ends, strict=True)) if b - a > 1]
+        end = [(al[k] + sizes[k]) & _M64 for k in starts]
+        first = _merge_groups(rows, cols, starts, ends, end, multi)[0]
+        rows.sym_addr = np.array([al[k] for k in first], dtype=np.uint64)
+        return
     addr = arrays.addr if arrays is not None else np.array(cols.addr, dtype=np.uint64)
     n = len(addr)
     starts = np.flatnonzero(np.concatenate(([True], addr[1:] != addr[:-1]))) if n else np.zeros(0, dtype=np.int64)
     ends = np.append(starts[1:], n).astype(np.int64)  # np.append, not np.r_: ~10 us less a call (a module's rows)
-    first = starts.tolist()
-    kinds = list(map(cols.kind.__getitem__, first))
     size = arrays.size if arrays is not None else np.array(cols.size, dtype=np.uint64)
     end = (addr[starts] + size[starts]).tolist() if n else []
-    drop: list[int] = []
-    primary: dict[int, int] = {}  # row -> its primary symbol, where not the first at its address
-    furthest: dict[int, int] = {}  # row -> its furthest end, where several symbols share its address
-    for g in np.flatnonzero(ends - starts > 1).tolist():  # addresses several symbols share
-        members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
-        if not members:
-            drop.append(g)
-            continue
-        p = _primary(cols, members)
-        first[g] = primary[g] = p
-        rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
-        kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
-        end[g] = furthest[g] = max(cols.addr[k] + cols.size[k] for k in members)
-    notype = list(compress(range(len(kinds)), map("NOTYPE".__eq__, kinds)))
-    single = (ends - starts == 1)[notype].tolist() if notype else []
-    drop += [g for g, one in zip(notype, single, strict=True) if one and is_marker(cols, first[g])]
-    if drop:  # a few: deleted in place, the aliases' rows renumbered
-        drop.sort()
-        for g in reversed(drop):
-            del first[g], kinds[g], end[g]
-        rows.aliases = {g - bisect_left(drop, g): a for g, a in rows.aliases.items()}
-    rows.first, rows.kind, rows.end = first, kinds, end
+    multi = np.flatnonzero(ends - starts > 1).tolist()
+    first, primary, furthest, drop = _merge_groups(rows, cols, starts.tolist(), ends, end, multi)
     if arrays is not None:  # first and end as arrays from starts (a vmlinux's 50,000 rows: not from the lists)
         pick = starts.copy()
         pick[list(primary)] = list(primary.values())
@@ -319,6 +314,39 @@ def _group_symbols(rows: EntryRows, cols: SymbolColumns) -> None:
             rows.end_arr = np.delete(ends_at, drop) if drop else ends_at
     else:
         rows.sym_addr = addr[np.array(first, dtype=np.int64)]
+
+
+def _merge_groups(rows: EntryRows, cols: SymbolColumns, first: list[int], ends, end: list[int],
+                  multi: list[int]) -> tuple[list[int], dict[int, int], dict[int, int], list[int]]:  # fmt: skip
+    """_group_symbols' rows from the groups of symbols at one address (group g: symbols first[g] to ends[g], first
+    its row's symbol then, end its end; multi: the groups of several): the primary symbol, aliases, kind and furthest
+    end of each of multi, markers dropped. Sets rows.first, kind, end and aliases; returns first, the rows whose
+    primary is not their first symbol (row -> primary) and their furthest ends, and the groups dropped."""
+    first = first[:]
+    kinds = list(map(cols.kind.__getitem__, first))
+    drop: list[int] = []
+    primary: dict[int, int] = {}  # row -> its primary symbol, where not the first at its address
+    furthest: dict[int, int] = {}  # row -> its furthest end, where several symbols share its address
+    for g in multi:  # addresses several symbols share
+        members = [k for k in range(first[g], int(ends[g])) if not is_marker(cols, k)]
+        if not members:
+            drop.append(g)
+            continue
+        p = _primary(cols, members)
+        first[g] = primary[g] = p
+        rows.aliases[g] = tuple(cols.name[k] for k in members if k != p)
+        kinds[g] = "FUNC" if any(cols.kind[k] == "FUNC" for k in members) else "NOTYPE"
+        end[g] = furthest[g] = max(cols.addr[k] + cols.size[k] for k in members)
+    shared = set(multi)
+    drop += [g for g in compress(range(len(kinds)), map("NOTYPE".__eq__, kinds))
+             if g not in shared and is_marker(cols, first[g])]  # fmt: skip
+    if drop:  # a few: deleted in place, the aliases' rows renumbered
+        drop.sort()
+        for g in reversed(drop):
+            del first[g], kinds[g], end[g]
+        rows.aliases = {g - bisect_left(drop, g): a for g, a in rows.aliases.items()}
+    rows.first, rows.kind, rows.end = first, kinds, end
+    return first, primary, furthest, drop
 
 
 def _place(rows: EntryRows, idx: np.ndarray) -> np.ndarray:
@@ -548,6 +576,189 @@ def _u64_ends(end: list[int]) -> np.ndarray:
         return np.array(end, dtype=np.uint64)
     except OverflowError:
         return np.array([min(e, (1 << 64) - 1) for e in end], dtype=np.uint64)
+
+
+_M64 = (1 << 64) - 1
+
+
+class _Small:
+    """entry_rows' pass over a few rows (under SMALL_ROWS) in Python lists, row by row in the order the array pass
+    meets them, so that the shapes and target names are found and numbered alike (GROUP_FROM rows or more decoded
+    grouped by _decode_exact, as there): _place, _decode, _name_targets and _moves without numpy's fixed cost per
+    call (1-5 us: most of a small module's pass; 6.12's endbr64 moves nearly every function's row, which the array
+    pass pays for a second time). Addresses wrap at 2**64 and offsets at 2**63 as the uint64 and int64 columns do."""
+
+    def __init__(self, rows: EntryRows) -> None:
+        self.rows = rows
+        n = len(rows.sym_addr)
+        self.addr = rows.sym_addr.tolist()
+        self.sec, self.avail, self.offset = [0] * n, [0] * n, [0] * n
+        self.shape, self.length, self.target, self.tname = [0] * n, [0] * n, [0] * n, [-1] * n
+        self.secs, self.starts = rows.kernel._sec_sorted, rows.kernel._sec_starts
+        self.memo: dict[bytes, tuple[int, int, int]] = {}  # decode's: shape_key -> the answer of a non-branch
+
+    def run(self, table: EmulationTable) -> None:
+        """The columns entry_rows sets before _overlaps."""
+        every = range(len(self.addr))
+        self.place(every)
+        self.decode(every)
+        self.name(every)
+        self.moves(table)
+        rows, addr, tname = self.rows, self.addr, self.tname
+        rows.addr, rows.target = np.array(addr, dtype=np.uint64), np.array(self.target, dtype=np.uint64)
+        rows.sec, rows.avail = np.array(self.sec, dtype=np.int64), np.array(self.avail, dtype=np.int64)
+        rows.shape, rows.length = np.array(self.shape, dtype=np.int64), np.array(self.length, dtype=np.int64)
+        rows.tname, rows.offset = np.array(tname, dtype=np.int64), self.offset
+        sites = rows.kernel.mcount_sites
+        fentry = [c == Target.FENTRY for _n, c in rows.tnames]
+        rows.ftrace = np.array([a in sites or (t >= 0 and fentry[t]) for a, t in zip(addr, tname, strict=True)],
+                               dtype=bool)  # fmt: skip
+
+    def place(self, idx) -> None:
+        """_place: each row's section, file offset and bytes available."""
+        addr, secs, starts = self.addr, self.secs, self.starts
+        sec, offset, avail = self.sec, self.offset, self.avail
+        for i in idx:
+            at = addr[i]
+            s = bisect_right(starts, at) - 1
+            if s >= 0:
+                x = secs[s]
+                end = x.addr + x.size
+                if end > _M64:  # (the array pass holds a section's end at 2**64 - 1)
+                    end = _M64
+                if at < end:
+                    o = (at - x.addr + x.offset) & _M64
+                    sec[i], offset[i] = s, o - (1 << 64) if o >> 63 else o
+                    avail[i] = end - at if end - at < MAX_INSN else MAX_INSN
+                    continue
+            sec[i], offset[i], avail[i] = -1, 0, 0
+
+    def decode(self, idx) -> None:
+        """_decode: `call rel32` read here, every other row through decode_fields' cache, in row order."""
+        rows, addr, offset, avail = self.rows, self.addr, self.offset, self.avail
+        shape, length, target = self.shape, self.length, self.target
+        data = rows.kernel.data
+        last = len(data) - 1
+        rest = []
+        for i in idx:
+            o = offset[i]
+            head = data[o : o + 5] if 0 <= o and o + 5 <= last + 1 else _clamped(data, o, last)
+            if head[0] == 0xE8 and avail[i] >= 5:
+                disp = int.from_bytes(head[1:5], "little", signed=True)
+                shape[i], length[i], target[i] = 0, 5, (addr[i] + 5 + disp) & _M64
+            else:
+                rest.append(i)
+        if len(rest) >= GROUP_FROM:  # as many as the array pass groups by their bytes: grouped alike
+            rest = self.grouped(rest)
+        memo = self.memo
+        for i in rest:
+            o, av = offset[i], avail[i]
+            key = shape_key(bytes(data[o : o + av])) if av else None
+            got = memo.get(key) if key is not None else None
+            if got is None:
+                got = _decode_one(rows, o, addr[i], av)
+                if key is not None and not rows.shapes[got[0]][7] & _REL:
+                    memo[key] = got
+            shape[i], length[i], target[i] = got
+
+    def grouped(self, rest: list[int]) -> list[int]:
+        """_decode_exact over rows rest (the columns as arrays for it, its answers read back); the rows it leaves."""
+        rows, shape, length, target = self.rows, self.shape, self.length, self.target
+        rows.addr, rows.avail = np.array(self.addr, dtype=np.uint64), np.array(self.avail, dtype=np.int64)
+        rows.offset = self.offset
+        rows.shape, rows.length = np.array(shape, dtype=np.int64), np.array(length, dtype=np.int64)
+        rows.target = np.array(target, dtype=np.uint64)
+        data = rows.kernel.data
+        buf = np.frombuffer(data, dtype=np.uint8) if len(data) else np.zeros(1, dtype=np.uint8)
+        left = _decode_exact(rows, np.array(rest, dtype=np.int64), buf).tolist()
+        got = zip(rows.shape.tolist(), rows.length.tolist(), rows.target.tolist(), strict=True)
+        for i, (sid, ln, t) in enumerate(got):
+            shape[i], length[i], target[i] = sid, ln, t
+        return left
+
+    def name(self, idx) -> None:
+        """_name_targets: each relative branch's target name and class, asked as the array pass asks."""
+        rows, addr, length, target, tname = self.rows, self.addr, self.length, self.target, self.tname
+        k, shapes, shape = rows.kernel, rows.shapes, self.shape
+        sel = []
+        for i in idx:
+            if shapes[shape[i]][7] & _REL:
+                sel.append(i)
+            else:
+                tname[i] = -1
+        if not sel:
+            return
+        names_at = getattr(k.call_targets, "names_at", None)
+        if k.call_targets and names_at is not None:
+            sites = [(addr[i] + length[i] - 4) & _M64 if length[i] >= 5 else 0 for i in sel]
+            names = names_at(np.array(sites, dtype=np.uint64))
+            named = {nm: (nm, target_class(nm)) for nm in dict.fromkeys(names) if nm is not None}
+            got = [named[nm] if nm is not None else k.name_target(addr[i], 0, target[i])
+                   for nm, i in zip(names, sel, strict=True)]  # fmt: skip
+        elif k.call_targets:
+            got = [k.name_target(addr[i], length[i], target[i]) for i in sel]
+        else:  # a vmlinux: each distinct target named once (in address order), numbered in the order rows meet it
+            per = {t: k.name_target(0, 0, t) for t in sorted({target[i] for i in sel})}
+            seen = list(dict.fromkeys(target[i] for i in sel))
+            ids = dict(zip(seen, _tname_ids(rows, [per[t] for t in seen]), strict=True))
+            for i in sel:
+                tname[i] = ids[target[i]]
+            return
+        for i, t in zip(sel, _tname_ids(rows, got), strict=True):
+            tname[i] = t
+
+    def moves(self, table: EmulationTable) -> None:
+        """_moves: the rows a `move` entry covers moved past it (the table asked once per shape and target name),
+        then placed, decoded and named again, up to MAX_MOVES times within their symbol."""
+        movable = _movable_bytes(table)
+        if not movable:
+            return
+        rows = self.rows
+        addr, shape, length, target, tname = self.addr, self.shape, self.length, self.target, self.tname
+        offset = self.offset
+        shapes, moved = rows.shapes, rows.moved
+        end = rows.end_arr.tolist() if rows.end_arr is not None else [min(e, _M64) for e in rows.end]
+        active = range(len(addr))
+        for _step in range(MAX_MOVES):
+            can = {sid for sid, sh in enumerate(shapes) if _last_op(sh) in movable}  # (shapes: a few dozen)
+            active = [i for i in active if shape[i] in can and length[i] > 0 and (addr[i] + length[i]) & _M64 < end[i]]
+            if not active:
+                return
+            keys = [(shape[i], tname[i]) for i in active]
+            first: dict[tuple, int] = {}
+            for i, key in zip(active, keys, strict=True):
+                first.setdefault(key, i)
+            move = {}
+            for key, i in first.items():
+                e = table.lookup(rows.insn(addr[i], shape[i], target[i], tname[i], offset[i]))
+                move[key] = e is not None and e.handling == Handling.MOVE
+            active = [i for i, key in zip(active, keys, strict=True) if move[key]]
+            if not active:
+                return
+            for i in active:
+                step = (addr[i], shape[i], target[i], tname[i], offset[i])
+                got = moved.get(i)
+                if got is None:
+                    moved[i] = [step]
+                else:
+                    got.append(step)
+                addr[i] = (addr[i] + length[i]) & _M64
+            self.place(active)
+            self.decode(active)
+            self.name(active)
+
+
+def _last_op(shape: tuple) -> int:
+    """A shape's last opcode byte (0 without an opcode): what _movable_bytes is keyed by."""
+    return shape[5][-1] if shape[5] else 0
+
+
+def _clamped(data, o: int, last: int) -> bytes:
+    """The 5 bytes at file offset o as _decode's array index reads them: each offset held at the file's last byte
+    (zeros for an empty file)."""
+    if last < 0:
+        return bytes(5)
+    return bytes(data[min(o + j, last)] for j in range(5))
 
 
 def _overlaps(rows: EntryRows) -> None:

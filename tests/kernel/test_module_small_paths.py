@@ -36,6 +36,8 @@ def _forced_arrays(monkeypatch) -> None:
     from fbt_audit.patchpoints import entry
 
     monkeypatch.setattr(entry, "GROUP_FROM", 0)
+    monkeypatch.setattr(entry, "SMALL_ROWS", 0)
+    monkeypatch.setattr(entry, "SMALL_SYMBOLS", 0)
     monkeypatch.setattr(rela, "SMALL", 0)
     monkeypatch.setattr(tables, "SMALL_TABLE", 0)
 
@@ -176,3 +178,48 @@ def test_group_memo_keys_leave_fact_values_out(modules61):
     valued = [k for k in judge.groups if k is not None and any(f.startswith(params) for f in k[3])]
     assert any("non-entry:cold:" in f for k in valued for f in k[3])
     assert all("\0" in f for k in valued for f in k[3] if f.startswith(params))
+
+
+def _entry_state(rows) -> tuple:
+    """What entry_rows leaves in an EntryRows: the columns, shapes and target names in their order, moves, aliases."""
+    cols = tuple(getattr(rows, c).tolist() for c in ("sym_addr", "addr", "sec", "avail", "shape", "length", "target",
+                                                     "tname", "ftrace"))  # fmt: skip
+    return (cols, rows.offset, rows.shapes, rows.tnames, rows.moved, rows.aliases, rows.first, rows.kind, rows.end,
+            sorted(rows.objs), rows.patchpoints())  # fmt: skip
+
+
+def _moving_table(table):
+    """table with `move` entries before its own for push, nopl, mov and call rel32: rows move on past endbr64, twice
+    and more, and stop at their symbol's end."""
+    import dataclasses
+
+    from fbt_audit.model.abi import Handling, Target
+
+    def move(opcode: str, mask: int = 0xFF):
+        return dataclasses.replace(table.entries[0], opcode=bytes.fromhex(opcode), opcode_mask=mask, prefix=b"",
+                                   rex_mask=0, rex_value=0, modrm_mask=0, modrm_value=0, target=Target.ANY,
+                                   handling=Handling.MOVE, match_flags=0)  # fmt: skip
+
+    return dataclasses.replace(table, entries=(move("50", 0xF8), move("0f1f"), move("89"), move("e8"), *table.entries))
+
+
+def test_small_entry_pass_equals_the_array_pass(image612, monkeypatch):
+    """entry_rows row by row in Python lists (_Small, under SMALL_ROWS rows; _group_symbols under SMALL_SYMBOLS) and
+    over arrays: the same columns, shapes and target names numbered alike, moves and Patchpoints, on 6.12 modules
+    (endbr64 moves nearly every function's row) under the reference table and one that moves further."""
+    from fbt_audit.patchpoints import entry
+
+    (tree,) = sorted(image612.glob("lib/modules/*"))
+    kernels = [api.load_kernel(p) for p in module_files(tree)[0][::29]]
+    reference = api.load_table("reference")
+    small = moved = 0
+    for table in (reference, _moving_table(reference)):
+        lists = [_entry_state(entry.entry_rows(k, table)) for k in kernels]
+        with monkeypatch.context() as m:
+            m.setattr(entry, "SMALL_ROWS", 0)
+            m.setattr(entry, "SMALL_SYMBOLS", 0)
+            for k, want in zip(kernels, lists, strict=True):
+                assert _entry_state(entry.entry_rows(k, table)) == want, k.module
+        small += sum(len(s[0][0]) < entry.SMALL_ROWS for s in lists)
+        moved += sum(len(s[4]) for s in lists if len(s[0][0]) < entry.SMALL_ROWS)
+    assert small > 100 and moved > 1000
