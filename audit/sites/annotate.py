@@ -79,7 +79,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
     names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
     if rows is not None:
-        near, far, quiet, namefacts = _candidates(rows, sites, names, ibt)
+        near, far, keys = _candidates(rows, sites, names, ibt)
         for i in near:
             pp = rows.objs.get(i)
             if pp is None:  # a row that only gains facts stays a column (EntryRows.site_facts)
@@ -91,7 +91,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
                 pp = rows.patchpoint(i)  # boot-time variants: the row becomes a Patchpoint, annotated as one
             if _annotate(pp, sites, names, ibt):
                 rows.objs[i] = pp
-        _column_facts(rows, far, sites, quiet, namefacts)
+        _column_facts(rows, far, keys)
     for pp in pps:
         _annotate(pp, sites, names, ibt)
     if returns is not None:
@@ -184,32 +184,50 @@ def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -
     return bool(add or extra)
 
 
-def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, quiet: tuple[np.ndarray | None, list[str]],
-                  namefacts: dict[int, tuple[str, ...]]) -> None:
-    """The facts of rows no table site touches but for _FACT_ONLY ones (`quiet`: per row a bit per such table hit,
-    None without one, and each table's fact), and of rows in text ranges or with names (`namefacts`: row -> what
-    _NameFacts gives): what _annotate would add, set over the columns (EntryRows.site_facts, with the row's own
-    facts) without building the rows: no boot-time variant comes from those sites, a range or a name. The rows alike
-    in all of these and their ftrace site share one set, made once (a 6.12 module's rows repeat a few)."""
-    if not far:
+def _column_facts(rows: Any, far: np.ndarray, keys: _FarKeys) -> None:
+    """The facts of the `far` rows (_candidates): what _annotate would add, set over the columns (EntryRows.site_facts,
+    with the row's own facts) without building the rows: no boot-time variant comes from a _FACT_ONLY site, a range or
+    a name. The rows alike in all of these and their ftrace site share one set, made once per distinct key (a 6.12
+    module's rows repeat a few): the per-row work is numpy's and dicts' (keys as ints, rows as lists)."""
+    if not len(far):
         return
-    idx = np.array(far, dtype=np.int64)
-    (code, qfacts), segs, n = quiet, sites.segs, len(far)
-    seg = np.searchsorted(_u64s(sites.points), rows.addr[idx], side="right").tolist() if sites.points else [0] * n
-    bits = code[idx].tolist() if code is not None else [0] * n
-    shared: dict[tuple, frozenset[str] | None] = {}
-    own: dict[int, frozenset[str]] = {}  # the row's own facts (EntryRows.base_facts) by its ftrace site: a numpy read
-    out, nf = rows.site_facts, namefacts.get
-    for i, q, sg, ft in zip(far, bits, seg, rows.ftrace[idx].tolist(), strict=True):
-        key = (q, sg, nf(i), ft)
-        fs = shared.get(key, _NONE)
-        if fs is _NONE:
-            add = [*(f for b, f in enumerate(qfacts) if q >> b & 1), *segs[sg], *(key[2] or ())]
-            if ft not in own:
-                own[ft] = rows.base_facts(i)
-            fs = shared[key] = own[ft] | frozenset(add) if add else None
-        if fs is not None:
-            out[i] = fs
+    k = keys
+    key = rows.ftrace[far].astype(np.int64)  # ((quiet bits * segments + segment) * name sets + name set) * 2 + ftrace
+    width = len(k.name_sets)
+    if width > 1:
+        key += k.name_code[far] * 2
+    if len(k.segs) > 1:
+        key += k.seg[far] * (2 * width)
+    width *= len(k.segs)
+    if k.code is not None:
+        key += k.code[far] * (2 * width)
+    keyl, farl = key.tolist(), far.tolist()
+    reps = dict(zip(keyl, farl, strict=True))  # a row of each key (its base facts: only its ftrace site counts)
+    sets: dict[int, frozenset[str] | None] = {}
+    nseg, nname = len(k.segs), len(k.name_sets)
+    for kv, i in reps.items():
+        q, rest = divmod(kv >> 1, nseg * nname)
+        sg, nc = divmod(rest, nname)
+        add = [*(f for b, f in enumerate(k.qfacts) if q >> b & 1), *k.segs[sg], *k.name_sets[nc]]
+        sets[kv] = rows.base_facts(i) | frozenset(add) if add else None
+    got = map(sets.__getitem__, keyl)
+    if None in sets.values():  # (a far row always has a fact: kept for safety)
+        rows.site_facts.update((i, fs) for i, fs in zip(farl, got, strict=True) if fs is not None)
+    else:
+        rows.site_facts.update(zip(farl, got, strict=True))
+
+
+class _FarKeys:
+    """What sets apart the facts of rows no table site touches but for _FACT_ONLY ones, per row (_candidates): `code`
+    a bit per _FACT_ONLY table hit (None without such tables) with `qfacts` each table's fact, `seg` the text-range
+    segment (index into `segs`), `name_code` the facts _NameFacts gives (index into `name_sets`, 0: none)."""
+
+    __slots__ = ("code", "qfacts", "seg", "segs", "name_code", "name_sets")
+
+    def __init__(self, code: np.ndarray | None, qfacts: list[str], seg: np.ndarray | None, segs: list[frozenset[str]],
+                 name_code: np.ndarray, name_sets: list[tuple[str, ...]]) -> None:  # fmt: skip
+        self.code, self.qfacts, self.seg, self.segs = code, qfacts, seg, segs
+        self.name_code, self.name_sets = name_code, name_sets
 
 
 class _Row:
@@ -236,14 +254,13 @@ class _RowInsn:
         return getattr(self._insn, name)
 
 
-def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
-                ) -> tuple[list[int], list[int], tuple[np.ndarray | None, list[str]], dict[int, tuple]]:  # fmt: skip
-    """The rows whose patchpoint _annotate may change, over the columns, in two lists: `near` a table site the
-    displaced instruction overlaps, ENDBR under IBT, or a row already built (annotated as objects, for their
-    boot-time variants); `far` the others in a text range, with a fact _NameFacts gives, or overlapping only sites
-    of _FACT_ONLY tables (facts only: _column_facts); per row a bit per _FACT_ONLY table it hits, with those tables'
-    facts (6.12's .call_sites holds every module function's first call); the name facts per row (_name_rows).
-    A superset of the rows _annotate changes (it decides), but a close one."""
+def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> tuple[list[int], np.ndarray, _FarKeys]:
+    """The rows whose patchpoint _annotate may change, over the columns: `near` (a list) a table site the displaced
+    instruction overlaps, ENDBR under IBT, or a row already built (annotated as objects, for their boot-time
+    variants); `far` (an array) the others in a text range, with a fact _NameFacts gives, or overlapping only sites
+    of _FACT_ONLY tables (facts only: _column_facts, from the keys: per row a bit per _FACT_ONLY table it hits, with
+    those tables' facts (6.12's .call_sites holds every module function's first call), its text-range segment, its
+    name facts (_name_rows)). A superset of the rows _annotate changes (it decides), but a close one."""
     a = rows.addr
     stop = a + np.maximum(rows.length, 1).astype(np.uint64)
     cand = np.zeros(rows.n, dtype=bool)
@@ -253,33 +270,41 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
         hi = np.searchsorted(starts, stop, side="left")
         cand |= (hi > 0) & (reach[np.maximum(hi - 1, 0)] > a)
     quiet: list[tuple[str, np.ndarray]] = []  # (fact, rows hit) of each _FACT_ONLY table, in _point_facts' order
+    lows: dict[int, np.ndarray] = {}  # per site length, the lowest start of a site that reaches each row
     for kind, ln, arr in sites.points_tables:  # a site in [a - ln + 1, a + n), as _point_facts asks
         pts = _u64s(arr)
-        lo = np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0))
-        j = np.searchsorted(pts, lo, side="left")  # the first site at or past lo: a hit if it is before stop
-        hit = (j < len(pts)) & (pts[np.minimum(j, len(pts) - 1)] < stop) if len(pts) else np.zeros(len(a), bool)
+        lo = lows.get(ln)
+        if lo is None:
+            lo = lows[ln] = np.maximum(a, np.uint64(ln - 1)) - np.uint64(ln - 1) if ln > 1 else a
+        hit = np.searchsorted(pts, stop, side="left") > np.searchsorted(pts, lo, side="left")  # some site in [lo, stop)
         if kind in _FACT_ONLY:
             quiet.append((_FACT_ONLY[kind], hit))
         else:
             cand |= hit
     if ibt:
         cand |= (rows.shape_column(7) & IC.ENDBR) != 0
-    cand[list(rows.objs)] = True
-    far = np.zeros(rows.n, dtype=bool)
+    if rows.objs:
+        cand[list(rows.objs)] = True
+    seg = None
+    name_code, name_sets = _name_rows(rows, names)
+    far = name_code != 0
     if sites.points:
-        some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
-        far |= some[np.searchsorted(_u64s(sites.points), a, side="right")]
-    far[_name_rows(rows, names, namefacts := {})] = True
+        seg = np.searchsorted(_u64s(sites.points), a, side="right")
+        some = np.array([bool(sg) for sg in sites.segs], dtype=bool)
+        far |= some[seg]
     code = np.zeros(rows.n, dtype=np.int64) if quiet else None  # (read at the far rows only)
     for b, (_fact, hit) in enumerate(quiet):
         code[hit] |= 1 << b
         far |= hit
     far &= ~cand
-    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist(), (code, [f for f, _h in quiet]), namefacts
+    keys = _FarKeys(code, [f for f, _h in quiet], seg, sites.segs, name_code, name_sets)
+    return np.flatnonzero(cand).tolist(), np.flatnonzero(far), keys
 
 
-def _name_rows(rows: Any, names: _NameFacts, out: dict[int, tuple[str, ...]]) -> list[int]:
-    """The rows _NameFacts gives a fact (by their symbol's address, or by name), their facts put in out."""
+def _name_rows(rows: Any, names: _NameFacts) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Per row, the facts _NameFacts gives it (by its symbol's address, or by name), as an index into the distinct
+    fact tuples returned with it (0: none). A __pfx_ name (6.12: every other row) is told in the walk of the names,
+    when no address is blacklisted: facts_of's first step, the one fact such a name gives."""
     special = names.black | set(names.containers)
     by_addr = []
     if special:  # a blacklisted symbol's or a label's address
@@ -287,21 +312,45 @@ def _name_rows(rows: Any, names: _NameFacts, out: dict[int, tuple[str, ...]]) ->
     cols = rows.kernel.symbol_columns()
     nm, handlers = cols.name, names.handlers
     heads = _NameHeads.of(rows.kernel)
+    code = np.zeros(rows.n, dtype=np.int64)
+    sets: list[tuple[str, ...]] = [(), (_PFX,)]
     if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
         some = heads.dotted | heads.prefixed(_NAMED) | heads.equal(handlers)
         first = rows.first_idx if rows.first_idx is not None else np.fromiter(rows.first, np.int64, count=rows.n)
         named, nm_at = names.named, map(nm.__getitem__, first[some[first]].tolist())
-        pick = list(compress(np.flatnonzero(some[first]).tolist(), map(named, nm_at)))  # (a vmlinux's '.' names)
+        pick = list(compress(np.flatnonzero(some[first]).tolist(), map(named, nm_at)))  # (a vmlinux's 5,000 of 50,000)
+    elif not names.black:  # facts_of's __pfx_ step needs no address: told here, the others picked
+        pfx = []
+        pick = []
+        for i, s in enumerate(map(nm.__getitem__, rows.first)):
+            if s[:2] == "__":
+                (pfx if s[:6] == "__pfx_" and "." not in s and s not in handlers else pick).append(i)
+            elif "." in s or s in handlers:
+                pick.append(i)
+        if pfx:
+            code[pfx] = 1
     else:
         pick = [i for i, s in enumerate(map(nm.__getitem__, rows.first)) if s[:2] == "__" or "." in s or s in handlers]
     some_rows = sorted({*pick, *by_addr}) if by_addr else pick
+    if not some_rows:
+        return code, sets
     first, facts_of = rows.first, names.facts_of  # (a name not named() has no fact but its address's)
+    ids = {t: k for k, t in enumerate(sets)}
+    got, at = [], []
     for i, a in zip(some_rows, rows.sym_addr[some_rows].tolist(), strict=True):
         add: list[str] = []
         facts_of(nm[first[i]], a, add)
         if add:
-            out[i] = tuple(add)
-    return list(out)
+            t = tuple(add)
+            k = ids.get(t)
+            if k is None:
+                k = ids[t] = len(sets)
+                sets.append(t)
+            got.append(k)
+            at.append(i)
+    if at:
+        code[at] = got
+    return code, sets
 
 
 # Point tables whose sites give a patchpoint a fact and never a boot-time variant (_point_facts: a run-time writer's,
