@@ -70,10 +70,10 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
     t = read_tables(kernel)
     sites = _SiteIndex(kernel, t)
     pairs = [(pp.name, pp.sym_addr) for pp in pps]
-    if rows is not None:
+    if rows is not None and t.blacklist:  # (a module's is empty)
         black = member(rows.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
         pairs += [(rows.name(i), int(rows.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
-    if returns is not None:
+    if returns is not None and t.blacklist:
         black = member(returns.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
         pairs += [(returns.name(i), int(returns.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
     names = _NameFacts(kernel, t, pairs)
@@ -303,8 +303,10 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> t
 
 def _name_rows(rows: Any, names: _NameFacts) -> tuple[np.ndarray, list[tuple[str, ...]]]:
     """Per row, the facts _NameFacts gives it (by its symbol's address, or by name), as an index into the distinct
-    fact tuples returned with it (0: none). A __pfx_ name (6.12: every other row) is told in the walk of the names,
-    when no address is blacklisted: facts_of's first step, the one fact such a name gives."""
+    fact tuples returned with it (0: none). A __pfx_ name without a '.' that is no handler's (6.12: every other row)
+    is told with the names (facts_of's first step, the one fact such a name gives); facts_of runs for the other
+    names it may give a fact (named(), or a few more) and for the rows at a blacklisted or a label's address (its
+    answer overrides)."""
     special = names.black | set(names.containers)
     by_addr = []
     if special:  # a blacklisted symbol's or a label's address
@@ -315,41 +317,43 @@ def _name_rows(rows: Any, names: _NameFacts) -> tuple[np.ndarray, list[tuple[str
     code = np.zeros(rows.n, dtype=np.int64)
     sets: list[tuple[str, ...]] = [(), (_PFX,)]
     if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
-        some = heads.dotted | heads.prefixed(_NAMED) | heads.equal(handlers)
+        handler = heads.equal(handlers)
+        pfx = heads.prefixed(("__pfx_",))
+        some = heads.dotted | pfx | heads.prefixed(("__SCT__", "__cfi_")) | handler
+        pfx &= ~(heads.dotted | handler)
         first = rows.first_idx if rows.first_idx is not None else np.fromiter(rows.first, np.int64, count=rows.n)
+        code[pfx[first]] = 1
+        some &= ~pfx
         named, nm_at = names.named, map(nm.__getitem__, first[some[first]].tolist())
         pick = list(compress(np.flatnonzero(some[first]).tolist(), map(named, nm_at)))  # (a vmlinux's 5,000 of 50,000)
-    elif not names.black:  # facts_of's __pfx_ step needs no address: told here, the others picked
-        pfx = []
-        pick = []
+    else:
+        pfx, pick = [], []
         for i, s in enumerate(map(nm.__getitem__, rows.first)):
             if s[:2] == "__":
-                (pfx if s[:6] == "__pfx_" and "." not in s and s not in handlers else pick).append(i)
+                if s[:6] == "__pfx_" and "." not in s and s not in handlers:
+                    pfx.append(i)
+                elif s.startswith(_NAMED) or "." in s or s in handlers:
+                    pick.append(i)
             elif "." in s or s in handlers:
                 pick.append(i)
         if pfx:
             code[pfx] = 1
-    else:
-        pick = [i for i, s in enumerate(map(nm.__getitem__, rows.first)) if s[:2] == "__" or "." in s or s in handlers]
     some_rows = sorted({*pick, *by_addr}) if by_addr else pick
     if not some_rows:
         return code, sets
     first, facts_of = rows.first, names.facts_of  # (a name not named() has no fact but its address's)
     ids = {t: k for k, t in enumerate(sets)}
-    got, at = [], []
+    got = []
     for i, a in zip(some_rows, rows.sym_addr[some_rows].tolist(), strict=True):
         add: list[str] = []
         facts_of(nm[first[i]], a, add)
-        if add:
-            t = tuple(add)
-            k = ids.get(t)
-            if k is None:
-                k = ids[t] = len(sets)
-                sets.append(t)
-            got.append(k)
-            at.append(i)
-    if at:
-        code[at] = got
+        t = tuple(add)
+        k = ids.get(t)
+        if k is None:
+            k = ids[t] = len(sets)
+            sets.append(t)
+        got.append(k)
+    code[some_rows] = got
     return code, sets
 
 
@@ -380,7 +384,9 @@ class _SiteIndex:
     def __init__(self, kernel: Kernel, t: Tables) -> None:
         self.kernel, self.t = kernel, t
         items: list[tuple[int, int, str, int]] = []  # (start, length, kind, payload)
-        for a, b in zip(t.jump, kernel.read_many(t.jump, 2), strict=True):
+        # A module's few jump sites read one by one: numpy's fixed cost (read_many) is more than their bisects.
+        heads = [kernel.read(a, 2) for a in t.jump] if len(t.jump) < 64 else kernel.read_many(t.jump, 2)
+        for a, b in zip(t.jump, heads, strict=True):
             items.append((a, 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5, "jump_table", -1))
         items += [(a, 5, "static_call_sites", -1) for a, _tail in t.static_calls]
         # The one-field tables (100,000s of sites on 6.12) stay sorted int lists, one bisect each per
@@ -390,11 +396,7 @@ class _SiteIndex:
             for key, sites in t.s32.items()
             if sites
         ]
-        # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest. Not a
-        # vmlinux's (tens of thousands: sorting them costs more than the few hundred rows annotated one by one save).
-        merged = chain.from_iterable(arr for _k, _ln, arr in self.points_tables)
-        few = sum(len(arr) for _k, _ln, arr in self.points_tables) <= 4096
-        self.all_points: list[int] | None = sorted(merged) if few else None
+        self._all_points: list[int] | None | bool = False  # (all_points(), made when first read)
         self.max_ln = max((ln for _k, ln, _arr in self.points_tables), default=1)
         items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
         items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
@@ -438,9 +440,19 @@ class _SiteIndex:
         if seg:
             add.extend(seg)
 
+    def all_points(self) -> list[int] | None:
+        """The point tables' sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
+        Not a vmlinux's (tens of thousands: sorting them costs more than the few hundred rows annotated one by one
+        save). Made on the first patchpoint annotated one by one (a 6.12 module has none or a few)."""
+        if self._all_points is False:
+            few = sum(len(arr) for _k, _ln, arr in self.points_tables) <= 4096
+            merged = chain.from_iterable(arr for _k, _ln, arr in self.points_tables)
+            self._all_points = sorted(merged) if few else None
+        return self._all_points
+
     def _point_facts(self, pp: Patchpoint, add: list[str], extra: list[Variant]) -> None:
         a, n = pp.addr, pp.insn.length or 1
-        merged = self.all_points
+        merged = self.all_points()
         if merged is not None:
             j = bisect.bisect_left(merged, a - self.max_ln + 1)
             if j >= len(merged) or merged[j] >= a + n:
