@@ -203,14 +203,16 @@ def _column_facts(rows: Any, far: np.ndarray, keys: _FarKeys) -> None:
     if k.code is not None:
         key += k.code[far] * (2 * width)
     keyl, farl = key.tolist(), far.tolist()
-    reps = dict(zip(keyl, farl, strict=True))  # a row of each key (its base facts: only its ftrace site counts)
     sets: dict[int, frozenset[str] | None] = {}
+    own: dict[int, frozenset[str]] = {}  # the row's own facts (EntryRows.base_facts) by its ftrace site
     nseg, nname = len(k.segs), len(k.name_sets)
-    for kv, i in reps.items():
+    for kv in set(keyl):
+        if kv & 1 not in own:  # from a row of that key
+            own[kv & 1] = rows.base_facts(farl[keyl.index(kv)])
         q, rest = divmod(kv >> 1, nseg * nname)
         sg, nc = divmod(rest, nname)
         add = [*(f for b, f in enumerate(k.qfacts) if q >> b & 1), *k.segs[sg], *k.name_sets[nc]]
-        sets[kv] = rows.base_facts(i) | frozenset(add) if add else None
+        sets[kv] = own[kv & 1] | frozenset(add) if add else None
     got = map(sets.__getitem__, keyl)
     if None in sets.values():  # (a far row always has a fact: kept for safety)
         rows.site_facts.update((i, fs) for i, fs in zip(farl, got, strict=True) if fs is not None)
