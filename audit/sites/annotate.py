@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from array import array
 from itertools import chain, compress
 from typing import Any
 
@@ -70,16 +71,16 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
     t = read_tables(kernel)
     sites = _SiteIndex(kernel, t)
     pairs = [(pp.name, pp.sym_addr) for pp in pps]
-    if rows is not None:
+    if rows is not None and t.blacklist:  # (a module's is empty)
         black = member(rows.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
         pairs += [(rows.name(i), int(rows.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
-    if returns is not None:
+    if returns is not None and t.blacklist:
         black = member(returns.sym_addr, np.array(sorted(t.blacklist), dtype=np.uint64))
         pairs += [(returns.name(i), int(returns.sym_addr[i])) for i in np.flatnonzero(black).tolist()]
     names = _NameFacts(kernel, t, pairs)
     ibt = bool(t.counts.get("ibt_endbr_seal"))  # objtool --ibt ran: the kernel enforces IBT
     if rows is not None:
-        near, far, quiet, namefacts = _candidates(rows, sites, names, ibt)
+        near, far, keys = _candidates(rows, sites, names, ibt)
         for i in near:
             pp = rows.objs.get(i)
             if pp is None:  # a row that only gains facts stays a column (EntryRows.site_facts)
@@ -91,7 +92,7 @@ def add_site_facts(kernel: Kernel, pps: list[Patchpoint], rows: Any = None, retu
                 pp = rows.patchpoint(i)  # boot-time variants: the row becomes a Patchpoint, annotated as one
             if _annotate(pp, sites, names, ibt):
                 rows.objs[i] = pp
-        _column_facts(rows, far, sites, quiet, namefacts)
+        _column_facts(rows, far, keys)
     for pp in pps:
         _annotate(pp, sites, names, ibt)
     if returns is not None:
@@ -184,32 +185,52 @@ def _annotate(pp: Patchpoint, sites: _SiteIndex, names: _NameFacts, ibt: bool) -
     return bool(add or extra)
 
 
-def _column_facts(rows: Any, far: list[int], sites: _SiteIndex, quiet: tuple[np.ndarray | None, list[str]],
-                  namefacts: dict[int, tuple[str, ...]]) -> None:
-    """The facts of rows no table site touches but for _FACT_ONLY ones (`quiet`: per row a bit per such table hit,
-    None without one, and each table's fact), and of rows in text ranges or with names (`namefacts`: row -> what
-    _NameFacts gives): what _annotate would add, set over the columns (EntryRows.site_facts, with the row's own
-    facts) without building the rows: no boot-time variant comes from those sites, a range or a name. The rows alike
-    in all of these and their ftrace site share one set, made once (a 6.12 module's rows repeat a few)."""
-    if not far:
+def _column_facts(rows: Any, far: np.ndarray, keys: _FarKeys) -> None:
+    """The facts of the `far` rows (_candidates): what _annotate would add, set over the columns (EntryRows.site_facts,
+    with the row's own facts) without building the rows: no boot-time variant comes from a _FACT_ONLY site, a range or
+    a name. The rows alike in all of these and their ftrace site share one set, made once per distinct key (a 6.12
+    module's rows repeat a few): the per-row work is numpy's and dicts' (keys as ints, rows as lists)."""
+    if not len(far):
         return
-    idx = np.array(far, dtype=np.int64)
-    (code, qfacts), segs, n = quiet, sites.segs, len(far)
-    seg = np.searchsorted(_u64s(sites.points), rows.addr[idx], side="right").tolist() if sites.points else [0] * n
-    bits = code[idx].tolist() if code is not None else [0] * n
-    shared: dict[tuple, frozenset[str] | None] = {}
-    own: dict[int, frozenset[str]] = {}  # the row's own facts (EntryRows.base_facts) by its ftrace site: a numpy read
-    out, nf = rows.site_facts, namefacts.get
-    for i, q, sg, ft in zip(far, bits, seg, rows.ftrace[idx].tolist(), strict=True):
-        key = (q, sg, nf(i), ft)
-        fs = shared.get(key, _NONE)
-        if fs is _NONE:
-            add = [*(f for b, f in enumerate(qfacts) if q >> b & 1), *segs[sg], *(key[2] or ())]
-            if ft not in own:
-                own[ft] = rows.base_facts(i)
-            fs = shared[key] = own[ft] | frozenset(add) if add else None
-        if fs is not None:
-            out[i] = fs
+    k = keys
+    key = rows.ftrace[far].astype(np.int64)  # ((quiet bits * segments + segment) * name sets + name set) * 2 + ftrace
+    width = len(k.name_sets)
+    if width > 1:
+        key += k.name_code[far] * 2
+    if len(k.segs) > 1:
+        key += k.seg[far] * (2 * width)
+    width *= len(k.segs)
+    if k.code is not None:
+        key += k.code[far] * (2 * width)
+    keyl, farl = key.tolist(), far.tolist()
+    sets: dict[int, frozenset[str] | None] = {}
+    own: dict[int, frozenset[str]] = {}  # the row's own facts (EntryRows.base_facts) by its ftrace site
+    nseg, nname = len(k.segs), len(k.name_sets)
+    for kv in set(keyl):
+        if kv & 1 not in own:  # from a row of that key
+            own[kv & 1] = rows.base_facts(farl[keyl.index(kv)])
+        q, rest = divmod(kv >> 1, nseg * nname)
+        sg, nc = divmod(rest, nname)
+        add = [*(f for b, f in enumerate(k.qfacts) if q >> b & 1), *k.segs[sg], *k.name_sets[nc]]
+        sets[kv] = own[kv & 1] | frozenset(add) if add else None
+    got = map(sets.__getitem__, keyl)
+    if None in sets.values():  # (a far row always has a fact: kept for safety)
+        rows.site_facts.update((i, fs) for i, fs in zip(farl, got, strict=True) if fs is not None)
+    else:
+        rows.site_facts.update(zip(farl, got, strict=True))
+
+
+class _FarKeys:
+    """What sets apart the facts of rows no table site touches but for _FACT_ONLY ones, per row (_candidates): `code`
+    a bit per _FACT_ONLY table hit (None without such tables) with `qfacts` each table's fact, `seg` the text-range
+    segment (index into `segs`), `name_code` the facts _NameFacts gives (index into `name_sets`, 0: none)."""
+
+    __slots__ = ("code", "qfacts", "seg", "segs", "name_code", "name_sets")
+
+    def __init__(self, code: np.ndarray | None, qfacts: list[str], seg: np.ndarray | None, segs: list[frozenset[str]],
+                 name_code: np.ndarray, name_sets: list[tuple[str, ...]]) -> None:  # fmt: skip
+        self.code, self.qfacts, self.seg, self.segs = code, qfacts, seg, segs
+        self.name_code, self.name_sets = name_code, name_sets
 
 
 class _Row:
@@ -236,14 +257,13 @@ class _RowInsn:
         return getattr(self._insn, name)
 
 
-def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
-                ) -> tuple[list[int], list[int], tuple[np.ndarray | None, list[str]], dict[int, tuple]]:  # fmt: skip
-    """The rows whose patchpoint _annotate may change, over the columns, in two lists: `near` a table site the
-    displaced instruction overlaps, ENDBR under IBT, or a row already built (annotated as objects, for their
-    boot-time variants); `far` the others in a text range, with a fact _NameFacts gives, or overlapping only sites
-    of _FACT_ONLY tables (facts only: _column_facts); per row a bit per _FACT_ONLY table it hits, with those tables'
-    facts (6.12's .call_sites holds every module function's first call); the name facts per row (_name_rows).
-    A superset of the rows _annotate changes (it decides), but a close one."""
+def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool) -> tuple[list[int], np.ndarray, _FarKeys]:
+    """The rows whose patchpoint _annotate may change, over the columns: `near` (a list) a table site the displaced
+    instruction overlaps, ENDBR under IBT, or a row already built (annotated as objects, for their boot-time
+    variants); `far` (an array) the others in a text range, with a fact _NameFacts gives, or overlapping only sites
+    of _FACT_ONLY tables (facts only: _column_facts, from the keys: per row a bit per _FACT_ONLY table it hits, with
+    those tables' facts (6.12's .call_sites holds every module function's first call), its text-range segment, its
+    name facts (_name_rows)). A superset of the rows _annotate changes (it decides), but a close one."""
     a = rows.addr
     stop = a + np.maximum(rows.length, 1).astype(np.uint64)
     cand = np.zeros(rows.n, dtype=bool)
@@ -253,33 +273,43 @@ def _candidates(rows: Any, sites: _SiteIndex, names: _NameFacts, ibt: bool,
         hi = np.searchsorted(starts, stop, side="left")
         cand |= (hi > 0) & (reach[np.maximum(hi - 1, 0)] > a)
     quiet: list[tuple[str, np.ndarray]] = []  # (fact, rows hit) of each _FACT_ONLY table, in _point_facts' order
+    lows: dict[int, np.ndarray] = {}  # per site length, the lowest start of a site that reaches each row
     for kind, ln, arr in sites.points_tables:  # a site in [a - ln + 1, a + n), as _point_facts asks
-        pts = _u64s(arr)
-        lo = np.where(a >= ln - 1, a - np.uint64(ln - 1), np.uint64(0))
-        j = np.searchsorted(pts, lo, side="left")  # the first site at or past lo: a hit if it is before stop
-        hit = (j < len(pts)) & (pts[np.minimum(j, len(pts) - 1)] < stop) if len(pts) else np.zeros(len(a), bool)
+        pts = _u64s(arr, top=True)  # (2**64 - 1 last: what the rows past every site meet)
+        lo = lows.get(ln)
+        if lo is None:
+            lo = lows[ln] = np.maximum(a, np.uint64(ln - 1)) - np.uint64(ln - 1) if ln > 1 else a
+        hit = pts[np.searchsorted(pts, lo, side="left")] < stop  # the first site at or past lo is before stop
         if kind in _FACT_ONLY:
             quiet.append((_FACT_ONLY[kind], hit))
         else:
             cand |= hit
     if ibt:
         cand |= (rows.shape_column(7) & IC.ENDBR) != 0
-    cand[list(rows.objs)] = True
-    far = np.zeros(rows.n, dtype=bool)
+    if rows.objs:
+        cand[list(rows.objs)] = True
+    seg = None
+    name_code, name_sets = _name_rows(rows, names)
+    far = name_code != 0
     if sites.points:
-        some = np.array([bool(seg) for seg in sites.segs], dtype=bool)
-        far |= some[np.searchsorted(_u64s(sites.points), a, side="right")]
-    far[_name_rows(rows, names, namefacts := {})] = True
+        seg = np.searchsorted(_u64s(sites.points), a, side="right")
+        some = np.array([bool(sg) for sg in sites.segs], dtype=bool)
+        far |= some[seg]
     code = np.zeros(rows.n, dtype=np.int64) if quiet else None  # (read at the far rows only)
     for b, (_fact, hit) in enumerate(quiet):
         code[hit] |= 1 << b
         far |= hit
     far &= ~cand
-    return np.flatnonzero(cand).tolist(), np.flatnonzero(far).tolist(), (code, [f for f, _h in quiet]), namefacts
+    keys = _FarKeys(code, [f for f, _h in quiet], seg, sites.segs, name_code, name_sets)
+    return np.flatnonzero(cand).tolist(), np.flatnonzero(far), keys
 
 
-def _name_rows(rows: Any, names: _NameFacts, out: dict[int, tuple[str, ...]]) -> list[int]:
-    """The rows _NameFacts gives a fact (by their symbol's address, or by name), their facts put in out."""
+def _name_rows(rows: Any, names: _NameFacts) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Per row, the facts _NameFacts gives it (by its symbol's address, or by name), as an index into the distinct
+    fact tuples returned with it (0: none). A __pfx_ name without a '.' that is no handler's (6.12: every other row)
+    is told with the names (facts_of's first step, the one fact such a name gives); facts_of runs for the other
+    names it may give a fact (named(), or a few more) and for the rows at a blacklisted or a label's address (its
+    answer overrides)."""
     special = names.black | set(names.containers)
     by_addr = []
     if special:  # a blacklisted symbol's or a label's address
@@ -287,21 +317,47 @@ def _name_rows(rows: Any, names: _NameFacts, out: dict[int, tuple[str, ...]]) ->
     cols = rows.kernel.symbol_columns()
     nm, handlers = cols.name, names.handlers
     heads = _NameHeads.of(rows.kernel)
+    code = np.zeros(rows.n, dtype=np.int64)
+    sets: list[tuple[str, ...]] = [(), (_PFX,)]
     if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
-        some = heads.dotted | heads.prefixed(_NAMED) | heads.equal(handlers)
+        handler = heads.equal(handlers)
+        pfx = heads.prefixed(("__pfx_",))
+        some = heads.dotted | pfx | heads.prefixed(("__SCT__", "__cfi_")) | handler
+        pfx &= ~(heads.dotted | handler)
         first = rows.first_idx if rows.first_idx is not None else np.fromiter(rows.first, np.int64, count=rows.n)
+        code[pfx[first]] = 1
+        some &= ~pfx
         named, nm_at = names.named, map(nm.__getitem__, first[some[first]].tolist())
-        pick = list(compress(np.flatnonzero(some[first]).tolist(), map(named, nm_at)))  # (a vmlinux's '.' names)
+        pick = list(compress(np.flatnonzero(some[first]).tolist(), map(named, nm_at)))  # (a vmlinux's 5,000 of 50,000)
     else:
-        pick = [i for i, s in enumerate(map(nm.__getitem__, rows.first)) if s[:2] == "__" or "." in s or s in handlers]
+        pfx, pick = [], []
+        for i, s in enumerate(map(nm.__getitem__, rows.first)):
+            if s[:2] == "__":
+                if s[:6] == "__pfx_" and "." not in s and s not in handlers:
+                    pfx.append(i)
+                elif s.startswith(_NAMED) or "." in s or s in handlers:
+                    pick.append(i)
+            elif "." in s or s in handlers:
+                pick.append(i)
+        if pfx:
+            code[pfx] = 1
     some_rows = sorted({*pick, *by_addr}) if by_addr else pick
+    if not some_rows:
+        return code, sets
     first, facts_of = rows.first, names.facts_of  # (a name not named() has no fact but its address's)
+    ids = {t: k for k, t in enumerate(sets)}
+    got = []
     for i, a in zip(some_rows, rows.sym_addr[some_rows].tolist(), strict=True):
         add: list[str] = []
         facts_of(nm[first[i]], a, add)
-        if add:
-            out[i] = tuple(add)
-    return list(out)
+        t = tuple(add)
+        k = ids.get(t)
+        if k is None:
+            k = ids[t] = len(sets)
+            sets.append(t)
+        got.append(k)
+    code[some_rows] = got
+    return code, sets
 
 
 # Point tables whose sites give a patchpoint a fact and never a boot-time variant (_point_facts: a run-time writer's,
@@ -311,12 +367,22 @@ _FACT_ONLY = {"smp_locks": RUNTIME_WRITERS["smp_locks"], "call_sites": BOOT_REWR
               "cfi_sites": BOOT_REWRITES["cfi_sites"]}  # fmt: skip
 
 
-def _u64s(values: list[int]) -> np.ndarray:
-    """values as uint64, those a malformed table puts below 0 or past 2**64 clipped to the ends (order kept)."""
+def _u64s(values: list[int], top: bool = False) -> np.ndarray:
+    """values as uint64, those a malformed table puts below 0 or past 2**64 clipped to the ends (order kept); with
+    `top`, 2**64 - 1 after them (a sentinel no address is below). Through array('Q') from 16 values: numpy's own
+    conversion of a list of ints costs ~3 times as much a value (a 6.12 module's tables: hundreds)."""
+    if len(values) >= 16:
+        try:
+            got = array("Q", values)
+        except OverflowError:
+            got = array("Q", [min(max(v, 0), _U64_MAX) for v in values])
+        if top:
+            got.append(_U64_MAX)
+        return np.frombuffer(got, dtype=np.uint64)
     try:
-        return np.array(values, dtype=np.uint64)
+        return np.array([*values, _U64_MAX] if top else values, dtype=np.uint64)
     except OverflowError:
-        return np.array([min(max(v, 0), _U64_MAX) for v in values], dtype=np.uint64)
+        return np.array([*(min(max(v, 0), _U64_MAX) for v in values), *([_U64_MAX] if top else [])], dtype=np.uint64)
 
 
 _U64_MAX = (1 << 64) - 1
@@ -331,7 +397,9 @@ class _SiteIndex:
     def __init__(self, kernel: Kernel, t: Tables) -> None:
         self.kernel, self.t = kernel, t
         items: list[tuple[int, int, str, int]] = []  # (start, length, kind, payload)
-        for a, b in zip(t.jump, kernel.read_many(t.jump, 2), strict=True):
+        # A module's few jump sites read one by one: numpy's fixed cost (read_many) is more than their bisects.
+        heads = [kernel.read(a, 2) for a in t.jump] if len(t.jump) < 64 else kernel.read_many(t.jump, 2)
+        for a, b in zip(t.jump, heads, strict=True):
             items.append((a, 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5, "jump_table", -1))
         items += [(a, 5, "static_call_sites", -1) for a, _tail in t.static_calls]
         # The one-field tables (100,000s of sites on 6.12) stay sorted int lists, one bisect each per
@@ -341,11 +409,7 @@ class _SiteIndex:
             for key, sites in t.s32.items()
             if sites
         ]
-        # Their sites merged: one bisect tells the patchpoints near none of them (most) from the rest. Not a
-        # vmlinux's (tens of thousands: sorting them costs more than the few hundred rows annotated one by one save).
-        merged = chain.from_iterable(arr for _k, _ln, arr in self.points_tables)
-        few = sum(len(arr) for _k, _ln, arr in self.points_tables) <= 4096
-        self.all_points: list[int] | None = sorted(merged) if few else None
+        self._all_points: list[int] | None | bool = False  # (all_points(), made when first read)
         self.max_ln = max((ln for _k, ln, _arr in self.points_tables), default=1)
         items += [(alt.instr, max(alt.instrlen, 1), "altinstructions", i) for i, alt in enumerate(t.alts)]
         items += [(a, max(ln, 1), "parainstructions", i) for i, (a, ln, _ty) in enumerate(t.para)]
@@ -389,9 +453,19 @@ class _SiteIndex:
         if seg:
             add.extend(seg)
 
+    def all_points(self) -> list[int] | None:
+        """The point tables' sites merged: one bisect tells the patchpoints near none of them (most) from the rest.
+        Not a vmlinux's (tens of thousands: sorting them costs more than the few hundred rows annotated one by one
+        save). Made on the first patchpoint annotated one by one (a 6.12 module has none or a few)."""
+        if self._all_points is False:
+            few = sum(len(arr) for _k, _ln, arr in self.points_tables) <= 4096
+            merged = chain.from_iterable(arr for _k, _ln, arr in self.points_tables)
+            self._all_points = sorted(merged) if few else None
+        return self._all_points
+
     def _point_facts(self, pp: Patchpoint, add: list[str], extra: list[Variant]) -> None:
         a, n = pp.addr, pp.insn.length or 1
-        merged = self.all_points
+        merged = self.all_points()
         if merged is not None:
             j = bisect.bisect_left(merged, a - self.max_ln + 1)
             if j >= len(merged) or merged[j] >= a + n:
