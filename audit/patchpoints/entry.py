@@ -540,7 +540,7 @@ def _moves(rows: EntryRows, table: EmulationTable) -> None:
     end = rows.end_arr if rows.end_arr is not None else _u64_ends(rows.end)
     active = np.arange(rows.n)
     for _step in range(MAX_MOVES):
-        op_last = np.array([s[5][-1] if s[5] else 0 for s in rows.shapes], dtype=np.int64)[rows.shape[active]]
+        op_last = np.array(list(map(_last_op, rows.shapes)), dtype=np.int64)[rows.shape[active]]
         ln = rows.length[active]
         active = active[(ln > 0) & last[op_last] & (rows.addr[active] + ln.astype(np.uint64) < end[active])]
         if not active.size:
@@ -717,7 +717,7 @@ class _Small:
         addr, shape, length, target, tname = self.addr, self.shape, self.length, self.target, self.tname
         offset = self.offset
         shapes, moved = rows.shapes, rows.moved
-        end = rows.end_arr.tolist() if rows.end_arr is not None else [min(e, _M64) for e in rows.end]
+        end = (rows.end_arr if rows.end_arr is not None else _u64_ends(rows.end)).tolist()
         active = range(len(addr))
         for _step in range(MAX_MOVES):
             can = {sid for sid, sh in enumerate(shapes) if _last_op(sh) in movable}  # (shapes: a few dozen)

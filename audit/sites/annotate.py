@@ -322,7 +322,7 @@ def _name_rows(rows: Any, names: _NameFacts) -> tuple[np.ndarray, list[tuple[str
     if heads is not None:  # the rows whose name has a '.', a _NAMED prefix or is a handler's: over the columns
         handler = heads.equal(handlers)
         pfx = heads.prefixed(("__pfx_",))
-        some = heads.dotted | pfx | heads.prefixed(("__SCT__", "__cfi_")) | handler
+        some = heads.dotted | heads.prefixed(_NAMED) | handler
         pfx &= ~(heads.dotted | handler)
         first = rows.first_idx if rows.first_idx is not None else np.fromiter(rows.first, np.int64, count=rows.n)
         code[pfx[first]] = 1
